@@ -1,0 +1,108 @@
+// Package bounce classifies delivery failures: SMTP replies met while
+// delivering (ClassifyReply), and bounce messages received on the bounce
+// domain (Parse), which may be RFC 3464 delivery status notifications, RFC
+// 5965 feedback reports (complaints) or the free-text formats that many MTAs
+// still send. It also signs and checks the VERP envelope senders that let an
+// inbound bounce be matched to a queued message (EncodeVERP, DecodeVERP), and
+// writes RFC 3464 notifications of its own (BuildDSN).
+//
+// Each failure gets a Verdict: whether it is permanent (retrying will not
+// help), whether it is hard (the address itself is bad, so mail to it should
+// stop), a Reason and an RFC 3463 status code. The two are distinct on
+// purpose: a 5.7.1 policy rejection is permanent for that message but says
+// nothing against the address.
+package bounce
+
+// Reason is why a delivery failed, in a vocabulary close to Sisimai's so that
+// results can be compared with its corpus. Where Sisimai has several names for
+// what latchkey treats alike, they are folded into one (see SisimaiReason).
+type Reason string
+
+// Reasons. The comment after each gives the Sisimai names it stands for.
+const (
+	UserUnknown     Reason = "userunknown"   // userunknown
+	MailboxFull     Reason = "mailboxfull"   // mailboxfull
+	HostUnknown     Reason = "hostunknown"   // hostunknown
+	NotAccept       Reason = "notaccept"     // notaccept: the domain accepts no mail (null MX, RFC 7505)
+	MailboxDisabled Reason = "suspend"       // suspend
+	HasMoved        Reason = "hasmoved"      // hasmoved
+	MessageTooBig   Reason = "mesgtoobig"    // mesgtoobig, exceedlimit
+	Policy          Reason = "policy"        // blocked, rejected, filtered, policyviolation, requireptr, badreputation, norelaying, notcompliantrfc, contenterror, syntaxerror
+	SpamDetected    Reason = "spamdetected"  // spamdetected, virusdetected
+	AuthFailure     Reason = "authfailure"   // authfailure, securityerror
+	RateLimited     Reason = "ratelimited"   // toomanyconn, speeding
+	Expired         Reason = "expired"       // expired
+	NetworkError    Reason = "networkerror"  // networkerror
+	SystemError     Reason = "systemerror"   // systemerror, mailererror, systemfull
+	Complaint       Reason = "feedback"      // feedback: an ARF report, not a failure
+	AutoReply       Reason = "vacation"      // vacation: an RFC 3834 auto-reply, not a failure
+	Delivered       Reason = "delivered"     // delivered: a success DSN
+	Other           Reason = "other"         // onhold, undefined and anything unrecognised
+)
+
+// SisimaiReason maps a Sisimai reason name (as used in the corpus
+// expectations) to the Reason latchkey gives for the same failure.
+func SisimaiReason(name string) Reason {
+	switch name {
+	case "userunknown":
+		return UserUnknown
+	case "mailboxfull":
+		return MailboxFull
+	case "hostunknown":
+		return HostUnknown
+	case "notaccept":
+		return NotAccept
+	case "suspend":
+		return MailboxDisabled
+	case "hasmoved":
+		return HasMoved
+	case "mesgtoobig", "exceedlimit":
+		return MessageTooBig
+	case "blocked", "rejected", "filtered", "policyviolation", "requireptr", "badreputation",
+		"norelaying", "notcompliantrfc", "contenterror", "syntaxerror":
+		return Policy
+	case "spamdetected", "virusdetected":
+		return SpamDetected
+	case "authfailure", "securityerror":
+		return AuthFailure
+	case "toomanyconn", "speeding":
+		return RateLimited
+	case "expired":
+		return Expired
+	case "networkerror":
+		return NetworkError
+	case "systemerror", "mailererror", "systemfull":
+		return SystemError
+	case "feedback":
+		return Complaint
+	case "vacation":
+		return AutoReply
+	case "delivered":
+		return Delivered
+	}
+	return Other
+}
+
+// Verdict is the classification of one failed delivery.
+type Verdict struct {
+	// Permanent is true when retrying the same message will not help (5xx).
+	Permanent bool
+	// Hard is true when the address itself is bad: unknown user or domain,
+	// moved, disabled mailbox. Only permanent failures can be hard.
+	Hard bool
+	// Reason is the kind of failure.
+	Reason Reason
+	// Status is the RFC 3463 status (class.subject.detail), taken from the
+	// reply where it has one and derived from the reason where it has not.
+	Status string
+}
+
+// isHard reports whether a permanent failure for this reason condemns the
+// address rather than the message.
+func isHard(r Reason) bool {
+	switch r {
+	case UserUnknown, HostUnknown, NotAccept, HasMoved, MailboxDisabled:
+		return true
+	}
+	return false
+}

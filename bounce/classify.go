@@ -1,0 +1,224 @@
+package bounce
+
+import (
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// enhancedRe finds an RFC 3463 status in free text. The detail may have up to
+// three digits (5.7.606 and friends are in use).
+var enhancedRe = regexp.MustCompile(`(?:^|[^0-9.])([245])\.(\d{1,3})\.(\d{1,3})(?:[^0-9.]|\.(?:\s|$)|$)`)
+
+// replyCodeRe finds a basic SMTP reply code at the start of a reply line or
+// after the words MTAs put in front of it ("said:", "host ... :").
+var replyCodeRe = regexp.MustCompile(`(?:^|[\s:;(\[<"'>-])([245][0-5][0-9])(?:[\s\-.:;,)]|$)`)
+
+// ClassifyReply classifies an SMTP reply met while delivering. code is the
+// basic reply code (0 if unknown), enhanced the RFC 3463 status if the reply
+// had one ("" otherwise; it is also looked for in text), text the reply text.
+// 5xx (or 5.x.x) is permanent; 4xx and anything unknown are temporary.
+func ClassifyReply(code int, enhanced string, text string) Verdict {
+	class := 0
+	if code >= 200 && code < 600 {
+		class = code / 100
+	}
+	enh := normStatus(enhanced)
+	if enh == "" {
+		enh = findStatus(text)
+	}
+	if enh != "" {
+		// The enhanced code is the more deliberate statement of the two.
+		class = int(enh[0] - '0')
+	}
+	return classify(class, enh, text)
+}
+
+// classify builds a verdict from a status class (2, 4, 5 or 0 for unknown), a
+// normalised enhanced status (may be empty) and the diagnostic text.
+func classify(class int, enh, text string) Verdict {
+	var v Verdict
+	v.Permanent = class == 5
+	if class == 2 {
+		v.Reason = Delivered
+		v.Status = enh
+		if v.Status == "" {
+			v.Status = "2.0.0"
+		}
+		return v
+	}
+	r, specific := reasonFromStatus(enh)
+	if !specific {
+		if tr := reasonFromText(text); tr != "" {
+			r = tr
+		} else if r == "" {
+			r = Other
+		}
+	}
+	v.Reason = r
+	v.Hard = v.Permanent && isHard(r)
+	v.Status = enh
+	if v.Status == "" {
+		c := class
+		if c != 5 {
+			// Unknown is treated as temporary, and says so.
+			c = 4
+		}
+		v.Status = strconv.Itoa(c) + "." + defaultDetail(r)
+	}
+	return v
+}
+
+// normStatus returns s if it is a well-formed RFC 3463 status, else "".
+func normStatus(s string) string {
+	s = strings.TrimSpace(s)
+	parts := strings.Split(s, ".")
+	if len(parts) != 3 {
+		return ""
+	}
+	if parts[0] != "2" && parts[0] != "4" && parts[0] != "5" {
+		return ""
+	}
+	for _, p := range parts[1:] {
+		if p == "" || len(p) > 3 {
+			return ""
+		}
+		for _, c := range p {
+			if c < '0' || c > '9' {
+				return ""
+			}
+		}
+	}
+	return s
+}
+
+// findStatus returns the first RFC 3463 status in text, or "".
+func findStatus(text string) string {
+	m := enhancedRe.FindStringSubmatch(text)
+	if m == nil {
+		return ""
+	}
+	return m[1] + "." + m[2] + "." + m[3]
+}
+
+// findReplyCode returns the first SMTP reply code in text, or 0.
+func findReplyCode(text string) int {
+	m := replyCodeRe.FindStringSubmatch(text)
+	if m == nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(m[1])
+	return n
+}
+
+// reasonFromStatus maps an enhanced status to a reason. specific is true when
+// the status alone is conclusive; otherwise the text may say more (X.0.0,
+// X.7.1 and the like are used for everything).
+func reasonFromStatus(enh string) (r Reason, specific bool) {
+	if enh == "" {
+		return "", false
+	}
+	sd := enh[2:] // subject.detail
+	switch sd {
+	case "1.1", "1.3", "1.4": // bad mailbox, bad syntax, ambiguous
+		return UserUnknown, true
+	case "1.2":
+		return HostUnknown, true
+	case "1.10": // RFC 7505 null MX
+		return NotAccept, true
+	case "1.6":
+		return HasMoved, true
+	case "2.1", "7.13":
+		return MailboxDisabled, true
+	case "2.2":
+		return MailboxFull, true
+	case "2.3", "3.4":
+		return MessageTooBig, true
+	case "4.7":
+		return Expired, true
+	case "4.1", "4.2", "4.6":
+		return NetworkError, true
+	case "7.23", "7.24", "7.25", "7.26", "7.27", "7.20", "7.21", "7.22", "7.5", "7.7":
+		return AuthFailure, true
+	case "7.28":
+		return RateLimited, true
+	case "7.0", "7.1", "7.606", "1.7", "1.8", "7.9":
+		return Policy, false
+	case "4.4":
+		return HostUnknown, false
+	case "3.0", "3.1", "3.2", "3.5", "4.3":
+		return SystemError, false
+	}
+	return "", false
+}
+
+// defaultDetail is the subject.detail of the status a reason implies, for
+// replies that gave none.
+func defaultDetail(r Reason) string {
+	switch r {
+	case UserUnknown:
+		return "1.1"
+	case HostUnknown:
+		return "1.2"
+	case NotAccept:
+		return "1.10"
+	case HasMoved:
+		return "1.6"
+	case MailboxDisabled:
+		return "2.1"
+	case MailboxFull:
+		return "2.2"
+	case MessageTooBig:
+		return "3.4"
+	case Expired:
+		return "4.7"
+	case NetworkError:
+		return "4.1"
+	case Policy, SpamDetected:
+		return "7.1"
+	case AuthFailure:
+		return "7.26"
+	case RateLimited:
+		return "7.28"
+	case SystemError:
+		return "3.0"
+	}
+	return "0.0"
+}
+
+// textRules are tried in order on the lower-cased diagnostic; the first match
+// wins. The order matters: specific phrases before generic words ("spamhaus"
+// names a block list, not spam content; "rejected" says almost nothing).
+var textRules = []struct {
+	r  Reason
+	re *regexp.Regexp
+}{
+	{HasMoved, regexp.MustCompile(`has (?:been )?moved|address (?:has )?changed|no longer (?:at|with) `)},
+	{RateLimited, regexp.MustCompile(`rate limit|ratelimit|too many (?:connections|messages|recipients|concurrent|mails|emails)|throttl|exceeded (?:the )?(?:sending|rate|message) (?:limit|rate)|sending (?:limit|quota)|try again later.*rate|receiving mail at a rate`)},
+	{MailboxFull, regexp.MustCompile(`mailbox (?:is )?full|mail ?box full|over ?quota|quota (?:exceeded|exceed|full)|exceeded (?:storage|(?:his|her|their|the) quota)|disk quota|storage quota|storage (?:space )?(?:is )?full|mailbox size limit|exceeds allowed size|insufficient (?:disk |storage )?space|out of (?:storage|disk)|full mailbox|mailbox (?:has )?exceeded|too much mail|(?:inbox|mailbox) is over|their mailbox is full|user.s storage|has not enough space`)},
+	{MessageTooBig, regexp.MustCompile(`message (?:is )?too (?:big|large)|message size (?:exceeds|limit)|size limit|too large|exceeds (?:the )?maximum (?:message )?size|message length exceeds|maximum message size`)},
+	{AuthFailure, regexp.MustCompile(`\bspf\b|sender policy framework|\bdkim\b|domainkeys|\bdmarc\b|authentication (?:check )?fail|not authenticated|unauthenticated (?:email|mail)|sender address verification|failed (?:the )?(?:spf|dkim|dmarc)`)},
+	{NotAccept, regexp.MustCompile(`null mx|does not accept (?:e-?)?mail|no smtp service|accepts no mail`)},
+	{UserUnknown, regexp.MustCompile(`user unknown|unknown user|no such (?:user|recipient|mailbox|account|person|address)|unknown (?:recipient|mailbox|local[- ]part|address|account)|recipient (?:unknown|not found|does not exist|address rejected: (?:user|undeliverable|unknown|access denied))|(?:user|mailbox|account|address|recipient|addressee) (?:\S+ )?(?:does ?n[o']t exist|not exist|not found|is unknown|unavailable|is not valid|invalid)|(?:mailbox|user) not (?:found|exist|known|listed)|not listed in|invalid (?:recipient|mailbox|user|address|e-?mail address)|(?:is not|isn't) a valid (?:user|mailbox|recipient|address)|doesn't have an? .{0,40}account|no mailbox|undeliverable address|unknown or illegal alias|not a known user|address (?:does not|doesn't) exist|no account by that name|this account does not exist|no valid recipients|not our customer|user (?:is )?not (?:here|local)|bad destination mailbox|unable to deliver to|mailbox unavailable|dosn't exist|unknown e-?mail address`)},
+	{HostUnknown, regexp.MustCompile(`host unknown|unknown host|host not found|domain not found|no such domain|domain (?:\S+ )?(?:does not|doesn't) exist|unknown domain|domain (?:is )?(?:not|no longer) (?:registered|exist)|unrouteable address|unroutable address|name or service not known|nxdomain|no mx (?:record|host)|dns lookup failure|could not find a gateway|domain name not found|host or domain name not found|mx lookup fail|non-existent domain`)},
+	{MailboxDisabled, regexp.MustCompile(`disabled|suspended|inactive|deactivated|account (?:is )?locked|is not active|account (?:has been )?(?:closed|terminated|blocked)|mailbox (?:is )?(?:locked|closed|frozen)|account expired|temporarily unavailable.*account`)},
+	{SpamDetected, regexp.MustCompile(`virus|malware|infected|\bspam\b|spam (?:detected|message|content)|junk mail|unsolicited|blacklisted url|content (?:was )?(?:rejected|filter)|classified as (?:spam|bulk)|bulk mail|suspicious (?:content|url|link)|looked like spam|spamming`)},
+	{Expired, regexp.MustCompile(`retry timeout|expired|giving up|gave up|could not deliver for the last|too long (?:in|on) (?:the )?queue|delivery time|has been delayed|will be retried|not (?:yet )?been delivered|message (?:was )?delayed|delivery (?:attempts|failed \d+ attempts)|failed \d+ attempts|time ?out (?:exceeded|waiting)|undeliverable for|queue time|maximum (?:time|retries)`)},
+	{NetworkError, regexp.MustCompile(`connection (?:refused|timed out|reset|closed|dropped|lost)|lost connection|network (?:error|is unreachable|unreachable)|socket error|timed out|timeout|could not connect|couldn't connect|unable to connect|did not accept our requests to connect|no route to host|name service error|loop|too many hops|host not reachable|temporary failure in name resolution|dns (?:error|failure|timeout)|servfail|tls (?:handshake|negotiation)|starttls`)},
+	{Policy, regexp.MustCompile(`block|blacklist|black list|denylist|spamhaus|spamcop|\brbl\b|\bdnsbl\b|barracuda|reputation|denied|refused|reject|not permitted|prohibited|not allowed|policy|relay|reverse (?:dns|lookup)|\bptr\b|rdns|banned|filter|forbidden|not authorized|unauthorized|access restricted|blocked|listed|not accepted|ip .{0,40}(?:is )?(?:on|in) .{0,20}list|sender (?:address )?rejected|administrative prohibition|redundant|duplicated|syntax|rfc ?\d{3,4}|mime|header|permission|restrict|authoriz|client host`)},
+	{SystemError, regexp.MustCompile(`system error|internal error|server error|configuration error|local error|mail loop|pipe to|mailer error|program|resources|system (?:not|is) available|out of memory|i/o error|temporary local problem|unexpected|try again later|service (?:not |un)available|local delivery failed`)},
+}
+
+// reasonFromText returns the reason the text suggests, or "".
+func reasonFromText(text string) Reason {
+	if text == "" {
+		return ""
+	}
+	t := strings.ToLower(text)
+	for _, rule := range textRules {
+		if rule.re.MatchString(t) {
+			return rule.r
+		}
+	}
+	return ""
+}

@@ -1,0 +1,178 @@
+package bounce
+
+import (
+	"bufio"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+)
+
+// corpusDir is the shared corpus, next to the repository in development and
+// in CI.
+const corpusDir = "../../shared/corpus/bounces"
+
+// placeholder is the address Sisimai reports for a complaint whose original
+// recipient is not given ("To: <Undisclosed Recipients>"). We report no
+// recipient there, which is graded as a match.
+const placeholder = "undisclosed-recipient-in-headers@libsisimai.org.invalid"
+
+type expectation struct {
+	File       string `json:"file"`
+	Index      int    `json:"index"`
+	Recipient  string `json:"recipient"`
+	Status     string `json:"status"`
+	Reason     string `json:"reason"`
+	HardBounce bool   `json:"hardbounce"`
+	Action     string `json:"action"`
+	Feedback   string `json:"feedbacktype"`
+}
+
+func corpusPath(t testing.TB) string {
+	if _, err := os.Stat(filepath.Join(corpusDir, "expectations.jsonl")); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("bounce corpus missing at %s: %v", corpusDir, err)
+		}
+		t.Skipf("bounce corpus not found at %s (clone shared/ next to the repo): %v", corpusDir, err)
+	}
+	return corpusDir
+}
+
+func loadExpectations(t *testing.T, dir string) map[string][]expectation {
+	f, err := os.Open(filepath.Join(dir, "expectations.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	out := map[string][]expectation{}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var e expectation
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			t.Fatalf("expectations: %v", err)
+		}
+		out[e.File] = append(out[e.File], e)
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// isPseudoStatus reports whether s is one of Sisimai's x.0.9xx codes, which
+// it invents where a bounce gives no status; those are graded on the class.
+func isPseudoStatus(s string) bool {
+	p := strings.Split(s, ".")
+	return len(p) == 3 && p[1] == "0" && len(p[2]) == 3 && p[2][0] == '9'
+}
+
+type score struct{ ok, n int }
+
+func (s *score) add(ok bool) {
+	s.n++
+	if ok {
+		s.ok++
+	}
+}
+
+func (s score) pct() float64 {
+	if s.n == 0 {
+		return 100
+	}
+	return 100 * float64(s.ok) / float64(s.n)
+}
+
+// TestCorpus parses every real bounce of the shared corpus and grades the
+// result against Sisimai's expectations.
+func TestCorpus(t *testing.T) {
+	dir := corpusPath(t)
+	exp := loadExpectations(t, dir)
+	files := make([]string, 0, len(exp))
+	for f := range exp {
+		files = append(files, f)
+	}
+	sort.Strings(files)
+	var found, statusExact, statusClass, perm, hard, reason score
+	verbose := os.Getenv("BOUNCE_CORPUS_VERBOSE") != ""
+	for _, file := range files {
+		rep := parseFile(t, filepath.Join(dir, file))
+		for _, e := range exp[file] {
+			var got *Recipient
+			for i := range rep.Recipients {
+				if strings.EqualFold(rep.Recipients[i].Recipient, e.Recipient) {
+					got = &rep.Recipients[i]
+					break
+				}
+			}
+			if got == nil && e.Recipient == placeholder && rep.IsComplaint {
+				got = &Recipient{Reason: Complaint}
+			}
+			found.add(got != nil)
+			if got == nil {
+				if verbose {
+					t.Logf("%s: recipient %s not found (got %+v)", file, e.Recipient, rep.Recipients)
+				}
+				got = &Recipient{}
+			}
+			if e.Status != "" {
+				if isPseudoStatus(e.Status) {
+					statusClass.add(got.Status != "" && got.Status[0] == e.Status[0])
+				} else {
+					statusExact.add(got.Status == e.Status)
+				}
+				if e.Status[0] == '5' || e.Status[0] == '4' {
+					perm.add(got.Permanent == (e.Status[0] == '5'))
+				}
+			}
+			hard.add(got.Hard == e.HardBounce)
+			want := SisimaiReason(e.Reason)
+			reason.add(got.Reason == want)
+			if verbose && (got.Hard != e.HardBounce || (e.Status != "" && !isPseudoStatus(e.Status) && got.Status != e.Status) || got.Reason != want) {
+				t.Logf("%s %s: status %q want %q, hard %v want %v, reason %q want %q (%s)", file, e.Recipient,
+					got.Status, e.Status, got.Hard, e.HardBounce, got.Reason, want, e.Reason)
+			}
+		}
+	}
+	notBounce, _ := filepath.Glob(filepath.Join(dir, "not-bounce", "*.eml"))
+	var plain score
+	for _, f := range notBounce {
+		rep := parseFile(t, f)
+		plain.add(!rep.IsBounce && !rep.IsComplaint && len(rep.Recipients) == 0)
+	}
+	t.Logf("corpus: %d files, %d recipients", len(files), found.n)
+	t.Logf("%-36s %5s %5s %7s", "measure", "ok", "of", "pct")
+	for _, row := range []struct {
+		name string
+		s    score
+		min  float64
+	}{
+		{"recipient found", found, 100},
+		{"status equal (RFC 3463 codes)", statusExact, 85},
+		{"status class (Sisimai x.0.9xx codes)", statusClass, 95},
+		{"permanent/temporary (status class)", perm, 95},
+		{"hard/soft (hardbounce)", hard, 95},
+		{"reason (mapped)", reason, 70},
+		{"not-bounce recognised", plain, 100},
+	} {
+		t.Logf("%-36s %5d %5d %6.1f%%", row.name, row.s.ok, row.s.n, row.s.pct())
+		if row.s.pct() < row.min {
+			t.Errorf("%s: %.1f%% is below the %.0f%% threshold", row.name, row.s.pct(), row.min)
+		}
+	}
+}
+
+func parseFile(t testing.TB, path string) *Report {
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rep, err := Parse(f)
+	if err != nil {
+		t.Fatalf("%s: %v", filepath.Base(path), err)
+	}
+	return rep
+}

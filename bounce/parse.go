@@ -1,0 +1,460 @@
+package bounce
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/textproto"
+	"strings"
+
+	"github.com/emersion/go-message"
+)
+
+// MaxBytes is how much of a message Parse reads. Bounces that quote a huge
+// original are cut; the report itself is always near the top.
+const MaxBytes = 10 << 20
+
+// Walking limits, so that a hostile message cannot make Parse do unbounded
+// work.
+const (
+	maxDepth = 8
+	maxParts = 200
+)
+
+// ErrNotMessage is returned (wrapped) when the input has no parseable header.
+var ErrNotMessage = errors.New("bounce: not a mail message")
+
+// Report is what Parse found in one message.
+type Report struct {
+	// IsBounce is true when at least one recipient failed or was delayed.
+	IsBounce bool
+	// IsComplaint is true for an RFC 5965 feedback report.
+	IsComplaint bool
+	// IsAutoReply is true for an RFC 3834 automatic reply (vacation and the
+	// like): not a failure, but the sender is told who replied.
+	IsAutoReply bool
+	// FeedbackType is the ARF Feedback-Type (abuse, fraud, opt-out, ...).
+	FeedbackType string
+	// Recipients are the recipients the report is about, in order.
+	Recipients []Recipient
+	// OriginalMessageID is the Message-ID of the message that bounced, if
+	// quoted; OriginalEnvelopeID is the RFC 3461 ENVID.
+	OriginalMessageID, OriginalEnvelopeID string
+	// ReportingMTA is the MTA that wrote the report, without its type.
+	ReportingMTA string
+	// Format says how the report was read: "rfc3464", "arf", "autoreply" or
+	// "text" (a free-text bounce, read by patterns).
+	Format string
+}
+
+// Recipient is one recipient's outcome.
+type Recipient struct {
+	Recipient string // the final recipient address
+	Action    string // failed, delayed, delivered, relayed, expanded (lower case)
+	Status    string // RFC 3463 status
+	Permanent bool
+	Hard      bool
+	Reason    Reason
+	RemoteMTA string // the remote host that answered, without its type
+	// Diagnostic is the remote server's text (for DSNs the Diagnostic-Code
+	// without its type), or the text of a free-text bounce about this
+	// recipient.
+	Diagnostic string
+}
+
+// parts is what the MIME walk collects.
+type parts struct {
+	top       message.Header
+	reportTyp string
+	status    [][]byte // message/delivery-status bodies
+	feedback  [][]byte // message/feedback-report bodies
+	texts     []string // human-readable parts, in order
+	orig      *textproto.MIMEHeader
+	n         int
+}
+
+// Parse reads a message and reports whether it is a bounce, a complaint or
+// neither, and about which recipients. A message that is none of these gives
+// a Report with IsBounce false and no error. Broken MIME is read as far as it
+// goes; an error is returned only when there is no message to speak of.
+func Parse(r io.Reader) (*Report, error) {
+	data, err := io.ReadAll(io.LimitReader(r, MaxBytes))
+	if err != nil {
+		return nil, fmt.Errorf("bounce: reading message: %w", err)
+	}
+	// An mbox separator line ("From sender date") is not a header.
+	if bytes.HasPrefix(data, []byte("From ")) {
+		if i := bytes.IndexByte(data, '\n'); i >= 0 {
+			data = data[i+1:]
+		}
+	}
+	ent, err := message.Read(bytes.NewReader(data))
+	if ent == nil {
+		return nil, fmt.Errorf("%w: %w", ErrNotMessage, err)
+	}
+	p := &parts{top: ent.Header}
+	if _, params, err := ent.Header.ContentType(); err == nil {
+		p.reportTyp = strings.ToLower(params["report-type"])
+	}
+	p.walk(ent, 0)
+	return p.report(), nil
+}
+
+// walk visits the MIME tree and keeps the parts that matter. Errors inside
+// the tree end the walk of that branch only: what was read so far is kept.
+func (p *parts) walk(e *message.Entity, depth int) {
+	p.n++
+	if p.n > maxParts || depth > maxDepth {
+		return
+	}
+	mt, params, err := e.Header.ContentType()
+	if err != nil {
+		mt = "text/plain"
+	}
+	switch {
+	case strings.HasPrefix(mt, "multipart/"):
+		mr := e.MultipartReader()
+		if mr == nil {
+			return
+		}
+		if p.reportTyp == "" && mt == "multipart/report" {
+			p.reportTyp = strings.ToLower(params["report-type"])
+		}
+		for {
+			part, err := mr.NextPart()
+			if part == nil || (err != nil && !message.IsUnknownCharset(err) && !message.IsUnknownEncoding(err)) {
+				return
+			}
+			p.walk(part, depth+1)
+		}
+	case mt == "message/delivery-status" || mt == "message/global-delivery-status":
+		p.status = append(p.status, readBody(e.Body))
+	case mt == "message/feedback-report":
+		p.feedback = append(p.feedback, readBody(e.Body))
+	case mt == "message/rfc822" || mt == "message/global" || mt == "text/rfc822-headers" ||
+		mt == "text/rfc822-header" || mt == "message/rfc822-headers" || mt == "message/global-headers":
+		if p.orig == nil {
+			br := bufio.NewReader(io.LimitReader(e.Body, 1<<20))
+			h, err := textproto.NewReader(br).ReadMIMEHeader()
+			if len(h) > 0 || err == nil {
+				p.orig = &h
+			}
+		}
+	case strings.HasPrefix(mt, "text/") || mt == "":
+		b := readBody(e.Body)
+		s := string(b)
+		if mt == "text/html" {
+			s = stripHTML(s)
+		}
+		p.texts = append(p.texts, s)
+	}
+}
+
+func readBody(r io.Reader) []byte {
+	b, _ := io.ReadAll(io.LimitReader(r, MaxBytes))
+	return b
+}
+
+// report turns the collected parts into a Report.
+func (p *parts) report() *Report {
+	rep := &Report{}
+	if p.orig != nil {
+		rep.OriginalMessageID = strings.Trim(strings.TrimSpace(p.orig.Get("Message-Id")), "<>")
+	}
+	switch {
+	case len(p.feedback) > 0 || p.reportTyp == "feedback-report":
+		p.readARF(rep)
+		return rep
+	case len(p.status) > 0:
+		for _, b := range p.status {
+			readDSN(b, rep, strings.Join(p.texts, "\n"))
+		}
+		if len(rep.Recipients) > 0 {
+			rep.Format = "rfc3464"
+			break
+		}
+		fallthrough
+	default:
+		if p.isAutoReply() {
+			rep.IsAutoReply = true
+			rep.Format = "autoreply"
+			if a := firstAddr(p.top.Get("From")); a != "" {
+				rep.Recipients = []Recipient{{Recipient: a, Action: "autoreplied", Reason: AutoReply, Status: ""}}
+			}
+			return rep
+		}
+		if !p.looksLikeBounce() {
+			return rep
+		}
+		rep.Recipients = scanText(strings.Join(p.texts, "\n"), p.exclude(), p.top.Get("X-Failed-Recipients"))
+		if len(rep.Recipients) > 0 {
+			rep.Format = "text"
+		}
+	}
+	for _, rc := range rep.Recipients {
+		if rc.Action == "failed" || rc.Action == "delayed" {
+			rep.IsBounce = true
+		}
+	}
+	return rep
+}
+
+// isAutoReply recognises RFC 3834 auto-replies, which are not bounces even
+// though some MTAs send them to the envelope sender.
+func (p *parts) isAutoReply() bool {
+	as := strings.ToLower(p.top.Get("Auto-Submitted"))
+	subj := strings.ToLower(decodeWords(p.top.Get("Subject")))
+	if strings.HasPrefix(as, "auto-replied") {
+		return true
+	}
+	return p.top.Get("X-Autoreply") != "" || strings.HasPrefix(subj, "auto:") ||
+		strings.Contains(subj, "out of office") || strings.Contains(subj, "autoreply") ||
+		strings.Contains(subj, "auto-reply") || strings.Contains(subj, "vacation")
+}
+
+// bounceSignals are words in a sender or subject that mark a failure notice.
+var bounceSignals = []string{
+	"mailer-daemon", "postmaster", "mail delivery", "delivery status", "undeliver", "undelivered",
+	"returned mail", "delivery fail", "failure notice", "delivery notification", "non remis",
+	"could not be delivered", "not delivered", "delivery problem", "nondeliverable", "delivery has failed",
+	"warning: could not send", "delayed mail", "mail system error", "failed delivery", "rejected",
+	"error", "bounce", "mail could not", "delivery report", "notification", "message blocked",
+	"unzustellbar", "non-remis", "no entregado", "fehlgeschlagen", "undeliverable",
+}
+
+// looksLikeBounce keeps ordinary mail out of the free-text scan: the message
+// must come from a mailer or call itself a failure notice.
+func (p *parts) looksLikeBounce() bool {
+	if p.top.Get("X-Failed-Recipients") != "" || p.reportTyp == "delivery-status" {
+		return true
+	}
+	s := strings.ToLower(p.top.Get("From") + " " + p.top.Get("Return-Path") + " " + decodeWords(p.top.Get("Subject")))
+	if strings.TrimSpace(p.top.Get("Return-Path")) == "<>" {
+		return true
+	}
+	for _, w := range bounceSignals {
+		if strings.Contains(s, w) {
+			return true
+		}
+	}
+	return false
+}
+
+// exclude lists addresses that appear in a bounce but are not recipients:
+// the bounce's own sender and addressee.
+func (p *parts) exclude() map[string]bool {
+	m := map[string]bool{}
+	for _, f := range []string{"From", "To", "Reply-To", "Return-Path", "Sender", "Cc"} {
+		for _, a := range allAddrs(p.top.Get(f)) {
+			m[strings.ToLower(a)] = true
+		}
+	}
+	if p.orig != nil {
+		for _, f := range []string{"From", "Return-Path", "Sender", "Reply-To"} {
+			for _, a := range allAddrs(p.orig.Get(f)) {
+				m[strings.ToLower(a)] = true
+			}
+		}
+	}
+	return m
+}
+
+// readARF fills a complaint report from a feedback-report part.
+func (p *parts) readARF(rep *Report) {
+	rep.IsComplaint = true
+	rep.Format = "arf"
+	var rcpts []string
+	for _, b := range p.feedback {
+		for _, f := range readFields(b) {
+			switch f.name {
+			case "feedback-type":
+				if rep.FeedbackType == "" {
+					rep.FeedbackType = strings.ToLower(f.value)
+				}
+			case "original-rcpt-to", "removal-recipient":
+				if a := firstAddr(f.value); a != "" {
+					rcpts = append(rcpts, a)
+				}
+			case "reporting-mta":
+				rep.ReportingMTA = stripType(f.value)
+			case "original-envelope-id":
+				rep.OriginalEnvelopeID = f.value
+			}
+		}
+	}
+	if len(rcpts) == 0 && p.orig != nil {
+		rcpts = allAddrs(p.orig.Get("To"))
+	}
+	text := strings.TrimSpace(strings.Join(p.texts, "\n"))
+	if len(text) > 500 {
+		text = text[:500]
+	}
+	for _, a := range rcpts {
+		rep.Recipients = append(rep.Recipients, Recipient{Recipient: a, Action: "", Reason: Complaint, Diagnostic: text})
+	}
+}
+
+// field is one header-style field of a report part; blank marks a blank line.
+type field struct {
+	name, value string
+	blank       bool
+}
+
+// readFields reads RFC 822-style fields, unfolding continuation lines and
+// keeping blank lines as separators.
+func readFields(b []byte) []field {
+	var out []field
+	for _, line := range strings.Split(strings.ReplaceAll(string(b), "\r\n", "\n"), "\n") {
+		if strings.TrimSpace(line) == "" {
+			out = append(out, field{blank: true})
+			continue
+		}
+		if (line[0] == ' ' || line[0] == '\t') && len(out) > 0 && !out[len(out)-1].blank {
+			out[len(out)-1].value += " " + strings.TrimSpace(line)
+			continue
+		}
+		name, value, ok := strings.Cut(line, ":")
+		if !ok || strings.ContainsAny(name, " \t") {
+			continue
+		}
+		out = append(out, field{name: strings.ToLower(name), value: strings.TrimSpace(value)})
+	}
+	return out
+}
+
+// readDSN adds the recipients of one delivery-status part to rep. Fields are
+// read as a stream rather than strictly by blank-line groups because real
+// MTAs both omit and add blank lines.
+func readDSN(b []byte, rep *Report, text string) {
+	type rcpt struct {
+		Recipient
+		orig, final string
+	}
+	var list []*rcpt
+	var cur *rcpt
+	for _, f := range readFields(b) {
+		if f.blank {
+			continue
+		}
+		switch f.name {
+		case "reporting-mta":
+			if rep.ReportingMTA == "" {
+				rep.ReportingMTA = stripType(f.value)
+			}
+		case "original-envelope-id":
+			rep.OriginalEnvelopeID = f.value
+		case "original-recipient":
+			if cur == nil || cur.orig != "" || cur.final != "" {
+				cur = &rcpt{}
+				list = append(list, cur)
+			}
+			cur.orig = addrOf(stripType(f.value))
+		case "final-recipient":
+			if cur == nil || cur.final != "" {
+				cur = &rcpt{}
+				list = append(list, cur)
+			}
+			cur.final = addrOf(stripType(f.value))
+		case "action":
+			if cur != nil {
+				cur.Action = strings.ToLower(strings.Fields(f.value + " x")[0])
+			}
+		case "status":
+			if cur != nil {
+				cur.Status = f.value
+			}
+		case "remote-mta":
+			if cur != nil {
+				cur.RemoteMTA = stripType(f.value)
+			}
+		case "diagnostic-code":
+			if cur != nil {
+				cur.Diagnostic = stripType(f.value)
+			}
+		}
+	}
+	for _, r := range list {
+		r.Recipient.Recipient = r.final
+		if r.final == "" {
+			r.Recipient.Recipient = r.orig
+		}
+		if r.Recipient.Recipient == "" {
+			continue
+		}
+		rep.Recipients = append(rep.Recipients, finish(r.Recipient, text))
+	}
+}
+
+// finish classifies a DSN recipient from its Status, Action and diagnostic.
+func finish(r Recipient, text string) Recipient {
+	enh := normStatus(r.Status)
+	if enh == "" {
+		enh = findStatus(r.Status)
+	}
+	diag := r.Diagnostic
+	if enh == "" || strings.HasSuffix(enh, ".0.0") {
+		// A generic Status often hides the specific one the remote server
+		// gave in its reply.
+		if d := findStatus(diag); d != "" && (enh == "" || d[0] == enh[0]) && !strings.HasSuffix(d, ".0.0") {
+			enh = d
+		}
+	}
+	class := 0
+	if enh != "" {
+		class = int(enh[0] - '0')
+	} else if c := findReplyCode(diag); c != 0 {
+		class = c / 100
+	}
+	if class == 0 {
+		switch r.Action {
+		case "failed":
+			class = 5
+		case "delayed":
+			class = 4
+		case "delivered", "relayed", "expanded":
+			class = 2
+		}
+	}
+	why := diag
+	if why == "" {
+		why = r.Status + " " + text
+	}
+	v := classify(class, enh, why)
+	if r.Action == "" {
+		switch class {
+		case 5:
+			r.Action = "failed"
+		case 4:
+			r.Action = "delayed"
+		}
+	}
+	r.Status, r.Permanent, r.Hard, r.Reason = v.Status, v.Permanent, v.Hard, v.Reason
+	return r
+}
+
+// stripType removes the "rfc822;" / "dns;" / "smtp;" type of a DSN field.
+func stripType(s string) string {
+	if t, v, ok := strings.Cut(s, ";"); ok && !strings.ContainsAny(t, " <@") {
+		return strings.TrimSpace(v)
+	}
+	return strings.TrimSpace(s)
+}
+
+// addrOf returns the bare address of a DSN recipient value.
+func addrOf(s string) string {
+	if a := firstAddr(s); a != "" {
+		return a
+	}
+	return strings.Trim(strings.TrimSpace(s), "<>")
+}
+
+func decodeWords(s string) string {
+	d, err := new(mime.WordDecoder).DecodeHeader(s)
+	if err != nil {
+		return s
+	}
+	return d
+}

@@ -1,0 +1,235 @@
+package bounce
+
+import (
+	"regexp"
+	"strings"
+)
+
+// addrPat is a pragmatic e-mail address: enough for the addresses bounces
+// quote, not a validator.
+const addrPat = `[A-Za-z0-9.!#$%&'*+/=?^_{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+`
+
+var addrRe = regexp.MustCompile(addrPat)
+
+// recipientLineRes recognise the lines of free-text bounces that name a
+// failed recipient, whatever the MTA: an address alone on its line (Exim,
+// qmail, Gmail), an address followed by a colon and the error (Postfix,
+// qmail), Sendmail's "<addr>... error", an SMTP transcript's RCPT TO, and an
+// address after a label or a phrase such as "delivery to".
+var recipientLineRes = []*regexp.Regexp{
+	regexp.MustCompile(`^\s*(?:[-*•>]\s*)?[<"(\[]?(` + addrPat + `)[>")\]]?\s*:?\s*$`),
+	regexp.MustCompile(`^\s*[<"(\[]?(` + addrPat + `)[>")\]]?\s*:\s*\S`),
+	regexp.MustCompile(`<(` + addrPat + `)>\.\.\.\s*\S`),
+	regexp.MustCompile(`(?i)rcpt to:\s*<?(` + addrPat + `)`),
+	regexp.MustCompile(`(?i)(?:^|\s)(?:final-recipient|original-recipient|recipient(?: address)?|failed recipient|addressee|destinataire|empfänger|to|address|e-?mail address|user|mailbox|account)\s*:?\s*(?:rfc822;\s*)?[<"(\[]?(` + addrPat + `)`),
+	regexp.MustCompile(`(?i)(?:delivery to|deliver(?:ed)?(?: your message| the message| mail)? to|sending (?:mail |message )?to|could not be delivered to|failed to deliver to|wasn't delivered to|was not delivered to|couldn't be delivered to|message to|mail to|unable to deliver (?:message |mail )?to|for|recipient)\s*[<"(\[]?(` + addrPat + `)`),
+}
+
+// origStartRe marks where a free-text bounce starts quoting the original
+// message: addresses after it belong to the original, not to the report.
+var origStartRe = regexp.MustCompile(`(?i)^\s*(?:[-=_*]{2,}.*(?:original|copy of (?:the|your) message|returned message|message header|headers? (?:of|follow)|below this line|undelivered message|included message|unsent message|message text follows|rfc822)|(?:-+ )?below this line is a copy|original message follows|-+\s*original message\s*-*|content-type:\s*message/rfc822|the original message headers|the headers of the original|your message reads|original message header|message headers follow)`)
+
+// permanentHints and temporaryHints settle the class of a free-text bounce
+// that quotes no reply code.
+var (
+	permanentHints = regexp.MustCompile(`(?i)permanent|fatal|failed permanently|giving up|gave up|could not be delivered|undeliverable|not be delivered|has been rejected|no such|unknown`)
+	temporaryHints = regexp.MustCompile(`(?i)temporar|delayed|will be retried|will retry|will continue|will keep trying|not yet been delivered|warning:|transient|deferred|try again`)
+)
+
+type hit struct {
+	addr string
+	line int
+	rest string // the text after the address on its line
+}
+
+// scanText finds failed recipients and their errors in a free-text bounce.
+func scanText(text string, exclude map[string]bool, xFailed string) []Recipient {
+	lines := strings.Split(strings.ReplaceAll(text, "\r\n", "\n"), "\n")
+	for i, l := range lines {
+		if origStartRe.MatchString(l) {
+			lines = lines[:i]
+			break
+		}
+	}
+	skip := func(a string) bool {
+		la := strings.ToLower(a)
+		local, _, _ := strings.Cut(la, "@")
+		return exclude[la] || local == "postmaster" || local == "mailer-daemon" || local == "mail-daemon"
+	}
+	var hits []hit
+	seen := map[string]int{}
+	add := func(a string, i int, rest string) {
+		if skip(a) {
+			return
+		}
+		key := strings.ToLower(a)
+		if j, ok := seen[key]; ok {
+			// A later mention with more text is a better diagnostic.
+			if hits[j].rest == "" && strings.TrimSpace(rest) != "" {
+				hits[j].rest = rest
+			}
+			return
+		}
+		seen[key] = len(hits)
+		hits = append(hits, hit{addr: a, line: i, rest: rest})
+	}
+	for _, a := range allAddrs(xFailed) {
+		add(a, -1, "")
+	}
+	isRcptLine := make([]bool, len(lines))
+	for i, l := range lines {
+		if strings.Contains(strings.ToLower(l), "message-id") {
+			continue
+		}
+		for _, re := range recipientLineRes {
+			if m := re.FindStringSubmatchIndex(l); m != nil {
+				a := l[m[2]:m[3]]
+				if skip(a) {
+					continue
+				}
+				isRcptLine[i] = true
+				add(a, i, l[m[3]:])
+				break
+			}
+		}
+	}
+	if len(hits) == 0 {
+		// Last resort: any address the report mentions that is not its own.
+		for i, l := range lines {
+			if strings.Contains(strings.ToLower(l), "message-id") {
+				continue
+			}
+			for _, a := range addrRe.FindAllString(l, -1) {
+				add(a, i, "")
+			}
+		}
+	}
+	// An X-Failed-Recipients address gets its line from the text.
+	for j := range hits {
+		if hits[j].line >= 0 {
+			continue
+		}
+		for i, l := range lines {
+			if strings.Contains(strings.ToLower(l), strings.ToLower(hits[j].addr)) {
+				hits[j].line = i
+				isRcptLine[i] = true
+				break
+			}
+		}
+	}
+	whole := strings.Join(lines, "\n")
+	var out []Recipient
+	for _, h := range hits {
+		diag := strings.TrimSpace(strings.Trim(strings.TrimSpace(h.rest), ">:.)\"]"))
+		if h.line >= 0 {
+			diag = joinSpace(diag, following(lines, h.line, isRcptLine))
+		}
+		out = append(out, textRecipient(h.addr, diag, whole))
+	}
+	return out
+}
+
+// following collects the error text after a recipient line: the next lines
+// up to the next recipient line, at most two paragraphs.
+func following(lines []string, i int, isRcpt []bool) string {
+	var b []string
+	paras, n := 0, 0
+	inPara := false
+	for j := i + 1; j < len(lines) && n < 12; j++ {
+		if isRcpt[j] {
+			break
+		}
+		l := strings.TrimSpace(lines[j])
+		if l == "" {
+			if inPara {
+				paras++
+				inPara = false
+				if paras >= 2 || hasCode(strings.Join(b, " ")) {
+					break
+				}
+			}
+			continue
+		}
+		inPara = true
+		b = append(b, l)
+		n++
+	}
+	return strings.Join(b, " ")
+}
+
+func hasCode(s string) bool {
+	return findStatus(s) != "" || findReplyCode(s) != 0
+}
+
+// textRecipient classifies one recipient of a free-text bounce from the text
+// about it, falling back to the whole report for what that text lacks.
+func textRecipient(addr, diag, whole string) Recipient {
+	enh := findStatus(diag)
+	class := 0
+	if enh != "" {
+		class = int(enh[0] - '0')
+	} else if c := findReplyCode(diag); c != 0 {
+		class = c / 100
+	}
+	if class == 0 || class == 2 {
+		if enh == "" {
+			enh = findStatus(whole)
+		}
+		switch {
+		case enh != "":
+			class = int(enh[0] - '0')
+		case temporaryHints.MatchString(whole) && !permanentHints.MatchString(diag):
+			class = 4
+		default:
+			// Absent any sign, a failure notice reports a failure.
+			class = 5
+		}
+	}
+	why := diag
+	if reasonFromText(diag) == "" {
+		why = diag + "\n" + whole
+	}
+	v := classify(class, enh, why)
+	action := "failed"
+	if class == 4 {
+		action = "delayed"
+	}
+	if len(diag) > 1000 {
+		diag = diag[:1000]
+	}
+	return Recipient{Recipient: addr, Action: action, Status: v.Status, Permanent: v.Permanent,
+		Hard: v.Hard, Reason: v.Reason, Diagnostic: diag}
+}
+
+func joinSpace(a, b string) string {
+	if a == "" {
+		return b
+	}
+	if b == "" {
+		return a
+	}
+	return a + " " + b
+}
+
+// firstAddr returns the first address in s, or "".
+func firstAddr(s string) string {
+	return addrRe.FindString(s)
+}
+
+// allAddrs returns every address in s.
+func allAddrs(s string) []string {
+	return addrRe.FindAllString(s, -1)
+}
+
+var (
+	tagRe   = regexp.MustCompile(`(?s)<(?:script|style)[^>]*>.*?</(?:script|style)>|<[^>]*>`)
+	blockRe = regexp.MustCompile(`(?i)<(?:br|/p|/div|/tr|/li|/h\d)[^>]*>`)
+)
+
+// stripHTML reduces an HTML part to its text, keeping line breaks.
+func stripHTML(s string) string {
+	s = blockRe.ReplaceAllString(s, "\n")
+	s = tagRe.ReplaceAllString(s, " ")
+	r := strings.NewReplacer("&nbsp;", " ", "&lt;", "<", "&gt;", ">", "&amp;", "&", "&quot;", `"`, "&#39;", "'")
+	return r.Replace(s)
+}
