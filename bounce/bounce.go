@@ -20,24 +20,24 @@ type Reason string
 
 // Reasons. The comment after each gives the Sisimai names it stands for.
 const (
-	UserUnknown     Reason = "userunknown"   // userunknown
-	MailboxFull     Reason = "mailboxfull"   // mailboxfull
-	HostUnknown     Reason = "hostunknown"   // hostunknown
-	NotAccept       Reason = "notaccept"     // notaccept: the domain accepts no mail (null MX, RFC 7505)
-	MailboxDisabled Reason = "suspend"       // suspend
-	HasMoved        Reason = "hasmoved"      // hasmoved
-	MessageTooBig   Reason = "mesgtoobig"    // mesgtoobig, exceedlimit
-	Policy          Reason = "policy"        // blocked, rejected, filtered, policyviolation, requireptr, badreputation, norelaying, notcompliantrfc, contenterror, syntaxerror
-	SpamDetected    Reason = "spamdetected"  // spamdetected, virusdetected
-	AuthFailure     Reason = "authfailure"   // authfailure, securityerror
-	RateLimited     Reason = "ratelimited"   // toomanyconn, speeding
-	Expired         Reason = "expired"       // expired
-	NetworkError    Reason = "networkerror"  // networkerror
-	SystemError     Reason = "systemerror"   // systemerror, mailererror, systemfull
-	Complaint       Reason = "feedback"      // feedback: an ARF report, not a failure
-	AutoReply       Reason = "vacation"      // vacation: an RFC 3834 auto-reply, not a failure
-	Delivered       Reason = "delivered"     // delivered: a success DSN
-	Other           Reason = "other"         // onhold, undefined and anything unrecognised
+	UserUnknown     Reason = "userunknown"  // userunknown
+	MailboxFull     Reason = "mailboxfull"  // mailboxfull
+	HostUnknown     Reason = "hostunknown"  // hostunknown
+	NotAccept       Reason = "notaccept"    // notaccept: the domain accepts no mail (null MX, RFC 7505)
+	MailboxDisabled Reason = "suspend"      // suspend
+	HasMoved        Reason = "hasmoved"     // hasmoved
+	MessageTooBig   Reason = "mesgtoobig"   // mesgtoobig, exceedlimit
+	Policy          Reason = "policy"       // blocked, rejected, filtered, policyviolation, requireptr, badreputation, norelaying, notcompliantrfc, contenterror, syntaxerror
+	SpamDetected    Reason = "spamdetected" // spamdetected, virusdetected
+	AuthFailure     Reason = "authfailure"  // authfailure, securityerror
+	RateLimited     Reason = "ratelimited"  // toomanyconn, speeding
+	Expired         Reason = "expired"      // expired
+	NetworkError    Reason = "networkerror" // networkerror
+	SystemError     Reason = "systemerror"  // systemerror, mailererror, systemfull
+	Complaint       Reason = "feedback"     // feedback: an ARF report, not a failure
+	AutoReply       Reason = "vacation"     // vacation: an RFC 3834 auto-reply, not a failure
+	Delivered       Reason = "delivered"    // delivered: a success DSN
+	Other           Reason = "other"        // onhold, undefined and anything unrecognised
 )
 
 // SisimaiReason maps a Sisimai reason name (as used in the corpus

@@ -8,6 +8,7 @@ import (
 	"io"
 	"mime"
 	"net/textproto"
+	"regexp"
 	"strings"
 
 	"github.com/emersion/go-message"
@@ -73,6 +74,7 @@ type parts struct {
 	feedback  [][]byte // message/feedback-report bodies
 	texts     []string // human-readable parts, in order
 	orig      *textproto.MIMEHeader
+	raw       []byte
 	n         int
 }
 
@@ -95,7 +97,7 @@ func Parse(r io.Reader) (*Report, error) {
 	if ent == nil {
 		return nil, fmt.Errorf("%w: %w", ErrNotMessage, err)
 	}
-	p := &parts{top: ent.Header}
+	p := &parts{top: ent.Header, raw: data}
 	if _, params, err := ent.Header.ContentType(); err == nil {
 		p.reportTyp = strings.ToLower(params["report-type"])
 	}
@@ -168,7 +170,12 @@ func (p *parts) report() *Report {
 	case len(p.feedback) > 0 || p.reportTyp == "feedback-report":
 		p.readARF(rep)
 		return rep
-	case len(p.status) > 0:
+	case len(p.status) > 0 || rawStatusPart(p.raw) != nil:
+		if len(p.status) == 0 {
+			// Broken MIME (no Content-Type, a wrong boundary) still often
+			// carries an intact delivery-status block.
+			p.status = append(p.status, rawStatusPart(p.raw))
+		}
 		for _, b := range p.status {
 			readDSN(b, rep, strings.Join(p.texts, "\n"))
 		}
@@ -178,7 +185,7 @@ func (p *parts) report() *Report {
 		}
 		fallthrough
 	default:
-		if p.isAutoReply() {
+		if p.isAutoReply() && !p.looksLikeBounce() {
 			rep.IsAutoReply = true
 			rep.Format = "autoreply"
 			if a := firstAddr(p.top.Get("From")); a != "" {
@@ -186,10 +193,18 @@ func (p *parts) report() *Report {
 			}
 			return rep
 		}
-		if !p.looksLikeBounce() {
+		text := strings.Join(p.texts, "\n")
+		if !p.looksLikeBounce() && !textLooksLikeBounce(text) {
 			return rep
 		}
-		rep.Recipients = scanText(strings.Join(p.texts, "\n"), p.exclude(), p.top.Get("X-Failed-Recipients"))
+		rep.Recipients = scanText(text, p.exclude(), p.top.Get("From"), p.top.Get("X-Failed-Recipients"))
+		if len(rep.Recipients) == 0 && p.orig != nil {
+			// Nothing in the report names the recipient: the quoted
+			// original's To is the best remaining witness.
+			for _, a := range allAddrs(p.orig.Get("To")) {
+				rep.Recipients = append(rep.Recipients, textRecipient(a, "", text))
+			}
+		}
 		if len(rep.Recipients) > 0 {
 			rep.Format = "text"
 		}
@@ -241,6 +256,27 @@ func (p *parts) looksLikeBounce() bool {
 		}
 	}
 	return false
+}
+
+// rawStatusRe finds a delivery-status part in a message whose MIME
+// structure did not parse.
+var rawStatusRe = regexp.MustCompile(`(?im)^content-type:\s*message/(?:global-)?delivery-status[^\n]*\n(?:[ \t][^\n]*\n|[a-z-]+:[^\n]*\n)*\r?\n`)
+
+// rawStatusPart returns the body of the first delivery-status part found by
+// text search, up to the next MIME boundary, or nil.
+func rawStatusPart(raw []byte) []byte {
+	loc := rawStatusRe.FindIndex(raw)
+	if loc == nil {
+		return nil
+	}
+	body := raw[loc[1]:]
+	if i := bytes.Index(body, []byte("\n--")); i >= 0 {
+		body = body[:i]
+	}
+	if !bytes.Contains(bytes.ToLower(body), []byte("recipient")) {
+		return nil
+	}
+	return body
 }
 
 // exclude lists addresses that appear in a bounce but are not recipients:
@@ -335,8 +371,10 @@ func readDSN(b []byte, rep *Report, text string) {
 	}
 	var list []*rcpt
 	var cur *rcpt
+	closed := false // a blank line ended cur's group
 	for _, f := range readFields(b) {
 		if f.blank {
+			closed = cur != nil && (cur.orig != "" || cur.final != "")
 			continue
 		}
 		switch f.name {
@@ -347,14 +385,14 @@ func readDSN(b []byte, rep *Report, text string) {
 		case "original-envelope-id":
 			rep.OriginalEnvelopeID = f.value
 		case "original-recipient":
-			if cur == nil || cur.orig != "" || cur.final != "" {
-				cur = &rcpt{}
+			if cur == nil || closed || cur.orig != "" || (cur.final != "" && cur.Action != "") {
+				cur, closed = &rcpt{}, false
 				list = append(list, cur)
 			}
 			cur.orig = addrOf(stripType(f.value))
 		case "final-recipient":
-			if cur == nil || cur.final != "" {
-				cur = &rcpt{}
+			if cur == nil || closed || cur.final != "" || (cur.orig != "" && cur.Action != "") {
+				cur, closed = &rcpt{}, false
 				list = append(list, cur)
 			}
 			cur.final = addrOf(stripType(f.value))

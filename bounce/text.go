@@ -36,6 +36,14 @@ var (
 	temporaryHints = regexp.MustCompile(`(?i)temporar|delayed|will be retried|will retry|will continue|will keep trying|not yet been delivered|warning:|transient|deferred|try again`)
 )
 
+// bounceTextRe recognises the body of a failure notice whose headers do not
+// say what it is.
+var bounceTextRe = regexp.MustCompile(`(?i)could not be delivered|couldn't be delivered|undeliverable|delivery (?:has )?failed|failed permanently|permanent error|invalid user address|following (?:address(?:es)?|recipients?) (?:failed|had)|wasn't able to deliver|was not delivered|unable to deliver|delivery to the following|returned to sender|delivery status notification|not be delivered`)
+
+func textLooksLikeBounce(text string) bool {
+	return bounceTextRe.MatchString(text) && hasCode(text)
+}
+
 type hit struct {
 	addr string
 	line int
@@ -43,7 +51,7 @@ type hit struct {
 }
 
 // scanText finds failed recipients and their errors in a free-text bounce.
-func scanText(text string, exclude map[string]bool, xFailed string) []Recipient {
+func scanText(text string, exclude map[string]bool, from, xFailed string) []Recipient {
 	lines := strings.Split(strings.ReplaceAll(text, "\r\n", "\n"), "\n")
 	for i, l := range lines {
 		if origStartRe.MatchString(l) {
@@ -51,10 +59,18 @@ func scanText(text string, exclude map[string]bool, xFailed string) []Recipient 
 			break
 		}
 	}
+	fromAddr := strings.ToLower(firstAddr(from))
+	// Strong patterns (an address alone on its line, before its error, in
+	// RCPT TO) are trusted even for the bounce's own addressee, since people
+	// do mail themselves; weaker ones skip every address of the bounce.
+	strong := false
 	skip := func(a string) bool {
 		la := strings.ToLower(a)
 		local, _, _ := strings.Cut(la, "@")
-		return exclude[la] || local == "postmaster" || local == "mailer-daemon" || local == "mail-daemon"
+		if la == fromAddr || local == "mailer-daemon" || local == "mail-daemon" {
+			return true
+		}
+		return !strong && (exclude[la] || local == "postmaster")
 	}
 	var hits []hit
 	seen := map[string]int{}
@@ -81,7 +97,8 @@ func scanText(text string, exclude map[string]bool, xFailed string) []Recipient 
 		if strings.Contains(strings.ToLower(l), "message-id") {
 			continue
 		}
-		for _, re := range recipientLineRes {
+		for k, re := range recipientLineRes {
+			strong = k < 4
 			if m := re.FindStringSubmatchIndex(l); m != nil {
 				a := l[m[2]:m[3]]
 				if skip(a) {
@@ -93,6 +110,7 @@ func scanText(text string, exclude map[string]bool, xFailed string) []Recipient 
 			}
 		}
 	}
+	strong = false
 	if len(hits) == 0 {
 		// Last resort: any address the report mentions that is not its own.
 		for i, l := range lines {
