@@ -53,6 +53,7 @@ func wantAllOK(t *testing.T, msg []byte, recs map[string]string, want []string) 
 var ours = []string{"example.test/rsa2026/rsa-sha256", "example.test/ed2026/ed25519-sha256"}
 
 func TestSignDualVerifiesInBothVerifiers(t *testing.T) {
+	t.Parallel()
 	kr, _ := dualKeyring(t, t.TempDir())
 	msg := testMessage()
 	hdr, err := kr.Sign("Example.TEST.", msg) // domain matching ignores case and the root dot
@@ -100,6 +101,7 @@ func TestSignDualVerifiesInBothVerifiers(t *testing.T) {
 }
 
 func TestSignAddsToExistingSignature(t *testing.T) {
+	t.Parallel()
 	kr, _ := dualKeyring(t, t.TempDir())
 	_, _, sfKey := testKeys(t)
 
@@ -126,6 +128,7 @@ func TestSignAddsToExistingSignature(t *testing.T) {
 }
 
 func TestOverSigning(t *testing.T) {
+	t.Parallel()
 	kr, _ := dualKeyring(t, t.TempDir())
 	msg := testMessage()
 	hdr, err := kr.Sign("example.test", msg)
@@ -149,6 +152,7 @@ func TestOverSigning(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
 			var m []byte
 			m = append(m, hdr...)
 			if c.top {
