@@ -1,0 +1,443 @@
+// Package audit keeps latchkey's append-only, hash-chained trail of every
+// message's lifecycle (above all every password reset's), for SOC 2, ISO 27001
+// and HIPAA auditors.
+//
+// The trail lives in the relay's one Badger database, beside the queue, so
+// that a state change and its audit event commit in the same transaction:
+//
+//  1. The relay's committer goroutine calls [Log.Mark], then [Log.Append] for
+//     each event of a batch inside the batch's *badger.Txn, then commits.
+//     If the commit fails it calls [Log.Rollback] with the mark, so the
+//     in-memory chain head matches what is on disk again.
+//  2. Each event gets the next sequence number, the previous event's hash as
+//     Prev, and Hash = SHA-256 of a canonical encoding of the event including
+//     Prev. It is stored as JSON under a/e/<big-endian seq>, with index keys
+//     a/q/<queue id>/<seq> and a/m/<Message-ID>/<seq>. A signed chain head
+//     (a/h) is rewritten in the same transaction, so that truncating the tail
+//     or re-hashing a rewritten chain is detected.
+//  3. [Show], [Query] and [Export] read the trail; [Verify] walks the chain and
+//     names every changed, inserted or missing event; [Prune] deletes events
+//     older than the retention cutoff and leaves an HMAC-signed checkpoint
+//     (a/c/<seq>) so the rest stays verifiable.
+//
+// No secrets are stored: message bodies are recorded as [BodyDigest] and the
+// links in them as keyed hashes ([Log.URLHashes]), enough to prove which link
+// was sent and useless to anyone reading the database. Any http(s) URL found
+// in an event's Fields values is replaced by its keyed hash before storing.
+package audit
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Event types, one per step of a message's life.
+const (
+	Received      = "received"
+	Signed        = "signed"
+	Queued        = "queued"
+	Attempt       = "attempt"
+	Delivered     = "delivered"
+	Deferred      = "deferred"
+	Bounced       = "bounced"
+	Superseded    = "superseded"
+	Deduplicated  = "deduplicated"
+	Expired       = "expired"
+	RetriedBackup = "retried_backup"
+	Suppressed    = "suppressed"
+	Escalated     = "escalated"
+	Dropped       = "dropped"
+	Clicked       = "clicked"
+	RateLimited   = "rate_limited"
+	Rejected      = "rejected"
+)
+
+// Key prefixes inside the shared Badger database.
+const (
+	prefixEvent      = "a/e/"
+	prefixQueue      = "a/q/"
+	prefixMsgID      = "a/m/"
+	prefixCheckpoint = "a/c/"
+	keyHead          = "a/h"
+)
+
+// MinKeyLen is the shortest HMAC key Open accepts: a shorter one would make
+// URL hashes guessable.
+const MinKeyLen = 16
+
+var (
+	// ErrNotFound is returned by Show when no event names the id.
+	ErrNotFound = errors.New("audit: no events for this id")
+	// ErrBadKey is returned by Open when the stored chain head was signed with
+	// another key (a misconfigured key, or tampering).
+	ErrBadKey = errors.New("audit: chain head signature does not match the key")
+)
+
+// Event is one step of one message's life. Its JSON field names are stable:
+// seq, time, type, queue_id, message_id, class, recipient, sender, fields,
+// prev, hash (Prev and Hash as lower-case hex).
+type Event struct {
+	Seq       uint64
+	Time      time.Time
+	Type      string
+	QueueID   string
+	MessageID string
+	Class     string
+	Recipient string
+	Sender    string
+	// Fields holds the details of the step, e.g. client_ip, auth_user, tls,
+	// sfdc_org, sfdc_user, sfdc_entity, deadline, domain, selectors, mx, ip,
+	// reply, code, enhanced, latency_ms, permanent, hard, reason, status, by,
+	// case_id, body_sha256, url_hashes. Never a secret.
+	Fields map[string]string
+	Prev   []byte
+	Hash   []byte
+}
+
+// Log appends events to the chain. It is NOT safe for concurrent use: the
+// relay calls it from its single committer goroutine, in commit order, which
+// is what keeps sequence numbers and hashes in chain order.
+type Log struct {
+	urlKey  []byte
+	signKey []byte
+	seq     uint64
+	hash    []byte
+	buf     []byte
+}
+
+// Mark is a saved chain head, restored by Rollback.
+type Mark struct {
+	seq  uint64
+	hash []byte
+}
+
+// Open loads the chain head (last sequence number and hash) from db. key is
+// the secret HMAC key used for URL hashes and for signing the chain head and
+// checkpoints; it must be the same on every start.
+func Open(db *badger.DB, key []byte) (*Log, error) {
+	if db == nil {
+		return nil, errors.New("audit: nil database")
+	}
+	if len(key) < MinKeyLen {
+		return nil, fmt.Errorf("audit: key is %d bytes, need at least %d", len(key), MinKeyLen)
+	}
+	l := &Log{urlKey: deriveKey(key, "url"), signKey: deriveKey(key, "sign")}
+	err := db.View(func(txn *badger.Txn) error {
+		// The last stored event is the head, unless the signed head says the
+		// chain went further (events pruned or truncated): then the chain
+		// continues from the signed head so any gap stays visible to Verify.
+		it := txn.NewIterator(badger.IteratorOptions{Reverse: true, Prefix: []byte(prefixEvent)})
+		defer it.Close()
+		it.Seek(append([]byte(prefixEvent), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff))
+		for ; it.Valid(); it.Next() {
+			var ev Event
+			err := it.Item().Value(func(v []byte) error { return ev.UnmarshalJSON(v) })
+			if err != nil {
+				continue // a damaged event is Verify's to report; look further back
+			}
+			l.seq, l.hash = ev.Seq, ev.Hash
+			break
+		}
+		h, err := readHead(txn, l.signKey)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if h.seq > l.seq {
+			l.seq, l.hash = h.seq, h.hash
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// Mark returns the current chain head, to be passed to Rollback if the
+// transaction holding the following appends fails to commit.
+func (l *Log) Mark() Mark { return Mark{seq: l.seq, hash: l.hash} }
+
+// Rollback restores the chain head saved by Mark, after the transaction
+// holding the events appended since was discarded or failed to commit.
+func (l *Log) Rollback(m Mark) { l.seq, l.hash = m.seq, m.hash }
+
+// Head returns the sequence number and hash of the last appended event.
+func (l *Log) Head() (uint64, []byte) { return l.seq, slices.Clone(l.hash) }
+
+// Append adds ev to the chain inside txn. It sets ev.Seq, ev.Time (if zero),
+// ev.Prev and ev.Hash. On error the caller should discard txn and Rollback.
+// Not safe for concurrent use (see Log).
+func (l *Log) Append(txn *badger.Txn, ev *Event) error {
+	if ev == nil || ev.Type == "" {
+		return errors.New("audit: event has no type")
+	}
+	if ev.Time.IsZero() {
+		ev.Time = time.Now()
+	}
+	// UTC also strips the monotonic reading, so the stored time is the hashed one.
+	ev.Time = ev.Time.UTC()
+	if y := ev.Time.Year(); y < 1 || y > 9999 {
+		return fmt.Errorf("audit: event time %v out of range", ev.Time)
+	}
+	l.sanitize(ev)
+	ev.Seq = l.seq + 1
+	ev.Prev = slices.Clone(l.hash)
+	ev.Hash = l.hashEvent(ev)
+
+	val, err := ev.MarshalJSON()
+	if err != nil {
+		return fmt.Errorf("audit: encode event: %w", err)
+	}
+	if err := txn.Set(eventKey(ev.Seq), val); err != nil {
+		return fmt.Errorf("audit: write event %d: %w", ev.Seq, err)
+	}
+	if k := indexKey(prefixQueue, ev.QueueID, ev.Seq); k != nil {
+		if err := txn.Set(k, nil); err != nil {
+			return fmt.Errorf("audit: write queue index %d: %w", ev.Seq, err)
+		}
+	}
+	if k := indexKey(prefixMsgID, ev.MessageID, ev.Seq); k != nil {
+		if err := txn.Set(k, nil); err != nil {
+			return fmt.Errorf("audit: write message-id index %d: %w", ev.Seq, err)
+		}
+	}
+	if err := txn.Set([]byte(keyHead), encodeHead(l.signKey, ev.Seq, ev.Hash)); err != nil {
+		return fmt.Errorf("audit: write chain head %d: %w", ev.Seq, err)
+	}
+	l.seq, l.hash = ev.Seq, ev.Hash
+	return nil
+}
+
+// sanitize makes the event storable as it will be hashed: JSON would turn
+// invalid UTF-8 into U+FFFD after hashing, and a URL in a detail (a remote
+// server's reply, a reason) could carry a reset token.
+func (l *Log) sanitize(ev *Event) {
+	for _, p := range []*string{&ev.Type, &ev.QueueID, &ev.MessageID, &ev.Class, &ev.Recipient, &ev.Sender} {
+		*p = strings.ToValidUTF8(*p, "\uFFFD")
+	}
+	if len(ev.Fields) == 0 {
+		return
+	}
+	clean := make(map[string]string, len(ev.Fields))
+	for k, v := range ev.Fields {
+		clean[strings.ToValidUTF8(k, "\uFFFD")] = l.redactURLs(strings.ToValidUTF8(v, "\uFFFD"))
+	}
+	ev.Fields = clean
+}
+
+// canonical is the byte string an event's hash covers: a version tag, then
+// every field in a fixed order, each length-prefixed so no two events
+// encode alike, Fields sorted by key, and Prev last.
+func appendCanonical(b []byte, ev *Event) []byte {
+	b = append(b, "latchkey-audit-v1\n"...)
+	b = binary.BigEndian.AppendUint64(b, ev.Seq)
+	b = binary.BigEndian.AppendUint64(b, uint64(ev.Time.Unix()))
+	b = binary.BigEndian.AppendUint32(b, uint32(ev.Time.Nanosecond()))
+	for _, s := range []string{ev.Type, ev.QueueID, ev.MessageID, ev.Class, ev.Recipient, ev.Sender} {
+		b = appendString(b, s)
+	}
+	keys := make([]string, 0, len(ev.Fields))
+	for k := range ev.Fields {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	b = binary.AppendUvarint(b, uint64(len(keys)))
+	for _, k := range keys {
+		b = appendString(b, k)
+		b = appendString(b, ev.Fields[k])
+	}
+	b = binary.AppendUvarint(b, uint64(len(ev.Prev)))
+	return append(b, ev.Prev...)
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+func (l *Log) hashEvent(ev *Event) []byte {
+	l.buf = appendCanonical(l.buf[:0], ev)
+	sum := sha256.Sum256(l.buf)
+	return sum[:]
+}
+
+// ComputeHash returns the hash an event should carry given its contents and
+// Prev, so that anyone holding an export can re-check the chain.
+func ComputeHash(ev *Event) []byte {
+	sum := sha256.Sum256(appendCanonical(nil, ev))
+	return sum[:]
+}
+
+func deriveKey(key []byte, purpose string) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte("latchkey-audit-" + purpose))
+	return m.Sum(nil)
+}
+
+func eventKey(seq uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte(prefixEvent), seq)
+}
+
+// indexPart is the form of a queue id or Message-ID used in index keys:
+// angle brackets and spaces trimmed so "<id@host>" and "id@host" meet, and
+// very long values hashed so keys stay small.
+func indexPart(s string) string {
+	s = strings.TrimSpace(s)
+	s = strings.TrimSuffix(strings.TrimPrefix(s, "<"), ">")
+	if len(s) > 200 {
+		sum := sha256.Sum256([]byte(s))
+		return "#" + hex.EncodeToString(sum[:])
+	}
+	return s
+}
+
+func indexPrefix(prefix, id string) []byte {
+	p := indexPart(id)
+	if p == "" {
+		return nil
+	}
+	return []byte(prefix + p + "/")
+}
+
+func indexKey(prefix, id string, seq uint64) []byte {
+	p := indexPrefix(prefix, id)
+	if p == nil {
+		return nil
+	}
+	return binary.BigEndian.AppendUint64(p, seq)
+}
+
+// head is the signed record of the last appended event.
+type head struct {
+	seq  uint64
+	hash []byte
+}
+
+const headLen = 8 + sha256.Size + sha256.Size
+
+func headMAC(key []byte, seq uint64, hash []byte) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte("latchkey-audit-head-v1\n"))
+	m.Write(binary.BigEndian.AppendUint64(nil, seq))
+	m.Write(hash)
+	return m.Sum(nil)
+}
+
+func encodeHead(key []byte, seq uint64, hash []byte) []byte {
+	b := binary.BigEndian.AppendUint64(make([]byte, 0, headLen), seq)
+	b = append(b, hash...)
+	return append(b, headMAC(key, seq, hash)...)
+}
+
+var errBadHead = errors.New("audit: chain head record is malformed or forged")
+
+// decodeHead parses and authenticates a stored chain head.
+func decodeHead(key, v []byte) (head, error) {
+	if len(v) != headLen {
+		return head{}, errBadHead
+	}
+	h := head{seq: binary.BigEndian.Uint64(v), hash: slices.Clone(v[8 : 8+sha256.Size])}
+	if !hmac.Equal(v[8+sha256.Size:], headMAC(key, h.seq, h.hash)) {
+		return head{}, errBadHead
+	}
+	return h, nil
+}
+
+func readHead(txn *badger.Txn, signKey []byte) (head, error) {
+	item, err := txn.Get([]byte(keyHead))
+	if err != nil {
+		return head{}, err
+	}
+	var h head
+	err = item.Value(func(v []byte) error {
+		var derr error
+		h, derr = decodeHead(signKey, v)
+		return derr
+	})
+	if errors.Is(err, errBadHead) {
+		return head{}, ErrBadKey
+	}
+	return h, err
+}
+
+// eventJSON is the stored and exported form of an Event.
+type eventJSON struct {
+	Seq       uint64            `json:"seq"`
+	Time      string            `json:"time"`
+	Type      string            `json:"type"`
+	QueueID   string            `json:"queue_id,omitempty"`
+	MessageID string            `json:"message_id,omitempty"`
+	Class     string            `json:"class,omitempty"`
+	Recipient string            `json:"recipient,omitempty"`
+	Sender    string            `json:"sender,omitempty"`
+	Fields    map[string]string `json:"fields,omitempty"`
+	Prev      string            `json:"prev,omitempty"`
+	Hash      string            `json:"hash"`
+}
+
+// MarshalJSON encodes the event with its stable field names.
+func (ev Event) MarshalJSON() ([]byte, error) {
+	return json.Marshal(eventJSON{
+		Seq: ev.Seq, Time: ev.Time.UTC().Format(time.RFC3339Nano), Type: ev.Type,
+		QueueID: ev.QueueID, MessageID: ev.MessageID, Class: ev.Class,
+		Recipient: ev.Recipient, Sender: ev.Sender, Fields: ev.Fields,
+		Prev: hex.EncodeToString(ev.Prev), Hash: hex.EncodeToString(ev.Hash),
+	})
+}
+
+// UnmarshalJSON decodes an event stored or exported by MarshalJSON. Stored
+// data is not trusted: anything malformed is an error, never a panic.
+func (ev *Event) UnmarshalJSON(data []byte) error {
+	var j eventJSON
+	if err := json.Unmarshal(data, &j); err != nil {
+		return fmt.Errorf("audit: decode event: %w", err)
+	}
+	t, err := time.Parse(time.RFC3339Nano, j.Time)
+	if err != nil {
+		return fmt.Errorf("audit: decode event time: %w", err)
+	}
+	prev, err := decodeHash(j.Prev, true)
+	if err != nil {
+		return fmt.Errorf("audit: decode event prev: %w", err)
+	}
+	hash, err := decodeHash(j.Hash, false)
+	if err != nil {
+		return fmt.Errorf("audit: decode event hash: %w", err)
+	}
+	if j.Type == "" {
+		return errors.New("audit: decode event: no type")
+	}
+	*ev = Event{
+		Seq: j.Seq, Time: t.UTC(), Type: j.Type, QueueID: j.QueueID, MessageID: j.MessageID,
+		Class: j.Class, Recipient: j.Recipient, Sender: j.Sender, Fields: j.Fields,
+		Prev: prev, Hash: hash,
+	}
+	return nil
+}
+
+func decodeHash(s string, mayBeEmpty bool) ([]byte, error) {
+	if s == "" && mayBeEmpty {
+		return nil, nil
+	}
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		return nil, err
+	}
+	if len(b) != sha256.Size {
+		return nil, fmt.Errorf("hash is %d bytes, want %d", len(b), sha256.Size)
+	}
+	return b, nil
+}
