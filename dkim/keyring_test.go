@@ -168,11 +168,11 @@ func TestLoadKeyringRejects(t *testing.T) {
 			{Domain: "a.test", Selector: "s", KeyFile: rsaFile},
 			{Domain: "A.test.", Selector: "s", KeyFile: rsaFile},
 		}, "listed twice"},
-		"bad selector":  {[]dkim.KeyEntry{{Domain: "a.test", Selector: "s 1", KeyFile: rsaFile}}, "not a valid DNS name"},
-		"no domain":     {[]dkim.KeyEntry{{Selector: "s", KeyFile: rsaFile}}, "empty domain"},
-		"no key file":   {[]dkim.KeyEntry{{Domain: "a.test", Selector: "s"}}, "empty key_file"},
-		"unknown algo":  {[]dkim.KeyEntry{{Domain: "a.test", Selector: "s", Algo: "dsa", KeyFile: rsaFile}}, "unknown algo"},
-		"missing file":  {[]dkim.KeyEntry{{Domain: "a.test", Selector: "s", KeyFile: filepath.Join(dir, "none.pem")}}, "none.pem"},
+		"bad selector": {[]dkim.KeyEntry{{Domain: "a.test", Selector: "s 1", KeyFile: rsaFile}}, "not a valid DNS name"},
+		"no domain":    {[]dkim.KeyEntry{{Selector: "s", KeyFile: rsaFile}}, "empty domain"},
+		"no key file":  {[]dkim.KeyEntry{{Domain: "a.test", Selector: "s"}}, "empty key_file"},
+		"unknown algo": {[]dkim.KeyEntry{{Domain: "a.test", Selector: "s", Algo: "dsa", KeyFile: rsaFile}}, "unknown algo"},
+		"missing file": {[]dkim.KeyEntry{{Domain: "a.test", Selector: "s", KeyFile: filepath.Join(dir, "none.pem")}}, "none.pem"},
 	}
 	for name, c := range cases {
 		_, err := dkim.LoadKeyring(c.entries)
