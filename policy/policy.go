@@ -233,12 +233,22 @@ type rawRule struct {
 
 // Parse decodes and compiles a policy file. It reports every problem at once,
 // as tomlconf.Errors with file, line and key: syntax and type errors, unknown
-// keys, then (if the file decoded) every validation error.
+// keys, then (if the file decoded) every validation error. The error is
+// returned unwrapped so that callers can print one problem per line; each
+// starts with the file name rather than the package name.
 func Parse(file string, src []byte) (*Policy, error) {
 	var raw rawPolicy
 	md, err := tomlconf.Decode(file, src, &raw)
+	var unknown tomlconf.Errors
 	if err != nil {
-		return nil, fmt.Errorf("policy: %w", err)
+		// Unknown keys leave the rest of the file decoded, so validation can
+		// still run and the admin sees every problem in one go; syntax and
+		// type errors leave nothing trustworthy to validate.
+		if !errors.As(err, &unknown) || slices.ContainsFunc(unknown, func(e *tomlconf.Error) bool {
+			return e.Msg != "unknown key"
+		}) {
+			return nil, err
+		}
 	}
 	v := &validator{}
 	p := &Policy{file: file, digest: sha256.Sum256(src), byName: map[string]*Class{}}
@@ -275,8 +285,14 @@ func Parse(file string, src []byte) (*Policy, error) {
 		}
 		p.rules = append(p.rules, r)
 	}
-	if len(v.errs) > 0 {
-		return nil, fmt.Errorf("policy: %w", tomlconf.FromValidation(file, src, "", errors.Join(v.errs...)))
+	if len(v.errs) > 0 || len(unknown) > 0 {
+		var errs tomlconf.Errors
+		if len(v.errs) > 0 {
+			errs = tomlconf.FromValidation(file, src, "", errors.Join(v.errs...))
+		}
+		errs = append(unknown, errs...)
+		slices.SortStableFunc(errs, func(a, b *tomlconf.Error) int { return a.Line - b.Line })
+		return nil, errs
 	}
 	return p, nil
 }
@@ -458,7 +474,7 @@ func (v *validator) rule(key string, rr *rawRule, classes map[string]*Class) *Ru
 	slices.Sort(names)
 	for _, n := range names {
 		if !validHeaderName(n) {
-			v.addf("%s.header.%s: not a valid header name", key, n)
+			v.addf("%s.header: %q is not a valid header name", key, n)
 			continue
 		}
 		re := v.regexp(key+".header."+n, rr.Header[n])
@@ -496,14 +512,20 @@ func (v *validator) addrs(key string, list []string) addrSet {
 // values such as Salesforce's categories vary in case between features, and
 // an admin can still write (?-i).
 func (v *validator) regexp(key, pat string) *regexp.Regexp {
-	re, err := regexp.Compile("(?i)" + pat)
-	if err != nil {
+	// Compiled once as written so that the error quotes the admin's text,
+	// not the (?i) this package adds.
+	if _, err := regexp.Compile(pat); err != nil {
 		msg := err.Error()
 		var e *syntax.Error
 		if errors.As(err, &e) {
 			msg = fmt.Sprintf("%s: %q", e.Code, e.Expr)
 		}
 		v.addf("%s: bad regular expression: %s", key, msg)
+		return nil
+	}
+	re, err := regexp.Compile("(?i)" + pat)
+	if err != nil {
+		v.addf("%s: bad regular expression: %v", key, err)
 		return nil
 	}
 	return re
