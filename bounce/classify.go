@@ -136,13 +136,17 @@ func reasonFromStatus(enh string) (r Reason, specific bool) {
 		return MessageTooBig, true
 	case "4.7":
 		return Expired, true
-	case "4.1", "4.2", "4.6":
+	case "4.2", "4.6":
 		return NetworkError, true
+	case "4.1":
+		return NetworkError, false
+	case "1.7", "1.8": // the sender's address or domain: never the recipient's fault
+		return Policy, true
 	case "7.23", "7.24", "7.25", "7.26", "7.27", "7.20", "7.21", "7.22", "7.5", "7.7":
 		return AuthFailure, true
 	case "7.28":
 		return RateLimited, true
-	case "7.0", "7.1", "7.606", "1.7", "1.8", "7.9":
+	case "7.0", "7.1", "7.606", "7.9":
 		return Policy, false
 	case "4.4":
 		return HostUnknown, false
@@ -199,14 +203,29 @@ var textRules = []struct {
 	{MessageTooBig, regexp.MustCompile(`message (?:is )?too (?:big|large)|message size (?:exceeds|limit)|size limit|too large|exceeds (?:the )?maximum (?:message )?size|message length exceeds|maximum message size`)},
 	{AuthFailure, regexp.MustCompile(`\bspf\b|sender policy framework|\bdkim\b|domainkeys|\bdmarc\b|authentication (?:check )?fail|not authenticated|unauthenticated (?:email|mail)|sender address verification|failed (?:the )?(?:spf|dkim|dmarc)`)},
 	{NotAccept, regexp.MustCompile(`null mx|does not accept (?:e-?)?mail|no smtp service|accepts no mail`)},
-	{UserUnknown, regexp.MustCompile(`user unknown|unknown user|no such (?:user|recipient|mailbox|account|person|address)|unknown (?:recipient|mailbox|local[- ]part|address|account)|recipient (?:unknown|not found|does not exist|address rejected: (?:user|undeliverable|unknown|access denied))|(?:user|mailbox|account|address|recipient|addressee) (?:\S+ )?(?:does ?n[o']t exist|not exist|not found|is unknown|unavailable|is not valid|invalid)|(?:mailbox|user) not (?:found|exist|known|listed)|not listed in|invalid (?:recipient|mailbox|user|address|e-?mail address)|(?:is not|isn't) a valid (?:user|mailbox|recipient|address)|doesn't have an? .{0,40}account|no mailbox|undeliverable address|unknown or illegal alias|not a known user|address (?:does not|doesn't) exist|no account by that name|this account does not exist|no valid recipients|not our customer|user (?:is )?not (?:here|local)|bad destination mailbox|unable to deliver to|mailbox unavailable|dosn't exist|unknown e-?mail address`)},
-	{HostUnknown, regexp.MustCompile(`host unknown|unknown host|host not found|domain not found|no such domain|domain (?:\S+ )?(?:does not|doesn't) exist|unknown domain|domain (?:is )?(?:not|no longer) (?:registered|exist)|unrouteable address|unroutable address|name or service not known|nxdomain|no mx (?:record|host)|dns lookup failure|could not find a gateway|domain name not found|host or domain name not found|mx lookup fail|non-existent domain`)},
+	{UserUnknown, regexp.MustCompile(`(?:recipient|[0-9.#]+ ) ?address rejected(?:\.|\s*$)|@[a-z0-9.-]+>? (?:does not|doesn't) exist|user unknown|unknown user|no such (?:user|recipient|mailbox|account|person|address)|unknown (?:recipient|mailbox|local[- ]part|address|account)|recipient (?:unknown|not found|does not exist|address rejected: (?:user|undeliverable|unknown|access denied))|(?:user|mailbox|account|address|recipient|addressee) (?:\S+ )?(?:does ?n[o']t exist|not exist|not found|is unknown|unavailable|is not valid|invalid)|(?:mailbox|user) not (?:found|exist|known|listed)|not listed in|invalid (?:recipient|mailbox|user|address|e-?mail address)|(?:is not|isn't) a valid (?:user|mailbox|recipient|address)|doesn't have an? .{0,40}account|no mailbox|undeliverable address|unknown or illegal alias|not a known user|address (?:does not|doesn't) exist|no account by that name|this account does not exist|no valid recipients|not our customer|user (?:is )?not (?:here|local)|bad destination mailbox|unable to deliver to|mailbox unavailable|dosn't exist|unknown e-?mail address`)},
+	{HostUnknown, regexp.MustCompile(`\b[a-z0-9-]+(?:\.[a-z0-9-]+)+ (?:does not|doesn't) exist|couldn't find a mail exchanger|domain is not reachable|host unknown|unknown host|host not found|domain not found|no such domain|domain (?:\S+ )?(?:does not|doesn't) exist|unknown domain|domain (?:is )?(?:not|no longer) (?:registered|exist)|unrouteable address|unroutable address|name or service not known|nxdomain|no mx (?:record|host)|dns lookup failure|could not find a gateway|domain name not found|host or domain name not found|mx lookup fail|non-existent domain`)},
 	{MailboxDisabled, regexp.MustCompile(`disabled|suspended|inactive|deactivated|account (?:is )?locked|is not active|account (?:has been )?(?:closed|terminated|blocked)|mailbox (?:is )?(?:locked|closed|frozen)|account expired|temporarily unavailable.*account`)},
 	{SpamDetected, regexp.MustCompile(`virus|malware|infected|\bspam\b|spam (?:detected|message|content)|junk mail|unsolicited|blacklisted url|content (?:was )?(?:rejected|filter)|classified as (?:spam|bulk)|bulk mail|suspicious (?:content|url|link)|looked like spam|spamming`)},
 	{Expired, regexp.MustCompile(`retry timeout|expired|giving up|gave up|could not deliver for the last|too long (?:in|on) (?:the )?queue|delivery time|has been delayed|will be retried|not (?:yet )?been delivered|message (?:was )?delayed|delivery (?:attempts|failed \d+ attempts)|failed \d+ attempts|time ?out (?:exceeded|waiting)|undeliverable for|queue time|maximum (?:time|retries)`)},
 	{NetworkError, regexp.MustCompile(`connection (?:refused|timed out|reset|closed|dropped|lost)|lost connection|network (?:error|is unreachable|unreachable)|socket error|timed out|timeout|could not connect|couldn't connect|unable to connect|did not accept our requests to connect|no route to host|name service error|loop|too many hops|host not reachable|temporary failure in name resolution|dns (?:error|failure|timeout)|servfail|tls (?:handshake|negotiation)|starttls`)},
 	{Policy, regexp.MustCompile(`block|blacklist|black list|denylist|spamhaus|spamcop|\brbl\b|\bdnsbl\b|barracuda|reputation|denied|refused|reject|not permitted|prohibited|not allowed|policy|relay|reverse (?:dns|lookup)|\bptr\b|rdns|banned|filter|forbidden|not authorized|unauthorized|access restricted|blocked|listed|not accepted|ip .{0,40}(?:is )?(?:on|in) .{0,20}list|sender (?:address )?rejected|administrative prohibition|redundant|duplicated|syntax|rfc ?\d{3,4}|mime|header|permission|restrict|authoriz|client host`)},
 	{SystemError, regexp.MustCompile(`system error|internal error|server error|configuration error|local error|mail loop|pipe to|mailer error|program|resources|system (?:not|is) available|out of memory|i/o error|temporary local problem|unexpected|try again later|service (?:not |un)available|local delivery failed`)},
+}
+
+// dataPhaseRe spots a rejection given at the end of DATA, after the
+// recipient was accepted at RCPT TO.
+var dataPhaseRe = regexp.MustCompile(`(?i)after end of data|end of data command|>>> data|after data|in reply to end of data|after the data|data command`)
+
+// dataPhase corrects a verdict for a rejection at the end of DATA: an
+// address accepted at RCPT TO and then refused "user unknown" with the
+// content is a content filter speaking (Japanese carriers' domain filters do
+// this), so the address is not condemned.
+func dataPhase(v Verdict, text string) Verdict {
+	if v.Reason == UserUnknown && dataPhaseRe.MatchString(text) {
+		v.Reason, v.Hard = Policy, false
+	}
+	return v
 }
 
 // reasonFromText returns the reason the text suggests, or "".

@@ -460,7 +460,7 @@ func finish(r Recipient, text string) Recipient {
 	if why == "" {
 		why = r.Status + " " + text
 	}
-	v := classify(class, enh, why)
+	v := dataPhase(classify(class, enh, why), why)
 	if r.Action == "" {
 		switch class {
 		case 5:

@@ -207,7 +207,7 @@ func textRecipient(addr, diag, whole string) Recipient {
 	if reasonFromText(diag) == "" {
 		why = diag + "\n" + whole
 	}
-	v := classify(class, enh, why)
+	v := dataPhase(classify(class, enh, why), diag+"\n"+whole)
 	action := "failed"
 	if class == 4 {
 		action = "delayed"
