@@ -59,33 +59,10 @@ func (c *checker) checkSPF(ctx context.Context, domain, name string) {
 			"publish instead: " + txtLine(name, want)}})
 		return
 	}
-	var fs []finding
-	n, err := c.countSPFLookups(ctx, terms, 0, new(int))
-	if err != nil {
-		c.couldNot(domain, "spf", name, err)
-		return
-	}
-	if n > maxSPFLookups {
-		fs = append(fs, finding{Fail,
-			fmt.Sprintf("%d DNS-querying terms (include, a, mx, ptr, exists, redirect, counted through includes); the limit is %d and receivers answer permerror past it", n, maxSPFLookups),
-			"replace includes with the ip4:/ip6: ranges they stand for, e.g.: " + txtLine(name, want)})
-	}
-	if all, ok := spfAll(terms); ok {
-		switch all.qual {
-		case '+', '?':
-			fs = append(fs, finding{Fail,
-				fmt.Sprintf("%q lets any host on the internet send as %s", all.raw, name),
-				"end the record with -all: " + txtLine(name, spfWith(terms, nil, '-'))})
-		case '~':
-			fs = append(fs, finding{Warn,
-				"~all only soft-fails forged mail; -all would do, since the record lists every latchkey address",
-				"end the record with -all: " + txtLine(name, spfWith(terms, nil, '-'))})
-		}
-	} else if !hasRedirect(terms) {
-		fs = append(fs, finding{Warn, "no all term: unlisted senders get neutral",
-			"end the record with -all: " + txtLine(name, spfWith(terms, nil, '-'))})
-	}
+	// Evaluate first: the fix for every other problem then also adds the
+	// missing addresses, so that each fix shown is a complete record.
 	var missing []net.IP
+	var why []string
 	for _, ip := range c.in.OutboundIPs {
 		res, err := spf.CheckHostWithSender(ip, c.in.Hostname, "postmaster@"+name,
 			spf.WithResolver(c.res), spf.WithContext(ctx))
@@ -95,21 +72,48 @@ func (c *checker) checkSPF(ctx context.Context, domain, name string) {
 			c.couldNot(domain, "spf", name, fmt.Errorf("evaluating for %s: %w", ip, err))
 			return
 		default:
-			why := string(res)
+			w := fmt.Sprintf("%s evaluates to %s", ip, res)
 			if err != nil {
-				why += " (" + err.Error() + ")"
+				w += " (" + err.Error() + ")"
 			}
-			fs = append(fs, finding{Fail, fmt.Sprintf("%s evaluates to %s, not pass", ip, why), ""})
+			why = append(why, w)
 			missing = append(missing, ip)
 		}
 	}
-	if len(missing) > 0 {
-		fix := "add " + strings.Join(ipTerms(missing), " ") + ": " + txtLine(name, spfWith(terms, ipTerms(missing), 0))
-		for i := range fs {
-			if fs[i].fix == "" {
-				fs[i].fix = fix
-			}
+	var qual byte
+	var allProblem finding
+	if all, ok := spfAll(terms); ok {
+		switch all.qual {
+		case '+', '?':
+			allProblem = finding{Fail, fmt.Sprintf("%q lets any host on the internet send as %s", all.raw, name), "end the record with -all"}
+			qual = '-'
+		case '~':
+			allProblem = finding{Warn, "~all only soft-fails forged mail; -all would do, since the record lists every latchkey address", "end the record with -all"}
+			qual = '-'
 		}
+	} else if !hasRedirect(terms) {
+		allProblem = finding{Warn, "no all term: unlisted senders get neutral", "end the record with -all"}
+		qual = '-'
+	}
+	fixed := txtLine(name, spfWith(terms, ipTerms(missing), qual))
+	var fs []finding
+	if len(missing) > 0 {
+		fs = append(fs, finding{Fail, strings.Join(why, "; ") + "; it must be pass",
+			"add " + strings.Join(ipTerms(missing), " ") + ": " + fixed})
+	}
+	if allProblem.status != "" {
+		allProblem.fix += ": " + fixed
+		fs = append(fs, allProblem)
+	}
+	n, err := c.countSPFLookups(ctx, terms, 0, new(int))
+	if err != nil {
+		c.couldNot(domain, "spf", name, err)
+		return
+	}
+	if n > maxSPFLookups {
+		fs = append(fs, finding{Fail,
+			fmt.Sprintf("%d DNS-querying terms (include, a, mx, ptr, exists, redirect, counted through includes); the limit is %d and receivers answer permerror past it", n, maxSPFLookups),
+			"replace includes with the ip4:/ip6: ranges they stand for, e.g.: " + txtLine(name, want)})
 	}
 	c.add(domain, "spf", name, rec, fs)
 }
@@ -335,26 +339,32 @@ func (c *checker) checkDMARC(ctx context.Context, d Domain) {
 	if atOrg {
 		observed = "(organisational domain) " + observed
 	}
-	var fs []finding
+	// Each problem comes with the tag change that fixes it; every fix shows
+	// the record with all the changes made, so that none undoes another.
+	type change struct {
+		finding
+		tag, value string
+	}
+	var changes []change
 	if policy == "none" {
-		fs = append(fs, finding{Warn,
+		changes = append(changes, change{finding{Warn,
 			which + "=none: receivers deliver mail that fails DMARC, so forged resets reach inboxes",
-			"once reports show latchkey's mail passing, set " + which + "=quarantine (then reject): " + txtLine(name, withTag(r.raw, which, "quarantine"))})
+			"once reports show latchkey's mail passing, set " + which + "=quarantine (later reject)"}, which, "quarantine"})
 	}
 	if r.pct < 100 {
-		fs = append(fs, finding{Warn,
+		changes = append(changes, change{finding{Warn,
 			fmt.Sprintf("pct=%d: the policy applies to only %d%% of failing mail", r.pct, r.pct),
-			"remove pct=: " + txtLine(name, withTag(r.raw, "pct", ""))})
+			"remove pct="}, "pct", ""})
 	}
 	if len(r.rua) == 0 {
-		fs = append(fs, finding{Warn, "no rua=: you will get no aggregate reports to see who sends as " + from,
-			"add a report address: " + txtLine(name, withTag(r.raw, "rua", "mailto:dmarc-reports@"+orgDomain(from)))})
+		changes = append(changes, change{finding{Warn, "no rua=: you will get no aggregate reports to see who sends as " + from,
+			"add a report address"}, "rua", "mailto:dmarc-reports@" + orgDomain(from)})
 	}
 	// latchkey signs d=<From domain>, so DKIM alignment holds in either mode;
 	// computed anyway so that a future change of d= is caught here.
 	if !aligned(r.adkim, from, from) {
-		fs = append(fs, finding{Fail, "DKIM d=" + from + " does not align with From " + from,
-			"set adkim=r: " + txtLine(name, withTag(r.raw, "adkim", "r"))})
+		changes = append(changes, change{finding{Fail, "DKIM d=" + from + " does not align with From " + from,
+			"set adkim=r"}, "adkim", "r"})
 	}
 	bounce := fqdn(bounceOf(d))
 	if !aligned(r.aspf, bounce, from) {
@@ -362,9 +372,22 @@ func (c *checker) checkDMARC(ctx context.Context, d Domain) {
 		if r.aspf == 'r' {
 			mode = "relaxed"
 		}
-		fs = append(fs, finding{Fail,
+		changes = append(changes, change{finding{Fail,
 			fmt.Sprintf("aspf=%c (%s): the envelope domain %s does not align with From %s, so SPF never counts for DMARC and DMARC rests on DKIM alone", r.aspf, mode, bounce, from),
-			"set aspf=r: " + txtLine(name, withTag(r.raw, "aspf", "r")) + "\nor configure " + from + " itself as the bounce (envelope) domain"})
+			"set aspf=r"}, "aspf", "r"})
+	}
+	fixed := r.raw
+	for _, ch := range changes {
+		fixed = withTag(fixed, ch.tag, ch.value)
+	}
+	var fs []finding
+	for _, ch := range changes {
+		f := ch.finding
+		f.fix += ": " + txtLine(name, fixed)
+		if ch.tag == "aspf" {
+			f.fix += "\nor configure " + from + " itself as the bounce (envelope) domain"
+		}
+		fs = append(fs, f)
 	}
 	c.add(d.Name, "dmarc", name, observed, fs)
 }
