@@ -42,6 +42,8 @@ type Options struct {
 	// Delay is waited before answering the end of DATA, to keep transactions
 	// open long enough for concurrency to be observable.
 	Delay time.Duration
+	// Mail, when set, answers MAIL FROM; a nil return accepts it.
+	Mail func(from string) *smtp.SMTPError
 	// Rcpt, when set, answers each RCPT TO; a nil return accepts it.
 	Rcpt func(rcpt string) *smtp.SMTPError
 	// Data, when set, answers the end of DATA; a nil return accepts the
@@ -307,6 +309,14 @@ func (ss *session) end() {
 }
 
 func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
+	ss.s.mu.Lock()
+	hook := ss.s.opts.Mail
+	ss.s.mu.Unlock()
+	if hook != nil {
+		if e := hook(from); e != nil {
+			return e
+		}
+	}
 	ss.begin()
 	ss.from = from
 	ss.rcpts = nil
