@@ -21,7 +21,8 @@ type Store struct {
 	mu      sync.Mutex // serialises reloads and guards the fields below
 	lastErr error
 	hash    [sha256.Size]byte // of the last source read, good or bad
-	stat    fileStamp
+	stat    fileStamp         // of the last source read
+	pending fileStamp         // a change seen once, waiting to settle
 }
 
 // fileStamp is the cheap part of change detection; the hash confirms it.
@@ -108,8 +109,8 @@ func (s *Store) load(src []byte) (*Policy, error) {
 }
 
 // Watch polls the file every interval until ctx ends and reloads it when its
-// content changed (size or mtime changed, then the hash confirms; touching
-// the file does not reload). onReload, if not nil, is called after each
+// content changed (size or mtime changed and stayed so for one interval,
+// then the hash confirms; touching the file does not reload). onReload, if not nil, is called after each
 // reload attempt with the new policy, or nil and the error — the running
 // policy then stays. Polling rather than inotify keeps the dependency list
 // short and works for editors that replace the file and for bind mounts.
@@ -132,38 +133,48 @@ func (s *Store) Watch(ctx context.Context, interval time.Duration, onReload func
 	}
 }
 
-// poll checks the file once and reloads it if its content changed.
+// poll checks the file once. A change is acted on only when two polls in a
+// row see the same new size and mtime: an editor writing in place truncates
+// the file first, and reading it then would report a spurious broken policy.
 func (s *Store) poll() (p *Policy, err error, changed bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	fi, err := os.Stat(s.file)
-	if err != nil {
-		// A file being replaced may be missing for an instant; report it only
-		// once, and keep polling.
-		e := fmt.Errorf("policy: %w", err)
-		// Forget the content so that the file coming back is parsed again,
-		// whatever it holds, and LastError stops reporting it missing.
-		s.hash, s.stat = [sha256.Size]byte{}, fileStamp{}
-		if s.lastErr != nil && s.lastErr.Error() == e.Error() {
-			return nil, nil, false
-		}
-		s.lastErr = e
-		return nil, e, true
+	fi, statErr := os.Stat(s.file)
+	st := fileStamp{size: -1} // missing or unreadable
+	if statErr == nil {
+		st = fileStamp{fi.Size(), fi.ModTime()}
 	}
-	st := fileStamp{fi.Size(), fi.ModTime()}
-	if st.size == s.stat.size && st.modTime.Equal(s.stat.modTime) {
+	if st.equal(s.stat) {
+		s.pending = fileStamp{}
 		return nil, nil, false
+	}
+	if !st.equal(s.pending) {
+		s.pending = st
+		return nil, nil, false
+	}
+	s.pending = fileStamp{}
+	s.stat = st
+	if statErr != nil {
+		// Forget the content so that the file coming back is parsed again,
+		// whatever it holds.
+		s.hash = [sha256.Size]byte{}
+		s.lastErr = fmt.Errorf("policy: %w", statErr)
+		return nil, s.lastErr, true
 	}
 	src, err := os.ReadFile(s.file)
 	if err != nil {
+		s.hash = [sha256.Size]byte{}
 		s.lastErr = fmt.Errorf("policy: %w", err)
-		s.hash, s.stat = [sha256.Size]byte{}, fileStamp{}
 		return nil, s.lastErr, true
 	}
 	if h := sha256.Sum256(src); bytes.Equal(h[:], s.hash[:]) {
-		s.stat = st
 		return nil, nil, false
 	}
 	p, err = s.load(src)
+	s.stat = st
 	return p, err, true
+}
+
+func (a fileStamp) equal(b fileStamp) bool {
+	return a.size == b.size && a.modTime.Equal(b.modTime)
 }
