@@ -1,0 +1,94 @@
+package bounce
+
+import "testing"
+
+func TestClassifyReply(t *testing.T) {
+	tests := []struct {
+		code      int
+		enh, text string
+		want      Verdict
+	}{
+		// Enhanced codes that decide on their own.
+		{550, "5.1.1", "<a@b.example>: Recipient address rejected", Verdict{true, true, UserUnknown, "5.1.1"}},
+		{550, "5.1.10", "null MX", Verdict{true, true, NotAccept, "5.1.10"}},
+		{550, "5.1.6", "gone", Verdict{true, true, HasMoved, "5.1.6"}},
+		{550, "5.1.2", "bad domain", Verdict{true, true, HostUnknown, "5.1.2"}},
+		{550, "5.2.1", "mailbox disabled", Verdict{true, true, MailboxDisabled, "5.2.1"}},
+		{552, "5.2.2", "", Verdict{true, false, MailboxFull, "5.2.2"}},
+		{552, "5.3.4", "", Verdict{true, false, MessageTooBig, "5.3.4"}},
+		{550, "5.7.26", "", Verdict{true, false, AuthFailure, "5.7.26"}},
+		{421, "4.7.28", "", Verdict{false, false, RateLimited, "4.7.28"}},
+		{550, "5.1.8", "Sender address rejected: Domain not found", Verdict{true, false, Policy, "5.1.8"}},
+		{451, "4.4.7", "", Verdict{false, false, Expired, "4.4.7"}},
+		{421, "4.4.2", "", Verdict{false, false, NetworkError, "4.4.2"}},
+		// A policy rejection is permanent but says nothing against the address.
+		{550, "5.7.1", "Message rejected due to local policy", Verdict{true, false, Policy, "5.7.1"}},
+		{550, "5.7.1", "Service unavailable; client host blocked using Spamhaus", Verdict{true, false, Policy, "5.7.1"}},
+		{550, "5.7.1", "SPF check failed", Verdict{true, false, AuthFailure, "5.7.1"}},
+		{550, "5.7.1", "Unauthenticated email is not accepted due to DMARC policy", Verdict{true, false, AuthFailure, "5.7.1"}},
+		{550, "5.7.1", "DKIM signature invalid", Verdict{true, false, AuthFailure, "5.7.1"}},
+		{554, "5.7.1", "Message looks like spam", Verdict{true, false, SpamDetected, "5.7.1"}},
+		// Generic codes: the text decides, the status is kept.
+		{550, "5.0.0", "No such user here", Verdict{true, true, UserUnknown, "5.0.0"}},
+		{550, "5.0.0", "Domain example.test does not exist", Verdict{true, true, HostUnknown, "5.0.0"}},
+		{452, "4.0.0", "Mailbox full", Verdict{false, false, MailboxFull, "4.0.0"}},
+		{550, "", "This user's account has been suspended", Verdict{true, true, MailboxDisabled, "5.2.1"}},
+		// No enhanced code: the status comes from the reason and the class.
+		{550, "", "User unknown", Verdict{true, true, UserUnknown, "5.1.1"}},
+		{552, "", "user is over quota", Verdict{true, false, MailboxFull, "5.2.2"}},
+		{552, "", "Message size exceeds fixed maximum message size", Verdict{true, false, MessageTooBig, "5.3.4"}},
+		{450, "", "Too many connections, slow down", Verdict{false, false, RateLimited, "4.7.28"}},
+		{421, "", "rate limit exceeded, try again later", Verdict{false, false, RateLimited, "4.7.28"}},
+		{451, "", "Connection timed out", Verdict{false, false, NetworkError, "4.4.1"}},
+		{550, "", "Host unknown", Verdict{true, true, HostUnknown, "5.1.2"}},
+		{550, "", "Recipient has moved", Verdict{true, true, HasMoved, "5.1.6"}},
+		{554, "", "Relay access denied", Verdict{true, false, Policy, "5.7.1"}},
+		{554, "", "virus found in message", Verdict{true, false, SpamDetected, "5.7.1"}},
+		{451, "", "retry timeout exceeded", Verdict{false, false, Expired, "4.4.7"}},
+		{451, "", "Temporary local problem - please try later", Verdict{false, false, SystemError, "4.3.0"}},
+		// The enhanced code found in the text counts, and outranks the
+		// basic code when they disagree.
+		{550, "", "5.1.1 <x@example.test>... User unknown", Verdict{true, true, UserUnknown, "5.1.1"}},
+		{550, "4.2.2", "mailbox full", Verdict{false, false, MailboxFull, "4.2.2"}},
+		// A temporary user-unknown is not hard: only permanent failures are.
+		{450, "4.1.1", "User unknown in virtual alias table", Verdict{false, false, UserUnknown, "4.1.1"}},
+		// Unknown: temporary.
+		{0, "", "", Verdict{false, false, Other, "4.0.0"}},
+		{0, "", "something odd", Verdict{false, false, Other, "4.0.0"}},
+		{999, "9.9.9", "", Verdict{false, false, Other, "4.0.0"}},
+		{550, "", "", Verdict{true, false, Other, "5.0.0"}},
+		// Success.
+		{250, "2.0.0", "OK", Verdict{false, false, Delivered, "2.0.0"}},
+	}
+	for _, tt := range tests {
+		got := ClassifyReply(tt.code, tt.enh, tt.text)
+		if got != tt.want {
+			t.Errorf("ClassifyReply(%d, %q, %q) = %+v, want %+v", tt.code, tt.enh, tt.text, got, tt.want)
+		}
+	}
+}
+
+func TestSisimaiReason(t *testing.T) {
+	tests := map[string]Reason{
+		"userunknown": UserUnknown, "filtered": Policy, "blocked": Policy, "rejected": Policy,
+		"exceedlimit": MessageTooBig, "virusdetected": SpamDetected, "securityerror": AuthFailure,
+		"toomanyconn": RateLimited, "mailererror": SystemError, "feedback": Complaint,
+		"vacation": AutoReply, "onhold": Other, "undefined": Other, "notaccept": NotAccept,
+	}
+	for in, want := range tests {
+		if got := SisimaiReason(in); got != want {
+			t.Errorf("SisimaiReason(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestDataPhase(t *testing.T) {
+	v := ClassifyReply(550, "", "User unknown")
+	got := dataPhase(v, "SMTP error from remote mail server after end of data: 550 User unknown")
+	if got.Hard || got.Reason != Policy || !got.Permanent {
+		t.Errorf("user unknown at end of DATA: got %+v, want permanent, soft, policy", got)
+	}
+	if got := dataPhase(v, "after RCPT TO: 550 User unknown"); got != v {
+		t.Errorf("user unknown at RCPT: got %+v, want %+v", got, v)
+	}
+}
