@@ -30,10 +30,19 @@ func newClient(t *testing.T, fake *sftest.Server, edit func(*salesforce.Config))
 	return c
 }
 
+// openDB opens a Badger database closed at cleanup, after the outbox
+// workers (registered later) have stopped.
 func openDB(t *testing.T, dir string) *badger.DB {
 	t.Helper()
-	db, err := badger.Open(badger.DefaultOptions(dir).WithLogger(nil).WithMemTableSize(4 << 20).
-		WithValueLogFileSize(8 << 20).WithNumCompactors(2).WithBlockCacheSize(1 << 20))
+	db := openDBNoCleanup(t, dir)
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+func openDBNoCleanup(t *testing.T, dir string) *badger.DB {
+	t.Helper()
+	db, err := badger.Open(badger.DefaultOptions(dir).WithLogger(nil).WithMemTableSize(8 << 20).
+		WithValueThreshold(64 << 10).WithValueLogFileSize(8 << 20).WithNumCompactors(2).WithBlockCacheSize(1 << 20))
 	if err != nil {
 		t.Fatalf("badger: %v", err)
 	}
