@@ -462,7 +462,9 @@ func TestDomainSlotWaitRespectsContext(t *testing.T) {
 		return nil
 	}}, func(c *Config) { c.MaxPerDomain = 1 })
 	first := make(chan []Result)
-	go func() { first <- d.Deliver(context.Background(), "s@sender.test", []string{"a@example.test"}, []byte(msg)) }()
+	go func() {
+		first <- d.Deliver(context.Background(), "s@sender.test", []string{"a@example.test"}, []byte(msg))
+	}()
 	<-entered // the only slot is now held
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	r := d.Deliver(ctx, "s@sender.test", []string{"b@example.test"}, []byte(msg))
@@ -528,4 +530,26 @@ func TestResultString(t *testing.T) {
 	if got, want := r.String(), "a@x.test: failed: 550 5.1.1 no such (mx.x.test [127.0.0.2] TLS1.3)"; got != want {
 		t.Fatalf("String() = %q, want %q", got, want)
 	}
+}
+
+func TestOpportunisticFallsBackToClearOnHandshakeFailure(t *testing.T) {
+	sink, d := domainSetup(t, smtpsink.Options{BrokenTLS: true}, nil)
+	r := deliver1(t, d, "a@example.test")
+	wantDelivered(t, r[0])
+	if r[0].TLS != "none" || sink.Conns() != 2 {
+		t.Fatalf("TLS %q over %d connections; want none over 2", r[0].TLS, sink.Conns())
+	}
+}
+
+func TestRequiredDefersOnHandshakeFailure(t *testing.T) {
+	sink, d := domainSetup(t, smtpsink.Options{BrokenTLS: true}, func(c *Config) { c.TLS = TLSRequired })
+	r := deliver1(t, d, "a@example.test")
+	wantTemporary(t, r[0])
+	if r[0].Enhanced != "4.7.5" || sink.Count() != 0 || sink.MaxConcurrent() != 0 {
+		t.Fatalf("got %s, sink count %d", r[0], sink.Count())
+	}
+}
+
+func testLogger(t testing.TB) zerolog.Logger {
+	return zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)
 }

@@ -37,6 +37,9 @@ type Options struct {
 	// memory (for "localhost", the MX names in CertNames and 127.0.0.0/8 IPs
 	// listened on).
 	TLS bool
+	// BrokenTLS offers STARTTLS but only TLS 1.0, so that modern clients'
+	// handshakes fail (to test fallbacks).
+	BrokenTLS bool
 	// CertNames are extra DNS names put in the certificate.
 	CertNames []string
 	// Delay is waited before answering the end of DATA, to keep transactions
@@ -128,13 +131,16 @@ func New(opts Options) (*Sink, error) {
 	srv.MaxRecipients = 1000
 	srv.EnableSMTPUTF8 = true
 	srv.ErrorLog = log.New(io.Discard, "", 0)
-	if opts.TLS {
+	if opts.TLS || opts.BrokenTLS {
 		cert, pool, err := selfSigned(append([]string{"localhost"}, opts.CertNames...), net.ParseIP(host))
 		if err != nil {
 			l.Close()
 			return nil, err
 		}
 		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		if opts.BrokenTLS {
+			srv.TLSConfig.MinVersion, srv.TLSConfig.MaxVersion = tls.VersionTLS10, tls.VersionTLS10
+		}
 		s.CertPool = pool
 	}
 	s.srv = srv
