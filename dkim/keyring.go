@@ -35,8 +35,14 @@ func (e KeyEntry) algo() string {
 // validate checks the parts of an entry that would otherwise only fail at
 // signing time or, worse, produce signatures nobody can verify.
 func (e KeyEntry) validate() error {
-	if normDomain(e.Domain) == "" {
+	d := normDomain(e.Domain)
+	if d == "" {
 		return fmt.Errorf("dkim: key entry %q: empty domain", e.Selector)
+	}
+	for _, label := range strings.Split(d, ".") {
+		if !validLabel(label) {
+			return fmt.Errorf("dkim: key entry %q: domain %q is not a valid DNS name", e.Selector, e.Domain)
+		}
 	}
 	if e.Selector == "" {
 		return fmt.Errorf("dkim: key entry for %s: empty selector", e.Domain)
@@ -168,7 +174,7 @@ func loadEntry(e KeyEntry) (*loadedKey, error) {
 	}, nil
 }
 
-// stripPrefix keeps "dkim: " from repeating when an error of this package
+// prefixless keeps "dkim: " from repeating when an error of this package
 // is wrapped again; the chain stays intact for errors.Is/As.
 type prefixless struct{ err error }
 

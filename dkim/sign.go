@@ -7,11 +7,11 @@ import (
 	msgdkim "github.com/emersion/go-msgauth/dkim"
 )
 
-// SignedHeaders are the header fields every signature covers. Each is
+// signedHeaders are the header fields every signature covers. Each is
 // over-signed: listed in h= once more than it occurs, so that a copy added in
 // transit (a second From or Subject, say) breaks the signature instead of
 // being shown to the reader unsigned (RFC 6376 sections 5.4.2 and 8.15).
-var SignedHeaders = []string{
+var signedHeaders = [...]string{
 	"From", "To", "Cc", "Subject", "Date", "Message-ID", "Reply-To",
 	"In-Reply-To", "References", "MIME-Version", "Content-Type",
 	"Content-Transfer-Encoding",
@@ -21,10 +21,15 @@ var SignedHeaders = []string{
 // copies than this is malformed anyway, and the cap bounds the header size.
 const maxCount = 50
 
-// headerKeys returns the h= list for msg: each SignedHeaders name repeated
+// SignedHeaders returns the header fields every signature covers.
+func SignedHeaders() []string {
+	return append([]string(nil), signedHeaders[:]...)
+}
+
+// headerKeys returns the h= list for msg: each signedHeaders name repeated
 // (occurrences + 1) times. It scans only the header section, in place.
 func headerKeys(msg []byte) []string {
-	var counts [16]int // len(SignedHeaders) <= 16
+	var counts [len(signedHeaders)]int
 	for len(msg) > 0 {
 		var line []byte
 		if i := bytes.IndexByte(msg, '\n'); i >= 0 {
@@ -44,7 +49,7 @@ func headerKeys(msg []byte) []string {
 			continue
 		}
 		name := bytes.TrimRight(line[:colon], " \t")
-		for i, h := range SignedHeaders {
+		for i, h := range signedHeaders {
 			if len(name) == len(h) && bytes.EqualFold(name, []byte(h)) {
 				if counts[i] < maxCount {
 					counts[i]++
@@ -53,12 +58,12 @@ func headerKeys(msg []byte) []string {
 			}
 		}
 	}
-	n := len(SignedHeaders)
-	for i := range SignedHeaders {
+	n := len(signedHeaders)
+	for i := range signedHeaders {
 		n += counts[i]
 	}
 	keys := make([]string, 0, n)
-	for i, h := range SignedHeaders {
+	for i, h := range signedHeaders {
 		for j := 0; j <= counts[i]; j++ {
 			keys = append(keys, h)
 		}
