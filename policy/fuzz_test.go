@@ -90,7 +90,7 @@ func BenchmarkClassify(b *testing.B) {
 		m    *Meta
 	}{
 		// A Salesforce reset: matched by the second rule.
-		{"reset", &Meta{EnvelopeFrom: "noreply@example.com", AuthUser: "salesforce", Rcpts: []string{"user@example.org"},
+		{"reset", &Meta{EnvelopeFrom: "bounce@bnc.example.net", AuthUser: "salesforce", Rcpts: []string{"user@example.org"},
 			Header: hdr("From", "Example <noreply@example.com>", "Subject", "Reset your password",
 				"Message-ID", "<abc.123@sfdc.net>", "X-SFDC-LK", "00D000000000001", "X-SFDC-EmailCategory", "forgotPassword")}},
 		// A notification no rule matches: every rule is evaluated.

@@ -56,7 +56,8 @@ type Policy struct {
 	needSubj bool
 }
 
-// Class is one delivery class and its parameters.
+// Class is one delivery class and its parameters. Classes are shared by every
+// goroutine using the policy: treat them, and their slices, as read-only.
 type Class struct {
 	Name string
 	// Priority is the class's index in the file: 0 is the highest.

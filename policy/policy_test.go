@@ -275,11 +275,12 @@ func TestClassifyShipped(t *testing.T) {
 		m    Meta
 		want string
 	}{
-		{"Salesforce forgot password from the org-wide address", Meta{EnvelopeFrom: "noreply@example.com",
-			Header: hdr("X-SFDC-EmailCategory", "forgotPassword", "Message-ID", "<1@sfdc.net>",
+		{"Salesforce forgot password from the org-wide address", Meta{EnvelopeFrom: "bounce@bnc.example.net",
+			Header: hdr("From", "Example Support <NoReply@example.com>", "X-SFDC-EmailCategory", "forgotPassword", "Message-ID", "<1@sfdc.net>",
 				"X-SFDC-LK", "00D000000000001")}, "reset"},
 		{"template header", Meta{Header: hdr("X-LK-Class", " reset ")}, "reset"},
-		{"mass email", Meta{EnvelopeFrom: "noreply@example.com", Header: hdr("X-SFDC-EmailCategory", "massEmail")}, "bulk"},
+		{"mass email from the org-wide address", Meta{Header: hdr("From", "noreply@example.com", "X-SFDC-EmailCategory", "massEmail")}, "bulk"},
+		{"org-wide address without the category", Meta{Header: hdr("From", "noreply@example.com")}, "transactional"},
 		{"List-Unsubscribe", Meta{Header: hdr("List-Unsubscribe", "<https://example.com/u>")}, "bulk"},
 		{"a case notification", Meta{EnvelopeFrom: "support@example.com",
 			Header: hdr("X-SFDC-EmailCategory", "caseNotification")}, "transactional"},
