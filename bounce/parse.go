@@ -458,7 +458,7 @@ func finish(r Recipient, text string) Recipient {
 	}
 	why := diag
 	if why == "" {
-		why = r.Status + " " + text
+		why = r.Status + " " + clip(text)
 	}
 	v := dataPhase(classify(class, enh, why), why)
 	if r.Action == "" {

@@ -205,9 +205,9 @@ func textRecipient(addr, diag, whole string) Recipient {
 	}
 	why := diag
 	if reasonFromText(diag) == "" {
-		why = diag + "\n" + whole
+		why = diag + "\n" + clip(whole)
 	}
-	v := dataPhase(classify(class, enh, why), diag+"\n"+whole)
+	v := dataPhase(classify(class, enh, why), diag+"\n"+clip(whole))
 	action := "failed"
 	if class == 4 {
 		action = "delayed"
@@ -217,6 +217,15 @@ func textRecipient(addr, diag, whole string) Recipient {
 	}
 	return Recipient{Recipient: addr, Action: action, Status: v.Status, Permanent: v.Permanent,
 		Hard: v.Hard, Reason: v.Reason, Diagnostic: diag}
+}
+
+// clip bounds the text the reason patterns run over: the explanation of a
+// bounce is near its top, and the patterns are not cheap.
+func clip(s string) string {
+	if len(s) > 4096 {
+		return s[:4096]
+	}
+	return s
 }
 
 func joinSpace(a, b string) string {
