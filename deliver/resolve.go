@@ -49,7 +49,8 @@ func (e *DNSError) Permanent() bool { return e.NotFound || e.Null }
 
 // Resolver looks up MX and address records through one DNS server with
 // miekg/dns, so that tests can point it at a loopback server. It caches
-// positive answers for their TTL (at most cacheMaxTTL): at hundreds of
+// answers (NODATA too, but not NXDOMAIN or failures) for their TTL, at most
+// cacheMaxTTL: at hundreds of
 // messages a second to a few big domains, a look-up per message would double
 // the work of each delivery.
 type Resolver struct {
@@ -75,6 +76,7 @@ type cacheEntry struct {
 const (
 	cacheMaxTTL     = 5 * time.Minute
 	cacheMaxEntries = 10000
+	negativeTTL     = time.Minute
 )
 
 // NewResolver returns a resolver that asks addr ("host:port"); "" means the
@@ -146,7 +148,18 @@ func (r *Resolver) query(ctx context.Context, name string, qtype uint16) ([]dns.
 			ttl = min(ttl, rr.Header().Ttl)
 		}
 	}
-	if len(rrs) > 0 && ttl > 0 {
+	if len(rrs) == 0 {
+		// NODATA is the common answer to AAAA (and to MX for implicit-MX
+		// domains); not caching it would cost a query per message. RFC 2308:
+		// the SOA's minimum bounds its lifetime.
+		ttl = uint32(negativeTTL / time.Second)
+		for _, rr := range in.Ns {
+			if soa, ok := rr.(*dns.SOA); ok {
+				ttl = min(ttl, soa.Minttl, soa.Hdr.Ttl)
+			}
+		}
+	}
+	if ttl > 0 {
 		r.mu.Lock()
 		if len(r.cache) >= cacheMaxEntries {
 			clear(r.cache) // crude, but bounded and rare
