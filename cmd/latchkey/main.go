@@ -1,0 +1,260 @@
+// Command latchkey is the password-reset relay: `latchkey serve` runs it, and
+// the other subcommands check its configuration and DNS, generate keys, and
+// inspect its queue, audit trail and bounces.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/latchkey/latchkey/conf"
+	"github.com/latchkey/latchkey/dkim"
+	"github.com/latchkey/latchkey/policy"
+	"github.com/latchkey/latchkey/relay"
+)
+
+// command is one subcommand: its words ("dns check"), a one-line summary and
+// the function that runs it with the remaining arguments.
+type command struct {
+	name    string
+	summary string
+	run     func(args []string, stdout, stderr io.Writer) int
+}
+
+var commands []command
+
+func register(name, summary string, run func(args []string, stdout, stderr io.Writer) int) {
+	commands = append(commands, command{name, summary, run})
+}
+
+func init() {
+	policy.DefaultSource = conf.DefaultPolicy
+	register("serve", "run the relay", cmdServe)
+	register("config check", "validate latchkey.toml and the policy file; print every error with file, line and key", cmdConfigCheck)
+	register("dkim keygen", "generate a DKIM key and print the TXT record to publish", cmdKeygen)
+	register("passwd", "hash a submission password for users_file or [[submission.users]]", cmdPasswd)
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "-help" || args[0] == "help" {
+		usage(stderr)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	// Longest match first: "dns check" before "dns".
+	sort.SliceStable(commands, func(i, j int) bool {
+		return strings.Count(commands[i].name, " ") > strings.Count(commands[j].name, " ")
+	})
+	for _, c := range commands {
+		words := strings.Fields(c.name)
+		if len(args) >= len(words) && strings.Join(args[:len(words)], " ") == c.name {
+			return c.run(args[len(words):], stdout, stderr)
+		}
+	}
+	fmt.Fprintf(stderr, "latchkey: unknown command %q\n\n", strings.Join(args, " "))
+	usage(stderr)
+	return 2
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: latchkey COMMAND [flags]\n\ncommands:")
+	cs := append([]command(nil), commands...)
+	sort.Slice(cs, func(i, j int) bool { return cs[i].name < cs[j].name })
+	for _, c := range cs {
+		fmt.Fprintf(w, "  %-22s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintln(w, "\nRun 'latchkey COMMAND -h' for a command's flags.")
+}
+
+// newFlags returns a flag set that prints errors to stderr and does not exit.
+func newFlags(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("latchkey "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+// loadConfig loads the configuration and prints its errors.
+func loadConfig(path string, stderr io.Writer) (*conf.Config, bool) {
+	cfg, err := conf.Load(path)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return nil, false
+	}
+	return cfg, true
+}
+
+func newLogger(cfg *conf.Config, stderr io.Writer) zerolog.Logger {
+	lvl, err := zerolog.ParseLevel(cfg.LogLevel)
+	if err != nil {
+		lvl = zerolog.InfoLevel
+	}
+	zerolog.TimeFieldFormat = time.RFC3339Nano
+	var w io.Writer = stderr
+	console := cfg.LogFormat == "console"
+	if cfg.LogFormat == "auto" {
+		if f, ok := stderr.(*os.File); ok {
+			if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+				console = true
+			}
+		}
+	}
+	if console {
+		w = zerolog.ConsoleWriter{Out: stderr, TimeFormat: "15:04:05.000"}
+	}
+	return zerolog.New(w).Level(lvl).With().Timestamp().Logger()
+}
+
+func cmdServe(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("serve", stderr)
+	path := fs.String("config", "", "configuration file (default: the shipped trial configuration)")
+	if fs.Parse(args) != nil {
+		return 2
+	}
+	cfg, ok := loadConfig(*path, stderr)
+	if !ok {
+		fmt.Fprintln(stderr, "latchkey: not starting with an invalid configuration")
+		return 2
+	}
+	log := newLogger(cfg, stderr)
+	if cfg.Trial {
+		log.Warn().Str("data_dir", cfg.DataDir).Msg("running the shipped TRIAL configuration: loopback only, self-signed certificate, generated keys and user; use -config for a real deployment")
+	}
+	srv, err := relay.Boot(cfg, log)
+	if err != nil {
+		log.Error().Err(err).Msg("cannot start")
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		for range hup {
+			srv.Reload()
+		}
+	}()
+	if err := srv.Run(ctx); err != nil {
+		log.Error().Err(err).Msg("relay stopped with an error")
+		return 1
+	}
+	log.Info().Msg("relay stopped")
+	return 0
+}
+
+func cmdConfigCheck(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("config check", stderr)
+	path := fs.String("config", "", "configuration file (default: the shipped trial configuration)")
+	if fs.Parse(args) != nil {
+		return 2
+	}
+	cfg, err := conf.Load(*path)
+	if err != nil {
+		fmt.Fprintln(stdout, err)
+		return 1
+	}
+	bad := false
+	if cfg.PolicyFile != "" {
+		if _, err := policy.Open(cfg.PolicyFile); err != nil {
+			fmt.Fprintln(stdout, err)
+			bad = true
+		}
+	} else if _, err := policy.Parse("(embedded) policy.toml", conf.DefaultPolicy); err != nil {
+		fmt.Fprintln(stdout, err)
+		bad = true
+	}
+	if bad {
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s: OK\n", cfg.File)
+	return 0
+}
+
+func cmdKeygen(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("dkim keygen", stderr)
+	domain := fs.String("domain", "", "signing domain (d=)")
+	selector := fs.String("selector", "", "selector (s=)")
+	algo := fs.String("algo", "rsa", "rsa or ed25519")
+	bits := fs.Int("bits", 2048, "RSA key size")
+	out := fs.String("out", "", "private key file (default: <domain>.<selector>.pem in the current directory)")
+	if fs.Parse(args) != nil {
+		return 2
+	}
+	if *domain == "" || *selector == "" {
+		fmt.Fprintln(stderr, "latchkey dkim keygen: -domain and -selector are required")
+		return 2
+	}
+	if *out == "" {
+		*out = fmt.Sprintf("%s.%s.pem", *domain, *selector)
+	}
+	if _, err := os.Stat(*out); err == nil {
+		fmt.Fprintf(stderr, "latchkey dkim keygen: %s exists; not overwriting a key\n", *out)
+		return 1
+	}
+	key, err := dkim.GenerateKey(*algo, *bits)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	if err := dkim.WriteKeyFile(*out, key); err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	rec, err := dkim.PublicRecord(key.Public())
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	fmt.Fprintf(stderr, "wrote %s (mode 0600); publish this record:\n", *out)
+	fmt.Fprintln(stdout, dkim.ZoneLine(*selector, *domain, rec))
+	return 0
+}
+
+func cmdPasswd(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("passwd", stderr)
+	user := fs.String("user", "", "user name (prints name:hash for users_file)")
+	if fs.Parse(args) != nil {
+		return 2
+	}
+	fmt.Fprintln(stderr, "password (read from standard input, one line):")
+	b, err := io.ReadAll(io.LimitReader(os.Stdin, 1024))
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	pass := strings.TrimRight(string(b), "\r\n")
+	if len(pass) < 12 {
+		fmt.Fprintln(stderr, "latchkey passwd: use at least 12 characters")
+		return 1
+	}
+	hash, err := bcrypt.GenerateFromPassword([]byte(pass), bcrypt.DefaultCost)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	if *user != "" {
+		fmt.Fprintf(stdout, "%s:%s\n", *user, hash)
+	} else {
+		fmt.Fprintln(stdout, string(hash))
+	}
+	return 0
+}
+
+var _ = errors.New

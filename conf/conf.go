@@ -1,0 +1,338 @@
+// Package conf holds latchkey's server configuration: the shipped
+// latchkey.toml and policy.toml (embedded, so the binary runs with no files
+// at all), and the strict loader that reports every problem with file, line
+// and key.
+package conf
+
+import (
+	_ "embed"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/latchkey/latchkey/conf/tomlconf"
+	"github.com/latchkey/latchkey/deliver"
+	"github.com/latchkey/latchkey/dkim"
+	"github.com/latchkey/latchkey/salesforce"
+)
+
+// DefaultServer is the shipped latchkey.toml: the trial configuration.
+//
+//go:embed latchkey.toml
+var DefaultServer []byte
+
+// DefaultPolicy is the shipped policy.toml.
+//
+//go:embed policy.toml
+var DefaultPolicy []byte
+
+// Config is latchkey.toml.
+type Config struct {
+	Hostname   string `toml:"hostname"`
+	DataDir    string `toml:"data_dir"`
+	LogLevel   string `toml:"log_level"`
+	LogFormat  string `toml:"log_format"`
+	PolicyFile string `toml:"policy_file"`
+
+	Submission Submission        `toml:"submission"`
+	Inbound    Inbound           `toml:"inbound"`
+	Domains    []Domain          `toml:"domains"`
+	Delivery   deliver.Config    `toml:"delivery"`
+	VERP       VERP              `toml:"verp"`
+	Admin      Admin             `toml:"admin"`
+	Audit      Audit             `toml:"audit"`
+	Salesforce salesforce.Config `toml:"salesforce"`
+
+	// File is the file the configuration was read from ("(embedded)
+	// latchkey.toml" for the shipped one); Trial is true for the shipped one.
+	File  string `toml:"-"`
+	Trial bool   `toml:"-"`
+}
+
+// Submission is the listener Salesforce submits to.
+type Submission struct {
+	Listen            []string      `toml:"listen"`
+	TLSCert           string        `toml:"tls_cert"`
+	TLSKey            string        `toml:"tls_key"`
+	MinTLS            string        `toml:"min_tls"`
+	UsersFile         string        `toml:"users_file"`
+	Users             []User        `toml:"users"`
+	AllowCIDRs        []string      `toml:"allow_cidrs"`
+	OrgIDs            []string      `toml:"org_ids"`
+	MaxMessageBytes   int64         `toml:"max_message_bytes"`
+	MaxRecipients     int           `toml:"max_recipients"`
+	CommandTimeout    time.Duration `toml:"command_timeout"`
+	DataTimeout       time.Duration `toml:"data_timeout"`
+	MaxAuthFailures   int           `toml:"max_auth_failures"`
+	AuthFailureWindow time.Duration `toml:"auth_failure_window"`
+	BareLineEndings   string        `toml:"bare_line_endings"`
+
+	// Prefixes is AllowCIDRs parsed.
+	Prefixes []netip.Prefix `toml:"-"`
+}
+
+// User is a submission user whose password is stored as a hash.
+type User struct {
+	Name         string `toml:"name"`
+	PasswordHash string `toml:"password_hash"`
+}
+
+// Inbound is the bounce listener.
+type Inbound struct {
+	Listen          []string `toml:"listen"`
+	MaxMessageBytes int64    `toml:"max_message_bytes"`
+	NotifySender    bool     `toml:"notify_sender"`
+	BackupHeader    string   `toml:"backup_header"`
+}
+
+// Domain is a transactional domain.
+type Domain struct {
+	Name string     `toml:"name"`
+	DKIM []Selector `toml:"dkim"`
+
+	// BounceDomain is bounce.<Name>: the envelope domain and the MX that
+	// receives DSNs at the VERP addresses.
+	BounceDomain string `toml:"-"`
+}
+
+// Selector is one DKIM key of a domain.
+type Selector struct {
+	Selector string `toml:"selector"`
+	Algo     string `toml:"algo"`
+	KeyFile  string `toml:"key_file"`
+}
+
+// VERP configures the bounce address MAC.
+type VERP struct {
+	KeyFile string `toml:"key_file"`
+}
+
+// Admin is the admin HTTP API.
+type Admin struct {
+	Listen    string `toml:"listen"`
+	TokenFile string `toml:"token_file"`
+}
+
+// Audit configures the audit trail.
+type Audit struct {
+	Retention time.Duration `toml:"retention"`
+	KeyFile   string        `toml:"key_file"`
+}
+
+// Defaults returns the configuration every file is decoded over.
+func Defaults() Config {
+	d := deliver.DefaultConfig()
+	return Config{
+		Hostname:  "localhost",
+		DataDir:   "./var",
+		LogLevel:  "info",
+		LogFormat: "auto",
+		Submission: Submission{
+			MinTLS:            "1.2",
+			MaxMessageBytes:   10 << 20,
+			MaxRecipients:     100,
+			CommandTimeout:    5 * time.Minute,
+			DataTimeout:       10 * time.Minute,
+			MaxAuthFailures:   5,
+			AuthFailureWindow: 15 * time.Minute,
+			BareLineEndings:   "reject",
+		},
+		Inbound:    Inbound{MaxMessageBytes: 10 << 20, BackupHeader: "X-LK-Backup-Email"},
+		Delivery:   d,
+		Admin:      Admin{Listen: "127.0.0.1:8025"},
+		Audit:      Audit{Retention: 400 * 24 * time.Hour},
+		Salesforce: salesforce.DefaultConfig(),
+	}
+}
+
+// Load reads the configuration from path, or the shipped trial
+// configuration when path is "". The error, if any, is a tomlconf.Errors
+// listing every problem with file, line and key.
+func Load(path string) (*Config, error) {
+	src, file := DefaultServer, "(embedded) latchkey.toml"
+	if path != "" {
+		var err error
+		if src, err = os.ReadFile(path); err != nil {
+			return nil, fmt.Errorf("conf: %w", err)
+		}
+		file = path
+	}
+	return Parse(file, src, path == "")
+}
+
+// Parse decodes and validates src, read from file.
+func Parse(file string, src []byte, trial bool) (*Config, error) {
+	c := Defaults()
+	if _, err := tomlconf.Decode(file, src, &c); err != nil {
+		return nil, err
+	}
+	c.File, c.Trial = file, trial
+	if c.Delivery.Hostname == "" || c.Delivery.Hostname != c.Hostname {
+		// One name for the relay: EHLO on delivery is the configured hostname.
+		c.Delivery.Hostname = c.Hostname
+	}
+	var errs tomlconf.Errors
+	errs = append(errs, tomlconf.FromValidation(file, src, "", c.validate())...)
+	errs = append(errs, tomlconf.FromValidation(file, src, "delivery", c.Delivery.Validate())...)
+	if c.Salesforce.Enabled {
+		errs = append(errs, tomlconf.FromValidation(file, src, "salesforce", c.Salesforce.Validate())...)
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	return &c, nil
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	add := func(key, f string, a ...any) { errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(f, a...))) }
+	if c.Hostname == "" || strings.ContainsAny(c.Hostname, " /@") {
+		add("hostname", "must be a host name, got %q", c.Hostname)
+	}
+	if c.DataDir == "" {
+		add("data_dir", "must not be empty")
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		add("log_level", "must be debug, info, warn or error, got %q", c.LogLevel)
+	}
+	switch c.LogFormat {
+	case "auto", "json", "console":
+	default:
+		add("log_format", "must be auto, json or console, got %q", c.LogFormat)
+	}
+	s := &c.Submission
+	if len(s.Listen) == 0 {
+		add("submission.listen", "at least one address is needed")
+	}
+	for _, a := range s.Listen {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			add("submission.listen", "%q is not host:port", a)
+		}
+	}
+	if (s.TLSCert == "") != (s.TLSKey == "") {
+		add("submission.tls_cert", "tls_cert and tls_key go together")
+	}
+	if s.MinTLS != "1.2" && s.MinTLS != "1.3" {
+		add("submission.min_tls", "must be \"1.2\" or \"1.3\", got %q", s.MinTLS)
+	}
+	s.Prefixes = nil
+	for _, a := range s.AllowCIDRs {
+		p, err := netip.ParsePrefix(a)
+		if err != nil {
+			if ip, err2 := netip.ParseAddr(a); err2 == nil {
+				p = netip.PrefixFrom(ip, ip.BitLen())
+			} else {
+				add("submission.allow_cidrs", "%q is not a CIDR block", a)
+				continue
+			}
+		}
+		s.Prefixes = append(s.Prefixes, p.Masked())
+	}
+	for i, u := range s.Users {
+		if u.Name == "" {
+			add(fmt.Sprintf("submission.users.%d.name", i), "must not be empty")
+		}
+		if !strings.HasPrefix(u.PasswordHash, "$2") && !strings.HasPrefix(u.PasswordHash, "$argon2id$") {
+			add(fmt.Sprintf("submission.users.%d.password_hash", i), "must be a bcrypt or argon2id hash (make one with `latchkey passwd`), never a password")
+		}
+	}
+	if s.MaxMessageBytes < 1024 {
+		add("submission.max_message_bytes", "must be at least 1024")
+	}
+	if s.MaxRecipients < 1 {
+		add("submission.max_recipients", "must be at least 1")
+	}
+	if s.CommandTimeout <= 0 {
+		add("submission.command_timeout", "must be positive")
+	}
+	if s.DataTimeout <= 0 {
+		add("submission.data_timeout", "must be positive")
+	}
+	if s.MaxAuthFailures < 1 {
+		add("submission.max_auth_failures", "must be at least 1")
+	}
+	if s.BareLineEndings != "reject" && s.BareLineEndings != "normalize" {
+		add("submission.bare_line_endings", "must be \"reject\" or \"normalize\", got %q", s.BareLineEndings)
+	}
+	for _, a := range c.Inbound.Listen {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			add("inbound.listen", "%q is not host:port", a)
+		}
+	}
+	if len(c.Domains) == 0 {
+		add("domains", "at least one transactional domain is needed")
+	}
+	seen := map[string]bool{}
+	for i, d := range c.Domains {
+		k := fmt.Sprintf("domains.%d", i)
+		d.Name = strings.ToLower(strings.TrimSuffix(d.Name, "."))
+		if d.Name == "" || !strings.Contains(d.Name, ".") {
+			add(k+".name", "must be a domain name, got %q", d.Name)
+		}
+		if seen[d.Name] {
+			add(k+".name", "domain %q is listed twice", d.Name)
+		}
+		seen[d.Name] = true
+		d.BounceDomain = "bounce." + d.Name
+		if len(d.DKIM) == 0 {
+			add(k+".dkim", "at least one DKIM selector is needed")
+		}
+		for j, sel := range d.DKIM {
+			sk := fmt.Sprintf("%s.dkim.%d", k, j)
+			if sel.Selector == "" || strings.ContainsAny(sel.Selector, " ;=") {
+				add(sk+".selector", "must be a DNS label, got %q", sel.Selector)
+			}
+			if sel.Algo != "rsa" && sel.Algo != "ed25519" {
+				add(sk+".algo", "must be \"rsa\" or \"ed25519\", got %q", sel.Algo)
+			}
+			if sel.KeyFile == "" {
+				add(sk+".key_file", "must name the private key file")
+			}
+		}
+		c.Domains[i] = d
+	}
+	if _, _, err := net.SplitHostPort(c.Admin.Listen); c.Admin.Listen != "" && err != nil {
+		add("admin.listen", "%q is not host:port", c.Admin.Listen)
+	}
+	if c.Audit.Retention < 24*time.Hour {
+		add("audit.retention", "must be at least a day (24h)")
+	}
+	return errors.Join(errs...)
+}
+
+// Path resolves p against the data directory (absolute paths stay).
+func (c *Config) Path(p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(c.DataDir, p)
+}
+
+// Domain returns the transactional domain named d (nil when not configured).
+func (c *Config) Domain(d string) *Domain {
+	d = strings.ToLower(d)
+	for i := range c.Domains {
+		if c.Domains[i].Name == d {
+			return &c.Domains[i]
+		}
+	}
+	return nil
+}
+
+// KeyEntries lists the DKIM keys for the dkim package, paths resolved.
+func (c *Config) KeyEntries() []dkim.KeyEntry {
+	var out []dkim.KeyEntry
+	for _, d := range c.Domains {
+		for _, s := range d.DKIM {
+			out = append(out, dkim.KeyEntry{Domain: d.Name, Selector: s.Selector, Algo: s.Algo, KeyFile: c.Path(s.KeyFile)})
+		}
+	}
+	return out
+}

@@ -1,0 +1,189 @@
+package queue
+
+import (
+	"container/heap"
+	"context"
+	"sync"
+	"time"
+)
+
+// lanes is the in-memory schedule: one heap of due times per class, so that
+// each class's workers only ever look at their own items and a reset never
+// waits behind bulk mail.
+type lanes struct {
+	mu      sync.Mutex
+	byClass map[string]*lane
+	where   map[string]*slot // live item id → its slot
+}
+
+type slot struct {
+	id       string
+	lane     *lane
+	due      time.Time
+	index    int  // position in lane heap; -1 when not in it
+	inflight bool // leased by a worker
+	claimed  bool // taken by a pending commit (supersede, drop)
+}
+
+type lane struct {
+	name string
+	h    slotHeap
+	sig  chan struct{} // closed (and replaced) whenever the lane changes
+}
+
+func newLanes() *lanes {
+	return &lanes{byClass: map[string]*lane{}, where: map[string]*slot{}}
+}
+
+func (ls *lanes) lane(class string) *lane {
+	l := ls.byClass[class]
+	if l == nil {
+		l = &lane{name: class, sig: make(chan struct{})}
+		ls.byClass[class] = l
+	}
+	return l
+}
+
+// put schedules id in class's lane at due (or moves it there).
+func (ls *lanes) put(class, id string, due time.Time) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	s := ls.where[id]
+	if s == nil {
+		s = &slot{id: id, index: -1}
+		ls.where[id] = s
+	}
+	l := ls.lane(class)
+	if s.index >= 0 && s.lane != l {
+		heap.Remove(&s.lane.h, s.index)
+	}
+	s.lane, s.due, s.inflight, s.claimed = l, due, false, false
+	if s.index >= 0 {
+		heap.Fix(&l.h, s.index)
+	} else {
+		heap.Push(&l.h, s)
+	}
+	// Broadcast: every idle worker of the lane looks again.
+	close(l.sig)
+	l.sig = make(chan struct{})
+}
+
+// forget removes id from the schedule for good (it reached a final state).
+func (ls *lanes) forget(id string) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if s := ls.where[id]; s != nil {
+		if s.index >= 0 {
+			heap.Remove(&s.lane.h, s.index)
+		}
+		delete(ls.where, id)
+	}
+}
+
+// claim takes a queued (not in-flight) item off its lane so no worker can
+// lease it while a commit decides its fate. It fails for an item being
+// delivered: that delivery is allowed to finish.
+func (ls *lanes) claim(id string) bool {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	s := ls.where[id]
+	if s == nil || s.inflight || s.claimed {
+		return false
+	}
+	if s.index >= 0 {
+		heap.Remove(&s.lane.h, s.index)
+	}
+	s.claimed = true
+	return true
+}
+
+// unclaim puts a claimed item back on its lane (the commit failed).
+func (ls *lanes) unclaim(id string) {
+	ls.mu.Lock()
+	s := ls.where[id]
+	ls.mu.Unlock()
+	if s != nil && s.claimed {
+		ls.put(s.lane.name, id, s.due)
+	}
+}
+
+// inflight reports whether id is leased by a worker.
+func (ls *lanes) inflight(id string) bool {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	s := ls.where[id]
+	return s != nil && s.inflight
+}
+
+// next blocks until an item of class is due, leases it and returns its id.
+func (ls *lanes) next(ctx context.Context, class string, now func() time.Time) (string, error) {
+	ls.mu.Lock()
+	l := ls.lane(class)
+	ls.mu.Unlock()
+	for {
+		ls.mu.Lock()
+		var wait time.Duration = time.Hour
+		if l.h.Len() > 0 {
+			top := l.h[0]
+			d := top.due.Sub(now())
+			if d <= 0 {
+				heap.Pop(&l.h)
+				top.inflight = true
+				ls.mu.Unlock()
+				return top.id, nil
+			}
+			wait = d
+		}
+		sig := l.sig
+		ls.mu.Unlock()
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return "", ctx.Err()
+		case <-sig:
+			t.Stop()
+		case <-t.C:
+		}
+	}
+}
+
+// depth returns the number of live items per class and how many are leased,
+// and the oldest due time per class (zero when empty).
+func (ls *lanes) depth() map[string][2]int {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	out := map[string][2]int{}
+	for _, s := range ls.where {
+		c := out[s.lane.name]
+		c[0]++
+		if s.inflight {
+			c[1]++
+		}
+		out[s.lane.name] = c
+	}
+	return out
+}
+
+type slotHeap []*slot
+
+func (h slotHeap) Len() int           { return len(h) }
+func (h slotHeap) Less(i, j int) bool { return h[i].due.Before(h[j].due) }
+func (h slotHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].index = i
+	h[j].index = j
+}
+func (h *slotHeap) Push(x any) {
+	s := x.(*slot)
+	s.index = len(*h)
+	*h = append(*h, s)
+}
+func (h *slotHeap) Pop() any {
+	old := *h
+	s := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	s.index = -1
+	return s
+}

@@ -1,0 +1,810 @@
+package queue
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/rs/zerolog"
+
+	"github.com/latchkey/latchkey/audit"
+)
+
+// Handler delivers items and decides what an attempt means. The relay
+// implements it with deliver/, bounce/ and policy/.
+type Handler interface {
+	// Deliver tries item it once. body is the signed message.
+	Deliver(ctx context.Context, it *Item, body []byte) Outcome
+	// Expire is called for an item whose cut-off passed before it could be
+	// delivered; it returns the final outcome (state expired, escalation).
+	Expire(it *Item, now time.Time) Outcome
+}
+
+// Outcome is what one attempt (or an expiry) leads to. With State empty the
+// item stays queued and is tried again at Retry; otherwise State is final.
+type Outcome struct {
+	Attempt *Attempt // nil when no attempt was made (expiry)
+	State   string
+	Retry   time.Time
+	Reason  string
+	// Redirect sends the item to another recipient (a backup address): it
+	// stays queued, due at Retry, and OrigRcpt keeps the first address.
+	Redirect string
+	Events   []*audit.Event
+	// Extra runs in the same transaction (suppression, Salesforce outbox).
+	Extra func(tx *Tx, it *Item) error
+}
+
+// Queue is the durable queue with its class lanes and delivery workers.
+type Queue struct {
+	store *Store
+	lanes *lanes
+	log   zerolog.Logger
+	now   func() time.Time
+
+	wg     sync.WaitGroup
+	cancel context.CancelFunc
+}
+
+// New returns the queue over store and rebuilds the in-memory lanes from the
+// live index.
+func New(store *Store, log zerolog.Logger) (*Queue, error) {
+	q := &Queue{store: store, lanes: newLanes(), log: log, now: time.Now}
+	n := 0
+	err := store.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: pLive, PrefetchValues: true, PrefetchSize: 1000})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			id := string(it.Item().Key()[len(pLive):])
+			var sc schedule
+			err := it.Item().Value(func(v []byte) error {
+				var err error
+				sc, err = decodeSchedule(v)
+				return err
+			})
+			if err != nil {
+				return fmt.Errorf("%s: %w", id, err)
+			}
+			q.lanes.put(sc.Class, id, sc.Due)
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("queue: rebuild schedule: %w", err)
+	}
+	log.Info().Int("items", n).Msg("queue loaded")
+	return q, nil
+}
+
+// Store returns the underlying store.
+func (q *Queue) Store() *Store { return q.store }
+
+// SetClock replaces the clock (tests).
+func (q *Queue) SetClock(now func() time.Time) { q.now = now }
+
+// RateCheck limits how many messages one key (a recipient) may receive in a
+// window; checked and counted atomically with the enqueue.
+type RateCheck struct {
+	Key    string
+	Limit  int
+	Window time.Duration
+}
+
+// Message is an accepted message ready to be queued.
+type Message struct {
+	MsgID        string
+	Body         []byte
+	Items        []*Item
+	DedupeKeys   []string
+	DedupeWindow time.Duration
+	Rate         []RateCheck
+	Events       []*audit.Event // received, signed, …; queued events are added per item
+	// Extra runs in the enqueue transaction (e.g. an escalation for a
+	// recipient on the suppression list).
+	Extra func(tx *Tx) error
+}
+
+// Result tells the relay what Enqueue did.
+type Result struct {
+	MsgID       string   // the new id, or the original one for a duplicate
+	Duplicate   bool     // already queued under MsgID: nothing was written but an audit event
+	RateLimited string   // the key over its limit: nothing was queued
+	Superseded  []string // older items this message replaced
+}
+
+// ErrRateLimited is returned (with a Result naming the key) when a rate check fails.
+var ErrRateLimited = errors.New("queue: rate limit exceeded")
+
+// Enqueue writes m durably and schedules its items. It returns once the
+// message is on disk.
+func (q *Queue) Enqueue(m *Message) (*Result, error) {
+	var res *Result
+	err := q.store.Update(func(tx *Tx) error {
+		res = &Result{MsgID: m.MsgID}
+		now := q.now()
+		// A resubmission (Salesforce retries after a dropped connection)
+		// gets the original id and is not queued twice.
+		for _, k := range m.DedupeKeys {
+			v, err := getValue(tx.Txn, key(pDedupe, k))
+			if err != nil {
+				return err
+			}
+			if v != nil {
+				res.MsgID, res.Duplicate = string(v), true
+				for _, it := range m.Items {
+					if err := tx.Audit(&audit.Event{Time: now, Type: audit.Deduplicated, QueueID: string(v), MessageID: it.MessageID,
+						Class: it.Class, Recipient: it.Rcpt, Fields: map[string]string{"key": dedupeKind(k)}}); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
+		}
+		for _, rc := range m.Rate {
+			ok, err := rateTake(tx, rc, now)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				res.RateLimited = rc.Key
+				for _, it := range m.Items {
+					if err := tx.Audit(&audit.Event{Time: now, Type: audit.RateLimited, MessageID: it.MessageID,
+						Class: it.Class, Recipient: it.Rcpt, Sender: it.From,
+						Fields: map[string]string{"limit": fmt.Sprint(rc.Limit), "window": rc.Window.String()}}); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
+		}
+		for _, ev := range m.Events {
+			if err := tx.Audit(ev); err != nil {
+				return err
+			}
+		}
+		if len(m.Items) > 0 {
+			// The body outlives a delivery until the deadline, so that an
+			// asynchronous bounce can still send it to a backup address;
+			// Badger drops it by TTL after that.
+			ttl := bodyTTL(m.Items, now)
+			if err := tx.SetEntry(entry(key(pBody, m.MsgID), m.Body, ttl)); err != nil {
+				return err
+			}
+			if err := tx.Set(key(pRefs, m.MsgID), u32(uint32(len(m.Items)))); err != nil {
+				return err
+			}
+		}
+		for _, it := range m.Items {
+			if it.SupersedeKey != "" {
+				ids, err := q.supersede(tx, it, now)
+				if err != nil {
+					return err
+				}
+				res.Superseded = append(res.Superseded, ids...)
+				if err := tx.Set(key(pSupersede, it.SupersedeKey, it.ID), nil); err != nil {
+					return err
+				}
+			}
+			it.State = StateQueued
+			if err := q.writeLive(tx, it); err != nil {
+				return err
+			}
+			if err := tx.Audit(&audit.Event{Time: now, Type: audit.Queued, QueueID: it.ID, MessageID: it.MessageID,
+				Class: it.Class, Recipient: it.Rcpt, Sender: it.From,
+				Fields: map[string]string{"deadline": it.Deadline.UTC().Format(time.RFC3339), "envelope_sender": it.Sender}}); err != nil {
+				return err
+			}
+			it := it
+			tx.After(func() { q.lanes.put(it.Class, it.ID, it.Due) })
+		}
+		for _, k := range m.DedupeKeys {
+			if err := tx.SetEntry(entry(key(pDedupe, k), []byte(m.MsgID), m.DedupeWindow)); err != nil {
+				return err
+			}
+		}
+		if m.Extra != nil {
+			return m.Extra(tx)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if res.RateLimited != "" {
+		return res, ErrRateLimited
+	}
+	return res, nil
+}
+
+// bodyTTL is how long a message body is kept at most: until the latest
+// deadline of its items, plus an hour for late bounces.
+func bodyTTL(items []*Item, now time.Time) time.Duration {
+	var last time.Time
+	for _, it := range items {
+		if it.Deadline.After(last) {
+			last = it.Deadline
+		}
+	}
+	return last.Sub(now) + time.Hour
+}
+
+func dedupeKind(k string) string {
+	kind, _, _ := strings.Cut(k, ":")
+	return kind
+}
+
+// supersede ends every queued item with newer's supersede key that is not
+// being delivered right now (one in flight is allowed to finish).
+func (q *Queue) supersede(tx *Tx, newer *Item, now time.Time) ([]string, error) {
+	prefix := key(pSupersede, newer.SupersedeKey, "")
+	var olders []string
+	it := tx.NewIterator(badger.IteratorOptions{Prefix: prefix})
+	for it.Rewind(); it.Valid(); it.Next() {
+		olders = append(olders, string(it.Item().Key()[len(prefix):]))
+	}
+	it.Close()
+	var done []string
+	for _, id := range olders {
+		if !q.lanes.claim(id) {
+			continue
+		}
+		id := id
+		tx.OnAbort(func() { q.lanes.unclaim(id) })
+		old, err := q.getItem(tx.Txn, id)
+		if err != nil {
+			return nil, err
+		}
+		if old == nil || Final(old.State) {
+			tx.After(func() { q.lanes.forget(id) })
+			continue
+		}
+		old.SupersededBy = newer.ID
+		if err := q.finish(tx, old, StateSuperseded, "superseded by "+newer.ID, now); err != nil {
+			return nil, err
+		}
+		if err := tx.Audit(&audit.Event{Time: now, Type: audit.Superseded, QueueID: old.ID, MessageID: old.MessageID,
+			Class: old.Class, Recipient: old.Rcpt, Fields: map[string]string{"by": newer.ID}}); err != nil {
+			return nil, err
+		}
+		done = append(done, id)
+	}
+	return done, nil
+}
+
+// writeLive stores it and its schedule entry.
+func (q *Queue) writeLive(tx *Tx, it *Item) error {
+	b, err := encodeItem(it)
+	if err != nil {
+		return err
+	}
+	if err := tx.Set(key(pItem, it.ID), b); err != nil {
+		return err
+	}
+	return tx.Set(key(pLive, it.ID), schedule{Class: it.Class, Due: it.Due, Cutoff: it.Cutoff}.encode())
+}
+
+// finish moves it to a final state: off the live index, its body released
+// when it was the message's last live item.
+func (q *Queue) finish(tx *Tx, it *Item, state, reason string, now time.Time) error {
+	it.State, it.Finished = state, now
+	if reason != "" {
+		it.Reason = reason
+	}
+	id := it.ID
+	tx.After(func() { q.lanes.forget(id) })
+	b, err := encodeItem(it)
+	if err != nil {
+		return err
+	}
+	if err := tx.Set(key(pItem, it.ID), b); err != nil {
+		return err
+	}
+	if err := tx.Delete(key(pLive, it.ID)); err != nil {
+		return err
+	}
+	if it.SupersedeKey != "" {
+		if err := tx.Delete(key(pSupersede, it.SupersedeKey, it.ID)); err != nil {
+			return err
+		}
+	}
+	refs, err := getValue(tx.Txn, key(pRefs, it.MsgID))
+	if err != nil {
+		return err
+	}
+	if len(refs) == 4 {
+		if n := binary.BigEndian.Uint32(refs); n > 1 {
+			return tx.Set(key(pRefs, it.MsgID), u32(n-1))
+		}
+	}
+	if err := tx.Delete(key(pRefs, it.MsgID)); err != nil {
+		return err
+	}
+	if state == StateDelivered && now.Before(it.Deadline) {
+		return nil // kept for a late bounce until its TTL
+	}
+	return tx.Delete(key(pBody, it.MsgID))
+}
+
+// Reopen applies a late outcome (an asynchronous bounce) to an item that may
+// already be final. With out.Redirect the item is queued again for the new
+// recipient if its body is still kept and its cut-off has not passed;
+// otherwise out.State (if set) replaces the final state.
+func (q *Queue) Reopen(id string, out Outcome) (requeued bool, err error) {
+	err = q.store.Update(func(tx *Tx) error {
+		requeued = false
+		it, err := q.getItem(tx.Txn, id)
+		if err != nil {
+			return err
+		}
+		if it == nil {
+			return ErrNotFound
+		}
+		if !Final(it.State) {
+			return ErrInFlight // still live: the caller uses Complete
+		}
+		now := q.now()
+		for _, ev := range out.Events {
+			fillEvent(ev, it)
+			if err := tx.Audit(ev); err != nil {
+				return err
+			}
+		}
+		if out.Extra != nil {
+			if err := out.Extra(tx, it); err != nil {
+				return err
+			}
+		}
+		if out.Redirect != "" && now.Before(it.Cutoff) {
+			body, err := getValue(tx.Txn, key(pBody, it.MsgID))
+			if err != nil {
+				return err
+			}
+			if body != nil {
+				if it.OrigRcpt == "" {
+					it.OrigRcpt = it.Rcpt
+				}
+				it.Rcpt, it.BackupTried = out.Redirect, true
+				it.State, it.Finished, it.Due, it.Reason = StateQueued, time.Time{}, out.Retry, out.Reason
+				refs, err := getValue(tx.Txn, key(pRefs, it.MsgID))
+				if err != nil {
+					return err
+				}
+				n := uint32(0)
+				if len(refs) == 4 {
+					n = binary.BigEndian.Uint32(refs)
+				}
+				if err := tx.Set(key(pRefs, it.MsgID), u32(n+1)); err != nil {
+					return err
+				}
+				if err := q.writeLive(tx, it); err != nil {
+					return err
+				}
+				class, due := it.Class, it.Due
+				tx.After(func() { q.lanes.put(class, id, due) })
+				requeued = true
+				return nil
+			}
+		}
+		if out.State != "" {
+			it.State, it.Reason, it.Finished = out.State, out.Reason, now
+		}
+		b, err := encodeItem(it)
+		if err != nil {
+			return err
+		}
+		return tx.Set(key(pItem, it.ID), b)
+	})
+	return requeued, err
+}
+
+func fillEvent(ev *audit.Event, it *Item) {
+	if ev.QueueID == "" {
+		ev.QueueID = it.ID
+	}
+	if ev.MessageID == "" {
+		ev.MessageID = it.MessageID
+	}
+	if ev.Class == "" {
+		ev.Class = it.Class
+	}
+	if ev.Recipient == "" {
+		ev.Recipient = it.Rcpt
+	}
+}
+
+// Start runs workers delivery workers for each class in workers.
+func (q *Queue) Start(ctx context.Context, h Handler, workers map[string]int) {
+	ctx, q.cancel = context.WithCancel(ctx)
+	for class, n := range workers {
+		for i := 0; i < n; i++ {
+			q.wg.Add(1)
+			go func(class string) {
+				defer q.wg.Done()
+				q.work(ctx, h, class)
+			}(class)
+		}
+	}
+}
+
+// Stop stops the workers and waits for deliveries in progress to end.
+func (q *Queue) Stop() {
+	if q.cancel != nil {
+		q.cancel()
+	}
+	q.wg.Wait()
+}
+
+func (q *Queue) work(ctx context.Context, h Handler, class string) {
+	for {
+		id, err := q.lanes.next(ctx, class, q.now)
+		if err != nil {
+			return
+		}
+		q.handle(ctx, h, id)
+	}
+}
+
+// handle delivers one leased item and commits the outcome.
+func (q *Queue) handle(ctx context.Context, h Handler, id string) {
+	log := q.log.With().Str("queue_id", id).Logger()
+	var it *Item
+	var body []byte
+	err := q.store.View(func(txn *badger.Txn) error {
+		var err error
+		if it, err = q.getItem(txn, id); err != nil || it == nil {
+			return err
+		}
+		body, err = getValue(txn, key(pBody, it.MsgID))
+		return err
+	})
+	if err != nil || it == nil || Final(it.State) {
+		if err != nil {
+			log.Error().Err(err).Msg("cannot load item; retrying in a minute")
+			q.lanes.put(q.classOf(id), id, q.now().Add(time.Minute))
+		} else {
+			q.lanes.forget(id)
+		}
+		return
+	}
+	var out Outcome
+	if now := q.now(); !now.Before(it.Cutoff) {
+		out = h.Expire(it, now)
+	} else {
+		out = h.Deliver(ctx, it, body)
+		if ctx.Err() != nil && out.State == "" {
+			// Shutting down mid-delivery: leave the item as it was on disk;
+			// it is tried again after restart.
+			return
+		}
+	}
+	if err := q.Complete(it.ID, out); err != nil {
+		log.Error().Err(err).Msg("cannot record outcome; retrying in a minute")
+		q.lanes.put(it.Class, id, q.now().Add(time.Minute))
+	}
+}
+
+func (q *Queue) classOf(id string) string {
+	q.lanes.mu.Lock()
+	defer q.lanes.mu.Unlock()
+	if s := q.lanes.where[id]; s != nil {
+		return s.lane.name
+	}
+	return ""
+}
+
+// Complete records out for item id: an attempt, a retry, a redirect or a
+// final state, with its audit events, in one transaction.
+func (q *Queue) Complete(id string, out Outcome) error {
+	return q.store.Update(func(tx *Tx) error {
+		now := q.now()
+		it, err := q.getItem(tx.Txn, id)
+		if err != nil {
+			return err
+		}
+		if it == nil || Final(it.State) {
+			return nil
+		}
+		if out.Attempt != nil {
+			it.record(*out.Attempt)
+		}
+		for _, ev := range out.Events {
+			fillEvent(ev, it)
+			if err := tx.Audit(ev); err != nil {
+				return err
+			}
+		}
+		if out.Extra != nil {
+			if err := out.Extra(tx, it); err != nil {
+				return err
+			}
+		}
+		if out.State != "" {
+			return q.finish(tx, it, out.State, out.Reason, now)
+		}
+		if out.Redirect != "" {
+			if it.OrigRcpt == "" {
+				it.OrigRcpt = it.Rcpt
+			}
+			it.Rcpt, it.BackupTried = out.Redirect, true
+		}
+		it.Due, it.Reason = out.Retry, out.Reason
+		if err := q.writeLive(tx, it); err != nil {
+			return err
+		}
+		class, due := it.Class, it.Due
+		tx.After(func() { q.lanes.put(class, id, due) })
+		return nil
+	})
+}
+
+func (q *Queue) getItem(txn *badger.Txn, id string) (*Item, error) {
+	v, err := getValue(txn, key(pItem, id))
+	if err != nil || v == nil {
+		return nil, err
+	}
+	return decodeItem(v)
+}
+
+// Get returns an item by id (nil when unknown).
+func (q *Queue) Get(id string) (*Item, error) {
+	var it *Item
+	err := q.store.View(func(txn *badger.Txn) error {
+		var err error
+		it, err = q.getItem(txn, id)
+		return err
+	})
+	return it, err
+}
+
+// Body returns the stored message of a live item (nil once it is final).
+func (q *Queue) Body(msgID string) ([]byte, error) {
+	var b []byte
+	err := q.store.View(func(txn *badger.Txn) error {
+		var err error
+		b, err = getValue(txn, key(pBody, msgID))
+		return err
+	})
+	return b, err
+}
+
+// Filter selects items for List.
+type Filter struct {
+	Class string
+	State string // "" = live items only; "all" = every item kept
+	Limit int
+}
+
+// List returns items in id (acceptance) order.
+func (q *Queue) List(f Filter) ([]*Item, error) {
+	var out []*Item
+	err := q.store.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: pItem, PrefetchValues: true, PrefetchSize: 100})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			var item *Item
+			err := it.Item().Value(func(v []byte) error {
+				var err error
+				item, err = decodeItem(v)
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			if f.Class != "" && item.Class != f.Class {
+				continue
+			}
+			switch {
+			case f.State == "" && Final(item.State), f.State != "" && f.State != "all" && item.State != f.State:
+				continue
+			}
+			out = append(out, item)
+			if f.Limit > 0 && len(out) >= f.Limit {
+				return nil
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// ErrNotFound is returned for an unknown or no longer live item.
+var ErrNotFound = errors.New("queue: no such live item")
+
+// Retry makes a queued item due now.
+func (q *Queue) Retry(id string) error {
+	return q.store.Update(func(tx *Tx) error {
+		it, err := q.getItem(tx.Txn, id)
+		if err != nil {
+			return err
+		}
+		if it == nil || Final(it.State) {
+			return ErrNotFound
+		}
+		it.Due = q.now()
+		if err := q.writeLive(tx, it); err != nil {
+			return err
+		}
+		tx.After(func() { q.lanes.put(it.Class, it.ID, it.Due) })
+		return nil
+	})
+}
+
+// ErrInFlight is returned when dropping an item that is being delivered.
+var ErrInFlight = errors.New("queue: item is being delivered; try again")
+
+// Drop ends a queued item with state dropped, recording who did it.
+func (q *Queue) Drop(id, by string) error {
+	return q.store.Update(func(tx *Tx) error {
+		it, err := q.getItem(tx.Txn, id)
+		if err != nil {
+			return err
+		}
+		if it == nil || Final(it.State) {
+			return ErrNotFound
+		}
+		if !q.lanes.claim(id) {
+			return ErrInFlight
+		}
+		tx.OnAbort(func() { q.lanes.unclaim(id) })
+		now := q.now()
+		if err := q.finish(tx, it, StateDropped, "dropped by "+by, now); err != nil {
+			return err
+		}
+		return tx.Audit(&audit.Event{Time: now, Type: audit.Dropped, QueueID: it.ID, MessageID: it.MessageID,
+			Class: it.Class, Recipient: it.Rcpt, Fields: map[string]string{"by": by}})
+	})
+}
+
+// Depth returns live items per class: [total, in flight].
+func (q *Queue) Depth() map[string][2]int { return q.lanes.depth() }
+
+// rateTake counts one message against rc's window and reports whether it
+// fits. The window is fixed (starts at the first message) and expires by TTL.
+func rateTake(tx *Tx, rc RateCheck, now time.Time) (bool, error) {
+	if rc.Limit <= 0 || rc.Window <= 0 {
+		return true, nil
+	}
+	k := key(pRate, rc.Key)
+	v, err := getValue(tx.Txn, k)
+	if err != nil {
+		return false, err
+	}
+	var start time.Time
+	var n uint32
+	if len(v) == 12 {
+		start = time.Unix(0, int64(binary.BigEndian.Uint64(v)))
+		n = binary.BigEndian.Uint32(v[8:])
+	}
+	if start.IsZero() || now.Sub(start) >= rc.Window {
+		start, n = now, 0
+	}
+	if int(n) >= rc.Limit {
+		return false, nil
+	}
+	b := make([]byte, 12)
+	binary.BigEndian.PutUint64(b, uint64(start.UnixNano()))
+	binary.BigEndian.PutUint32(b[8:], n+1)
+	ttl := rc.Window - now.Sub(start)
+	if ttl < time.Second {
+		ttl = time.Second
+	}
+	return true, tx.SetEntry(entry(k, b, ttl))
+}
+
+func getValue(txn *badger.Txn, k []byte) ([]byte, error) {
+	item, err := txn.Get(k)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return item.ValueCopy(nil)
+}
+
+func u32(n uint32) []byte {
+	b := make([]byte, 4)
+	binary.BigEndian.PutUint32(b, n)
+	return b
+}
+
+// Suppression is an address on a suppression list.
+type Suppression struct {
+	List    string    `json:"list"`
+	Address string    `json:"address"`
+	Reason  string    `json:"reason"`
+	Time    time.Time `json:"time"`
+}
+
+// Suppressed returns the entries for addr on the given lists.
+func (q *Queue) Suppressed(addr string, lists []string) ([]Suppression, error) {
+	var out []Suppression
+	addr = strings.ToLower(addr)
+	err := q.store.View(func(txn *badger.Txn) error {
+		for _, l := range lists {
+			v, err := getValue(txn, key(pSuppress, l+"/"+addr))
+			if err != nil {
+				return err
+			}
+			if v != nil {
+				s := Suppression{List: l, Address: addr}
+				if err := jsonUnmarshal(v, &s); err != nil {
+					return err
+				}
+				out = append(out, s)
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Suppress puts addr on list within tx.
+func Suppress(tx *Tx, s Suppression) error {
+	s.Address = strings.ToLower(s.Address)
+	b, err := jsonMarshal(s)
+	if err != nil {
+		return err
+	}
+	if err := tx.Set(key(pSuppress, s.List+"/"+s.Address), b); err != nil {
+		return err
+	}
+	return tx.Audit(&audit.Event{Time: s.Time, Type: audit.Suppressed, Recipient: s.Address,
+		Fields: map[string]string{"list": s.List, "reason": s.Reason}})
+}
+
+// AddSuppression puts addr on list.
+func (q *Queue) AddSuppression(s Suppression) error {
+	if s.Time.IsZero() {
+		s.Time = q.now()
+	}
+	return q.store.Update(func(tx *Tx) error { return Suppress(tx, s) })
+}
+
+// RemoveSuppression takes addr off list; it reports whether it was there.
+func (q *Queue) RemoveSuppression(list, addr string) (bool, error) {
+	found := false
+	err := q.store.Update(func(tx *Tx) error {
+		k := key(pSuppress, list+"/"+strings.ToLower(addr))
+		v, err := getValue(tx.Txn, k)
+		if err != nil || v == nil {
+			found = false
+			return err
+		}
+		found = true
+		return tx.Delete(k)
+	})
+	return found, err
+}
+
+// ListSuppressions returns the entries of list ("" for all lists).
+func (q *Queue) ListSuppressions(list string) ([]Suppression, error) {
+	var out []Suppression
+	prefix := pSuppress
+	if list != "" {
+		prefix = append(append([]byte{}, pSuppress...), list+"/"...)
+	}
+	err := q.store.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			var s Suppression
+			if err := it.Item().Value(func(v []byte) error { return jsonUnmarshal(v, &s) }); err != nil {
+				return err
+			}
+			out = append(out, s)
+		}
+		return nil
+	})
+	sort.Slice(out, func(i, j int) bool {
+		return out[i].List < out[j].List || out[i].List == out[j].List && out[i].Address < out[j].Address
+	})
+	return out, err
+}

@@ -1,0 +1,136 @@
+package relay
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/latchkey/latchkey/audit"
+	"github.com/latchkey/latchkey/conf"
+	"github.com/latchkey/latchkey/dkim"
+	"github.com/latchkey/latchkey/policy"
+	"github.com/latchkey/latchkey/queue"
+)
+
+// Boot prepares everything a relay needs from its configuration: the data
+// directory, generated trial secrets and keys, the database, the audit log
+// and the policy. It does not start listening; call Start on the result.
+func Boot(cfg *conf.Config, log zerolog.Logger) (*Server, error) {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("relay: data directory: %w", err)
+	}
+	created, err := dkim.EnsureKeys(cfg.KeyEntries(), 2048)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range created {
+		log.Warn().Str("file", p).Msg("generated a DKIM key; publish its record (latchkey dns records) before sending real mail")
+	}
+	keys, err := dkim.LoadKeyring(cfg.KeyEntries())
+	if err != nil {
+		return nil, err
+	}
+	certFile, keyFile := cfg.Path(cfg.Submission.TLSCert), cfg.Path(cfg.Submission.TLSKey)
+	if cfg.Submission.TLSCert == "" {
+		certFile, keyFile = cfg.Path("tls/trial-cert.pem"), cfg.Path("tls/trial-key.pem")
+		made, err := EnsureSelfSigned(certFile, keyFile, cfg.Hostname)
+		if err != nil {
+			return nil, err
+		}
+		log.Warn().Bool("created", made).Str("cert", certFile).Msg("using a self-signed certificate: for trying latchkey out only; Salesforce's RequiredVerify needs a CA-signed one")
+	}
+	if len(cfg.Submission.Users) == 0 && cfg.Submission.UsersFile == "" {
+		pass, err := EnsureSecret(cfg.Path("trial-password"), 12)
+		if err != nil {
+			return nil, err
+		}
+		hash, err := bcrypt.GenerateFromPassword(pass, bcrypt.DefaultCost)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Submission.Users = []conf.User{{Name: "relay", PasswordHash: string(hash)}}
+		log.Warn().Str("user", "relay").Str("password_file", cfg.Path("trial-password")).Msg("no users configured: trial user created")
+	}
+	verpFile := cfg.VERP.KeyFile
+	if verpFile == "" {
+		verpFile = "verp.key"
+	}
+	verpKey, err := EnsureSecret(cfg.Path(verpFile), 32)
+	if err != nil {
+		return nil, err
+	}
+	auditFile := cfg.Audit.KeyFile
+	if auditFile == "" {
+		auditFile = "audit.key"
+	}
+	auditKey, err := EnsureSecret(cfg.Path(auditFile), 32)
+	if err != nil {
+		return nil, err
+	}
+	pol, err := loadPolicy(cfg)
+	if err != nil {
+		return nil, err
+	}
+	store, err := queue.OpenStore(filepath.Join(cfg.DataDir, "db"), log)
+	if err != nil {
+		return nil, err
+	}
+	if store.Audit, err = audit.Open(store.DB, auditKey); err != nil {
+		store.Close()
+		return nil, err
+	}
+	s, err := New(Options{Config: cfg, Log: log, Store: store, Keys: keys, Policy: pol, VERPKey: verpKey,
+		CertFile: certFile, KeyFile: keyFile})
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// loadPolicy reads the configured policy file, or the shipped one.
+func loadPolicy(cfg *conf.Config) (*policy.Store, error) {
+	if cfg.PolicyFile == "" {
+		p, err := policy.Parse("(embedded) policy.toml", conf.DefaultPolicy)
+		if err != nil {
+			return nil, err
+		}
+		return policy.NewStore("", p), nil
+	}
+	return policy.Open(cfg.PolicyFile)
+}
+
+// Shutdown stops the relay and closes its database.
+func (s *Server) Shutdown() error {
+	s.Close()
+	return s.Store.Close()
+}
+
+// Run starts s and blocks until ctx ends, then shuts it down.
+func (s *Server) Run(ctx context.Context) error {
+	if err := s.Start(ctx); err != nil {
+		s.Store.Close()
+		return err
+	}
+	<-ctx.Done()
+	return s.Shutdown()
+}
+
+// Reload re-reads the policy file and the DKIM keys (SIGHUP). A broken file
+// keeps what is running; the error is logged with file, line and key.
+func (s *Server) Reload() {
+	if s.Policy.File() != "" {
+		if err := s.Policy.Reload(); err != nil {
+			s.log.Error().Err(err).Msg("policy reload failed; keeping the running policy")
+		} else {
+			s.log.Info().Str("file", s.Policy.File()).Msg("policy reloaded")
+		}
+	}
+	if err := s.Keys.Reload(); err != nil {
+		s.log.Error().Err(err).Msg("DKIM key reload failed; keeping the loaded keys")
+	}
+}

@@ -1,0 +1,228 @@
+package relay
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-message/textproto"
+
+	"github.com/latchkey/latchkey/audit"
+	"github.com/latchkey/latchkey/bounce"
+	"github.com/latchkey/latchkey/deliver"
+	"github.com/latchkey/latchkey/policy"
+	"github.com/latchkey/latchkey/queue"
+)
+
+// class returns the live policy's class of an item. A class removed by a
+// policy reload falls back to the default class's parameters: items already
+// queued keep their deadline (it is on the item) whatever the file says now.
+func (s *Server) class(name string) *policy.Class {
+	p := s.Policy.Get()
+	if c := p.Class(name); c != nil {
+		return c
+	}
+	return p.DefaultClass()
+}
+
+// Deliver implements queue.Handler: one attempt to hand it to the MX.
+func (s *Server) Deliver(ctx context.Context, it *queue.Item, body []byte) queue.Outcome {
+	d := s.deliverers[it.Class]
+	if d == nil {
+		for _, dd := range s.deliverers {
+			d = dd
+			break
+		}
+	}
+	// Never start a delivery that could finish after the cut-off.
+	dctx, cancel := context.WithDeadline(ctx, it.Cutoff)
+	defer cancel()
+	r := d.Deliver(dctx, it.Sender, []string{it.Rcpt}, body)[0]
+	now := s.now()
+	att := attemptOf(r, now)
+	ev := &audit.Event{Time: now, Type: audit.Attempt, Recipient: it.Rcpt, Fields: map[string]string{
+		"mx": r.Host, "ip": r.IP, "tls": r.TLS, "reply": att.Text, "code": strconv.Itoa(r.Code), "enhanced": r.Enhanced,
+		"attempt": strconv.Itoa(it.Attempts + 1),
+	}}
+	out := queue.Outcome{Attempt: att, Events: []*audit.Event{ev}}
+	log := s.log.With().Str("queue_id", it.ID).Str("class", it.Class).Logger()
+	switch {
+	case r.Delivered:
+		lat := now.Sub(it.Accepted)
+		out.State = queue.StateDelivered
+		out.Events = append(out.Events, &audit.Event{Time: now, Type: audit.Delivered, Recipient: it.Rcpt, Fields: map[string]string{
+			"mx": r.Host, "reply": att.Text, "latency_ms": strconv.FormatInt(lat.Milliseconds(), 10)}})
+		s.observe(it.Class, "delivered", "", lat)
+		log.Info().Str("mx", r.Host).Dur("latency", lat).Msg("delivered")
+		return out
+	case r.Permanent:
+		s.observe(it.Class, "attempt_permanent", "", 0)
+		v := bounce.ClassifyReply(r.Code, r.Enhanced, r.Text)
+		v.Permanent = true // the MX said 5xx, or DNS said the domain takes no mail
+		log.Warn().Str("mx", r.Host).Int("code", r.Code).Str("reason", string(v.Reason)).Msg("permanent failure")
+		return s.bounced(it, body, v, r.Host, att.Text, out, now)
+	default:
+		s.observe(it.Class, "attempt_temporary", "", 0)
+		cl := s.class(it.Class)
+		next, ok := cl.NextRetry(it.Attempts+1, it.Accepted, now, it.Deadline, rand.Int64N)
+		if !ok || !next.Before(it.Cutoff) {
+			return s.expired(it, out, now, fmt.Sprintf("deferred %d times, last: %s", it.Attempts+1, att.Text))
+		}
+		out.Retry = next
+		out.Reason = att.Text
+		out.Events = append(out.Events, &audit.Event{Time: now, Type: audit.Deferred, Recipient: it.Rcpt, Fields: map[string]string{
+			"reply": att.Text, "next": next.UTC().Format(time.RFC3339)}})
+		log.Info().Str("mx", r.Host).Str("reply", att.Text).Time("next", next).Msg("deferred")
+		return out
+	}
+}
+
+func attemptOf(r deliver.Result, now time.Time) *queue.Attempt {
+	a := &queue.Attempt{Time: now, Host: r.Host, IP: r.IP, TLS: r.TLS, Code: r.Code, Enhanced: r.Enhanced,
+		Text: oneLine(r.Text), Permanent: r.Permanent}
+	if r.Err != nil {
+		a.Error = oneLine(r.Err.Error())
+		if a.Text == "" {
+			a.Text = a.Error
+		}
+	}
+	return a
+}
+
+func oneLine(s string) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > 500 {
+		s = s[:500]
+	}
+	return s
+}
+
+// Expire implements queue.Handler for an item whose cut-off passed.
+func (s *Server) Expire(it *queue.Item, now time.Time) queue.Outcome {
+	reason := "deadline passed before delivery"
+	if it.Last != nil {
+		reason = fmt.Sprintf("deadline passed after %d attempts, last: %s", it.Attempts, it.Last.Text)
+	}
+	return s.expired(it, queue.Outcome{}, now, reason)
+}
+
+func (s *Server) expired(it *queue.Item, out queue.Outcome, now time.Time, reason string) queue.Outcome {
+	out.State, out.Reason = queue.StateExpired, reason
+	out.Events = append(out.Events, &audit.Event{Time: now, Type: audit.Expired, Recipient: it.Rcpt, Fields: map[string]string{
+		"reason": reason, "deadline": it.Deadline.UTC().Format(time.RFC3339)}})
+	s.observe(it.Class, queue.StateExpired, "deadline", 0)
+	s.log.Warn().Str("queue_id", it.ID).Str("class", it.Class).Str("reason", reason).Msg("expired undelivered")
+	if s.class(it.Class).Escalate.Expired {
+		s.addEscalation(&out, Escalation{Trigger: "expired", Item: it, Reason: reason}, now)
+	}
+	return out
+}
+
+// bounced decides what a permanent failure means: a hard bounce suppresses
+// the address and, for a class that escalates, tries the backup address
+// once, then escalates.
+func (s *Server) bounced(it *queue.Item, body []byte, v bounce.Verdict, remote, text string, out queue.Outcome, now time.Time) queue.Outcome {
+	out.Events = append(out.Events, &audit.Event{Time: now, Type: audit.Bounced, Recipient: it.Rcpt, Fields: map[string]string{
+		"permanent": strconv.FormatBool(v.Permanent), "hard": strconv.FormatBool(v.Hard), "reason": string(v.Reason),
+		"status": v.Status, "remote": remote, "diagnostic": text}})
+	cl := s.class(it.Class)
+	if v.Hard {
+		rcpt := it.Rcpt
+		prev := out.Extra
+		out.Extra = func(tx *queue.Tx, item *queue.Item) error {
+			if prev != nil {
+				if err := prev(tx, item); err != nil {
+					return err
+				}
+			}
+			return queue.Suppress(tx, queue.Suppression{List: "bounce", Address: rcpt, Reason: fmt.Sprintf("%s %s", v.Status, v.Reason), Time: now})
+		}
+		if !it.BackupTried && cl.Escalate.HardBounce {
+			if backup := s.backupFor(it, body); backup != "" && !strings.EqualFold(backup, it.Rcpt) {
+				out.Redirect, out.Retry = backup, now
+				out.Events = append(out.Events, &audit.Event{Time: now, Type: audit.RetriedBackup, Recipient: backup,
+					Fields: map[string]string{"original": it.Rcpt}})
+				s.log.Info().Str("queue_id", it.ID).Msg("hard bounce: trying the backup address")
+				return out
+			}
+		}
+	}
+	out.State, out.Reason = queue.StateBounced, fmt.Sprintf("%s %s: %s", v.Status, v.Reason, text)
+	s.observe(it.Class, queue.StateBounced, string(v.Reason), 0)
+	if v.Hard && cl.Escalate.HardBounce {
+		s.addEscalation(&out, Escalation{Trigger: "hard_bounce", Item: it, Reason: string(v.Reason), Status: v.Status, Remote: remote, Text: text}, now)
+	}
+	return out
+}
+
+// backupFor finds the backup address: the configured header of the message,
+// else the look-up (Salesforce).
+func (s *Server) backupFor(it *queue.Item, body []byte) string {
+	if it.Backup != "" {
+		return it.Backup
+	}
+	if body != nil {
+		if h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(body))); err == nil {
+			if b := strings.TrimSpace(h.Get(s.cfg.Inbound.BackupHeader)); b != "" {
+				return b
+			}
+		}
+	}
+	if s.BackupLookup != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		rcpt := it.Rcpt
+		if it.OrigRcpt != "" {
+			rcpt = it.OrigRcpt
+		}
+		b, err := s.BackupLookup(ctx, rcpt)
+		if err != nil {
+			s.log.Warn().Err(err).Str("queue_id", it.ID).Msg("backup address look-up failed")
+		}
+		return b
+	}
+	return ""
+}
+
+// addEscalation records the escalation in the outcome's transaction: an
+// audit event, and the Salesforce outbox entry when configured.
+func (s *Server) addEscalation(out *queue.Outcome, e Escalation, now time.Time) {
+	prev := out.Extra
+	out.Extra = func(tx *queue.Tx, item *queue.Item) error {
+		if prev != nil {
+			if err := prev(tx, item); err != nil {
+				return err
+			}
+		}
+		e.Item = item
+		return s.recordEscalation(tx, e, now)
+	}
+}
+
+func (s *Server) recordEscalation(tx *queue.Tx, e Escalation, now time.Time) error {
+	via := "log"
+	if s.Escalate != nil {
+		via = "salesforce"
+		if err := s.Escalate(tx, e); err != nil {
+			return err
+		}
+	}
+	s.observe(e.Item.Class, "escalated", e.Trigger, 0)
+	rcpt := e.Item.Rcpt
+	if e.Item.OrigRcpt != "" {
+		rcpt = e.Item.OrigRcpt
+	}
+	return tx.Audit(&audit.Event{Time: now, Type: audit.Escalated, QueueID: e.Item.ID, MessageID: e.Item.MessageID,
+		Class: e.Item.Class, Recipient: rcpt, Fields: map[string]string{"trigger": e.Trigger, "reason": e.Reason, "via": via}})
+}
+
+func (s *Server) observe(class, state, reason string, lat time.Duration) {
+	if s.Observe != nil {
+		s.Observe.Outcome(class, state, reason, lat)
+	}
+}

@@ -1,0 +1,117 @@
+package relay
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"strings"
+
+	"github.com/emersion/go-smtp"
+	"github.com/rs/zerolog"
+
+	"github.com/latchkey/latchkey/audit"
+	"github.com/latchkey/latchkey/bounce"
+	"github.com/latchkey/latchkey/queue"
+)
+
+// inbound is a session on the bounce listener: the MX of the bounce
+// subdomains. It takes mail only for valid signed VERP addresses, needs no
+// AUTH and relays nothing.
+type inbound struct {
+	s     *Server
+	ids   []string // queue ids from the VERP recipients
+	log   zerolog.Logger
+	count int
+}
+
+var errNoSuchBounceAddr = smtpErr(550, [3]int{5, 1, 1}, "No such bounce address")
+
+func (s *Server) newInbound(c *smtp.Conn) (smtp.Session, error) {
+	return &inbound{s: s, log: s.log.With().Str("listener", "inbound").Str("client", remoteIP(c).String()).Logger()}, nil
+}
+
+func (in *inbound) Mail(string, *smtp.MailOptions) error { return nil }
+
+func (in *inbound) Rcpt(to string, _ *smtp.RcptOptions) error {
+	id, dom, err := bounce.DecodeVERP(in.s.verpKey, to)
+	if err != nil || in.s.cfg.Domain(dom) == nil {
+		if errors.Is(err, bounce.ErrBadMAC) {
+			in.log.Warn().Str("rcpt", to).Msg("forged bounce address refused")
+		}
+		in.s.reject("bounce_address")
+		return errNoSuchBounceAddr
+	}
+	in.ids = append(in.ids, id)
+	return nil
+}
+
+func (in *inbound) Data(r io.Reader) error {
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	rep, err := bounce.Parse(bytes.NewReader(data))
+	if err != nil {
+		// Accept and record: refusing a DSN only makes the remote MTA
+		// bounce the bounce.
+		in.log.Warn().Err(err).Msg("unreadable bounce message")
+		return nil
+	}
+	for _, id := range in.ids {
+		in.s.lateBounce(id, rep, in.log)
+	}
+	return nil
+}
+
+func (in *inbound) Reset()        { in.ids = nil }
+func (in *inbound) Logout() error { return nil }
+
+// lateBounce applies an asynchronous bounce to queue item id.
+func (s *Server) lateBounce(id string, rep *bounce.Report, log zerolog.Logger) {
+	it, err := s.Queue.Get(id)
+	if err != nil || it == nil {
+		log.Warn().Str("queue_id", id).Msg("bounce for an unknown queue item")
+		return
+	}
+	log = log.With().Str("queue_id", id).Logger()
+	now := s.now()
+	if rep.IsComplaint {
+		ev := &audit.Event{Time: now, Type: audit.Bounced, Fields: map[string]string{"complaint": rep.FeedbackType, "reason": "feedback"}}
+		if _, err := s.Queue.Reopen(id, queue.Outcome{Events: []*audit.Event{ev}}); err != nil && !errors.Is(err, queue.ErrInFlight) {
+			log.Error().Err(err).Msg("cannot record complaint")
+		}
+		return
+	}
+	var rr *bounce.Recipient
+	for i := range rep.Recipients {
+		r := &rep.Recipients[i]
+		if strings.EqualFold(r.Recipient, it.Rcpt) || rr == nil {
+			rr = r
+		}
+	}
+	if rr == nil || !rep.IsBounce || rr.Action == "delayed" || rr.Action == "delivered" || rr.Action == "relayed" || rr.Action == "expanded" {
+		log.Info().Msg("report is not a failure; recorded nothing")
+		return
+	}
+	v := bounce.Verdict{Permanent: rr.Permanent, Hard: rr.Hard, Reason: rr.Reason, Status: rr.Status}
+	if !v.Permanent {
+		// A DSN saying "failed" with a 4.x.x status: the remote MTA gave up;
+		// for us that is final for this attempt's route, but not a bad
+		// address. Record it and treat it as a policy-like permanent failure.
+		v.Permanent = true
+	}
+	body, _ := s.Queue.Body(it.MsgID)
+	out := s.bounced(it, body, v, rr.RemoteMTA, oneLine(rr.Diagnostic), queue.Outcome{}, now)
+	if !queue.Final(it.State) {
+		if err := s.Queue.Complete(id, out); err != nil {
+			log.Error().Err(err).Msg("cannot record bounce")
+		}
+		return
+	}
+	requeued, err := s.Queue.Reopen(id, out)
+	if err != nil {
+		log.Error().Err(err).Msg("cannot record bounce")
+		return
+	}
+	log.Info().Bool("backup", requeued).Str("reason", string(v.Reason)).Msg("asynchronous bounce recorded")
+}

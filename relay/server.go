@@ -1,0 +1,273 @@
+// Package relay wires latchkey together: the SMTP submission listener that
+// Salesforce Email Relay connects to, the inbound listener that receives
+// bounces at the signed VERP addresses, and the delivery handler that the
+// queue's workers call.
+//
+// One accepted message goes: Session.Data → checks (smuggling, From domain,
+// org id) → policy.Classify → Received and Message-ID prepended → dkim.Sign →
+// queue.Enqueue (durable, with its audit events) → 250. Delivery: a class
+// lane's worker → Server.Deliver → deliver.Deliverer → an Outcome the queue
+// commits.
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emersion/go-smtp"
+	"github.com/rs/zerolog"
+
+	"github.com/latchkey/latchkey/conf"
+	"github.com/latchkey/latchkey/deliver"
+	"github.com/latchkey/latchkey/dkim"
+	"github.com/latchkey/latchkey/policy"
+	"github.com/latchkey/latchkey/queue"
+)
+
+// Server is a running relay.
+type Server struct {
+	cfg     *conf.Config
+	log     zerolog.Logger
+	Store   *queue.Store
+	Queue   *queue.Queue
+	Keys    *dkim.Keyring
+	Policy  *policy.Store
+	verpKey []byte
+
+	users *users
+	fails *failLimiter
+	certs *certReloader
+
+	deliverers map[string]*deliver.Deliverer // one per class lane
+
+	// BackupLookup finds a recipient's backup address when the message does
+	// not carry one (Salesforce supplies it); nil means header only.
+	BackupLookup func(ctx context.Context, email string) (string, error)
+	// Escalate, when set, is called inside the transaction that records an
+	// outcome needing escalation (the Salesforce outbox).
+	Escalate func(tx *queue.Tx, e Escalation) error
+
+	// Hooks for metrics; nil is fine.
+	Observe Observer
+
+	subs     []*smtp.Server
+	inbounds []*smtp.Server
+	// SubmissionAddrs and InboundAddrs are the addresses listened on.
+	SubmissionAddrs []net.Addr
+	InboundAddrs    []net.Addr
+
+	conns sync.Map // remote address → *trackedConn
+	now   func() time.Time
+}
+
+// Escalation is a reset that needs a human: handed to Server.Escalate.
+type Escalation struct {
+	Trigger string // hard_bounce | expired | suppressed
+	Item    *queue.Item
+	Reason  string
+	Status  string
+	Remote  string
+	Text    string
+}
+
+// Observer receives events for metrics.
+type Observer interface {
+	Session()
+	Rejected(reason string)
+	AuthFailed()
+	Signed(d time.Duration)
+	Attempt(class, result string)
+	Outcome(class, state, reason string, latency time.Duration)
+}
+
+// Options are what New needs besides the configuration.
+type Options struct {
+	Config *conf.Config
+	Log    zerolog.Logger
+	Store  *queue.Store
+	Keys   *dkim.Keyring
+	Policy *policy.Store
+	// VERPKey signs bounce addresses.
+	VERPKey []byte
+	// CertFile/KeyFile are the resolved TLS files.
+	CertFile, KeyFile string
+}
+
+// New prepares a relay; Start opens its listeners and workers.
+func New(o Options) (*Server, error) {
+	s := &Server{
+		cfg: o.Config, log: o.Log, Store: o.Store, Keys: o.Keys, Policy: o.Policy, verpKey: o.VERPKey,
+		deliverers: map[string]*deliver.Deliverer{}, now: time.Now,
+	}
+	var err error
+	if s.users, err = loadUsers(o.Config); err != nil {
+		return nil, err
+	}
+	s.fails = newFailLimiter(o.Config.Submission.MaxAuthFailures, o.Config.Submission.AuthFailureWindow)
+	if s.certs, err = newCertReloader(o.CertFile, o.KeyFile); err != nil {
+		return nil, err
+	}
+	if s.Queue, err = queue.New(o.Store, o.Log); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Config returns the relay's configuration.
+func (s *Server) Config() *conf.Config { return s.cfg }
+
+// Start listens on the configured addresses and starts the delivery workers.
+func (s *Server) Start(ctx context.Context) error {
+	c := s.cfg
+	workers := map[string]int{}
+	for _, cl := range s.Policy.Get().Classes() {
+		workers[cl.Name] = cl.Workers
+		d, err := deliver.New(c.Delivery, s.log.With().Str("lane", cl.Name).Logger())
+		if err != nil {
+			return fmt.Errorf("relay: delivery for class %s: %w", cl.Name, err)
+		}
+		s.deliverers[cl.Name] = d
+	}
+	for _, addr := range c.Submission.Listen {
+		srv := smtp.NewServer(smtp.BackendFunc(s.newSubmission))
+		srv.Domain = c.Hostname
+		srv.MaxMessageBytes = c.Submission.MaxMessageBytes
+		srv.MaxRecipients = c.Submission.MaxRecipients
+		srv.ReadTimeout = c.Submission.CommandTimeout
+		srv.WriteTimeout = c.Submission.CommandTimeout
+		srv.TLSConfig = s.certs.tlsConfig(c.Submission.MinTLS)
+		srv.ErrorLog = zlogAdapter{s.log}
+		l, err := s.listen(addr)
+		if err != nil {
+			s.Close()
+			return err
+		}
+		s.subs = append(s.subs, srv)
+		s.SubmissionAddrs = append(s.SubmissionAddrs, l.Addr())
+		go srv.Serve(l)
+	}
+	for _, addr := range c.Inbound.Listen {
+		srv := smtp.NewServer(smtp.BackendFunc(s.newInbound))
+		srv.Domain = c.Hostname
+		srv.MaxMessageBytes = c.Inbound.MaxMessageBytes
+		srv.MaxRecipients = 10
+		srv.ReadTimeout = 2 * time.Minute
+		srv.WriteTimeout = 2 * time.Minute
+		srv.TLSConfig = s.certs.tlsConfig("1.2")
+		srv.ErrorLog = zlogAdapter{s.log}
+		l, err := s.listen(addr)
+		if err != nil {
+			s.Close()
+			return err
+		}
+		s.inbounds = append(s.inbounds, srv)
+		s.InboundAddrs = append(s.InboundAddrs, l.Addr())
+		go srv.Serve(l)
+	}
+	s.Queue.Start(ctx, s, workers)
+	s.log.Info().Strs("submission", addrStrings(s.SubmissionAddrs)).Strs("inbound", addrStrings(s.InboundAddrs)).Msg("relay started")
+	return nil
+}
+
+func addrStrings(as []net.Addr) []string {
+	out := make([]string, len(as))
+	for i, a := range as {
+		out[i] = a.String()
+	}
+	return out
+}
+
+// Close stops listening, waits for deliveries in progress and closes the
+// delivery pools. The store is the caller's to close.
+func (s *Server) Close() {
+	for _, srv := range append(s.subs, s.inbounds...) {
+		srv.Close()
+	}
+	s.Queue.Stop()
+	for _, d := range s.deliverers {
+		d.Close()
+	}
+}
+
+// listen opens a TCP listener whose connections can be closed right after
+// their next reply (used to end a session after too many failed AUTHs).
+func (s *Server) listen(addr string) (net.Listener, error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("relay: listen %s: %w", addr, err)
+	}
+	return &trackedListener{Listener: l, s: s}, nil
+}
+
+type trackedListener struct {
+	net.Listener
+	s *Server
+}
+
+func (l *trackedListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	tc := &trackedConn{Conn: c, s: l.s}
+	l.s.conns.Store(c.RemoteAddr().String(), tc)
+	return tc, nil
+}
+
+type trackedConn struct {
+	net.Conn
+	s         *Server
+	closeNext atomic.Bool
+	closed    atomic.Bool
+}
+
+func (c *trackedConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	if c.closeNext.Load() {
+		c.Close()
+	}
+	return n, err
+}
+
+func (c *trackedConn) Close() error {
+	if c.closed.CompareAndSwap(false, true) {
+		c.s.conns.Delete(c.Conn.RemoteAddr().String())
+	}
+	return c.Conn.Close()
+}
+
+func (s *Server) tracked(c *smtp.Conn) *trackedConn {
+	if v, ok := s.conns.Load(c.Conn().RemoteAddr().String()); ok {
+		return v.(*trackedConn)
+	}
+	return nil
+}
+
+func remoteIP(c *smtp.Conn) netip.Addr {
+	if ta, ok := c.Conn().RemoteAddr().(*net.TCPAddr); ok {
+		if ip, ok := netip.AddrFromSlice(ta.IP); ok {
+			return ip.Unmap()
+		}
+	}
+	return netip.Addr{}
+}
+
+// zlogAdapter routes go-smtp's own error log lines (accept errors, panics)
+// to zerolog.
+type zlogAdapter struct{ l zerolog.Logger }
+
+func (z zlogAdapter) Printf(f string, v ...any) { z.l.Warn().Str("component", "smtp").Msgf(f, v...) }
+func (z zlogAdapter) Println(v ...any)          { z.l.Warn().Str("component", "smtp").Msg(fmt.Sprint(v...)) }
+
+// smtpErr builds a reply.
+func smtpErr(code int, enh [3]int, msg string) *smtp.SMTPError {
+	return &smtp.SMTPError{Code: code, EnhancedCode: smtp.EnhancedCode(enh), Message: msg}
+}
+
+var errClosing = errors.New("relay: closing")

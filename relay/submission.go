@@ -1,0 +1,435 @@
+package relay
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/mail"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-message/textproto"
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+	"github.com/rs/zerolog"
+
+	"github.com/latchkey/latchkey/audit"
+	"github.com/latchkey/latchkey/bounce"
+	"github.com/latchkey/latchkey/policy"
+	"github.com/latchkey/latchkey/queue"
+)
+
+// Replies of the submission listener. They say what is wrong in plain words
+// but nothing of the relay's internals.
+var (
+	errAuthRequired   = smtpErr(530, [3]int{5, 7, 0}, "Authentication required")
+	errNotAllowed     = smtpErr(530, [3]int{5, 7, 0}, "Your address is not allowed to submit mail here")
+	errAuthFailed     = smtpErr(535, [3]int{5, 7, 8}, "Authentication failed")
+	errTooManyAuth    = smtpErr(421, [3]int{4, 7, 0}, "Too many failed authentication attempts; closing")
+	errBareLineEnding = smtpErr(554, [3]int{5, 6, 0}, "Message contains a bare CR, bare LF or NUL; send CRLF line endings only")
+	errBadHeader      = smtpErr(554, [3]int{5, 6, 0}, "Message header is malformed")
+	errTempFailure    = smtpErr(451, [3]int{4, 3, 0}, "Temporary failure queueing the message; try again")
+	errRateLimited    = smtpErr(451, [3]int{4, 7, 1}, "Too many messages for this recipient; try again later")
+)
+
+type submission struct {
+	s       *Server
+	conn    *smtp.Conn
+	ip      netip.Addr
+	allowed bool
+	user    string
+	from    string
+	rcpts   []string
+	log     zerolog.Logger
+}
+
+func (s *Server) newSubmission(c *smtp.Conn) (smtp.Session, error) {
+	ip := remoteIP(c)
+	if s.Observe != nil {
+		s.Observe.Session()
+	}
+	if s.fails.blocked(ip.String()) {
+		s.reject("auth_blocked")
+		return nil, errTooManyAuth
+	}
+	allowed := len(s.cfg.Submission.Prefixes) == 0
+	for _, p := range s.cfg.Submission.Prefixes {
+		if p.Contains(ip) {
+			allowed = true
+			break
+		}
+	}
+	return &submission{s: s, conn: c, ip: ip, allowed: allowed,
+		log: s.log.With().Str("client", ip.String()).Logger()}, nil
+}
+
+func (s *Server) reject(reason string) {
+	if s.Observe != nil {
+		s.Observe.Rejected(reason)
+	}
+}
+
+func (ss *submission) AuthMechanisms() []string { return []string{sasl.Plain, sasl.Login} }
+
+func (ss *submission) Auth(mech string) (sasl.Server, error) {
+	check := func(identity, user, pass string) error {
+		if !ss.allowed {
+			ss.s.reject("not_allowed")
+			return errNotAllowed
+		}
+		if identity != "" && identity != user {
+			return errAuthFailed
+		}
+		if ss.s.users.check(user, pass) {
+			ss.user = user
+			return nil
+		}
+		if ss.s.Observe != nil {
+			ss.s.Observe.AuthFailed()
+		}
+		ss.log.Warn().Str("user", user).Msg("authentication failed")
+		if ss.s.fails.fail(ss.ip.String()) {
+			if tc := ss.s.tracked(ss.conn); tc != nil {
+				tc.closeNext.Store(true)
+			}
+			return errTooManyAuth
+		}
+		return errAuthFailed
+	}
+	switch mech {
+	case sasl.Plain:
+		return sasl.NewPlainServer(check), nil
+	case sasl.Login:
+		return &loginServer{auth: func(u, p string) error { return check("", u, p) }}, nil
+	}
+	return nil, smtp.ErrAuthUnknownMechanism
+}
+
+func (ss *submission) Mail(from string, _ *smtp.MailOptions) error {
+	if !ss.allowed {
+		ss.s.reject("not_allowed")
+		return errNotAllowed
+	}
+	if ss.user == "" {
+		ss.s.reject("auth_required")
+		return errAuthRequired
+	}
+	dom := domainOf(from)
+	if from == "" || ss.s.cfg.Domain(dom) == nil {
+		ss.s.reject("sender_domain")
+		return smtpErr(550, [3]int{5, 7, 1}, fmt.Sprintf("Sender domain %q is not a transactional domain of this relay; it would fail SPF and DMARC alignment", dom))
+	}
+	ss.from = from
+	return nil
+}
+
+func (ss *submission) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if ss.user == "" || !ss.allowed {
+		return errAuthRequired
+	}
+	if _, err := mail.ParseAddress("<" + to + ">"); err != nil || domainOf(to) == "" {
+		return smtpErr(501, [3]int{5, 1, 3}, "Bad recipient address syntax")
+	}
+	ss.rcpts = append(ss.rcpts, to)
+	return nil
+}
+
+func (ss *submission) Data(r io.Reader) error {
+	if ss.user == "" || !ss.allowed || ss.from == "" || len(ss.rcpts) == 0 {
+		return errAuthRequired
+	}
+	if dt := ss.s.cfg.Submission.DataTimeout; dt > 0 {
+		ss.conn.Conn().SetReadDeadline(time.Now().Add(dt))
+		defer ss.conn.Conn().SetReadDeadline(time.Time{})
+	}
+	data, err := io.ReadAll(r)
+	if err != nil {
+		if errors.Is(err, smtp.ErrDataTooLarge) {
+			ss.s.reject("too_large")
+		}
+		return err
+	}
+	return ss.s.accept(ss, data)
+}
+
+func (ss *submission) Reset() {
+	ss.from = ""
+	ss.rcpts = nil
+}
+
+func (ss *submission) Logout() error { return nil }
+
+func domainOf(addr string) string {
+	addr = strings.Trim(addr, "<>")
+	if i := strings.LastIndexByte(addr, '@'); i >= 0 {
+		return strings.ToLower(addr[i+1:])
+	}
+	return ""
+}
+
+// checkLineEndings finds bare CR, bare LF and NUL: the raw material of SMTP
+// smuggling (a second message hidden in the first, ended by a sequence that
+// another server takes for the end of DATA).
+func checkLineEndings(b []byte) bool {
+	if bytes.IndexByte(b, 0) >= 0 {
+		return false
+	}
+	for i := 0; i < len(b); i++ {
+		switch b[i] {
+		case '\r':
+			if i+1 >= len(b) || b[i+1] != '\n' {
+				return false
+			}
+			i++
+		case '\n':
+			return false
+		}
+	}
+	return true
+}
+
+// normalizeLineEndings rewrites bare CR and bare LF to CRLF and drops NUL.
+func normalizeLineEndings(b []byte) []byte {
+	out := make([]byte, 0, len(b)+64)
+	for i := 0; i < len(b); i++ {
+		switch c := b[i]; c {
+		case 0:
+		case '\r':
+			out = append(out, '\r', '\n')
+			if i+1 < len(b) && b[i+1] == '\n' {
+				i++
+			}
+		case '\n':
+			out = append(out, '\r', '\n')
+		default:
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// accept runs the accept path for one message and answers it.
+func (s *Server) accept(ss *submission, data []byte) error {
+	now := s.now()
+	if !checkLineEndings(data) {
+		if s.cfg.Submission.BareLineEndings != "normalize" {
+			s.reject("bare_line_ending")
+			ss.log.Warn().Msg("rejected: bare CR/LF or NUL in message")
+			return errBareLineEnding
+		}
+		data = normalizeLineEndings(data)
+	}
+	if len(data) < 2 || !bytes.HasSuffix(data, []byte("\r\n")) {
+		data = append(data, '\r', '\n')
+	}
+	hdr, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(data)))
+	if err != nil {
+		s.reject("bad_header")
+		return errBadHeader
+	}
+	body := data
+	if i := bytes.Index(data, []byte("\r\n\r\n")); i >= 0 {
+		body = data[i+4:]
+	}
+
+	// The From header decides the signing domain, so it must be one of ours
+	// and there must be exactly one (RFC 5322; DMARC refuses several).
+	froms := hdr.Values("From")
+	if len(froms) != 1 {
+		s.reject("from_header")
+		return smtpErr(550, [3]int{5, 7, 1}, "Message must have exactly one From: header")
+	}
+	fromAddr, err := mail.ParseAddress(froms[0])
+	if err != nil {
+		s.reject("from_header")
+		return smtpErr(550, [3]int{5, 7, 1}, "From: header is not a valid address")
+	}
+	dom := s.cfg.Domain(domainOf(fromAddr.Address))
+	if dom == nil {
+		s.reject("from_domain")
+		return smtpErr(550, [3]int{5, 7, 1}, fmt.Sprintf("From: domain %q is not a transactional domain of this relay; its mail would fail DMARC", domainOf(fromAddr.Address)))
+	}
+	if ids := s.cfg.Submission.OrgIDs; len(ids) > 0 {
+		org := hdr.Get("X-SFDC-LK")
+		if org == "" {
+			org = hdr.Get("X-SFDCOrgRelay")
+		}
+		if !orgMatch(ids, org) {
+			s.reject("org_id")
+			return smtpErr(550, [3]int{5, 7, 1}, "Message is not from an allowed Salesforce org")
+		}
+	}
+
+	pol := s.Policy.Get()
+	meta := &policy.Meta{EnvelopeFrom: ss.from, AuthUser: ss.user, Rcpts: ss.rcpts, Header: hdr}
+	class := pol.Classify(meta)
+	deadline, warn := class.Deadline(meta, now)
+	if warn != "" {
+		ss.log.Warn().Str("class", class.Name).Msg(warn)
+	}
+	cutoff := class.Cutoff(deadline)
+
+	msgID := queue.NewMsgID(now)
+	log := ss.log.With().Str("queue_id", msgID).Str("class", class.Name).Logger()
+
+	// Prepend, never rewrite: Salesforce may have signed the message, and
+	// its signature must still verify after us.
+	var pre bytes.Buffer
+	tlsVer := "none"
+	if st, ok := ss.conn.TLSConnectionState(); ok {
+		tlsVer = tls.VersionName(st.Version)
+	}
+	fmt.Fprintf(&pre, "Received: from %s ([%s])\r\n\tby %s (latchkey) with ESMTPSA id %s\r\n\t(%s); %s\r\n",
+		sanitizeHelo(ss.conn.Hostname()), ss.ip, s.cfg.Hostname, msgID, tlsVer, now.Format(time.RFC1123Z))
+	messageID := strings.TrimSpace(hdr.Get("Message-Id"))
+	if messageID == "" {
+		messageID = "<" + msgID + "@" + s.cfg.Hostname + ">"
+		fmt.Fprintf(&pre, "Message-ID: %s\r\n", messageID)
+	}
+	unsigned := make([]byte, 0, pre.Len()+len(data))
+	unsigned = append(append(unsigned, pre.Bytes()...), data...)
+	t0 := time.Now()
+	sig, err := s.Keys.Sign(dom.Name, unsigned)
+	if err != nil {
+		log.Error().Err(err).Msg("DKIM signing failed")
+		return errTempFailure
+	}
+	if s.Observe != nil {
+		s.Observe.Signed(time.Since(t0))
+	}
+	signed := make([]byte, 0, len(sig)+len(unsigned))
+	signed = append(append(signed, sig...), unsigned...)
+
+	bodySum := sha256.Sum256(body)
+	bodyHex := hex.EncodeToString(bodySum[:])
+	m := &queue.Message{MsgID: msgID, Body: signed, DedupeWindow: class.DedupeWindow}
+	recv := &audit.Event{Time: now, Type: audit.Received, MessageID: messageID, Class: class.Name,
+		Recipient: strings.Join(ss.rcpts, ","), Sender: ss.from, Fields: map[string]string{
+			"client_ip": ss.ip.String(), "auth_user": ss.user, "tls": tlsVer,
+			"deadline": deadline.UTC().Format(time.RFC3339), "body_sha256": bodyHex, "queue_id": msgID,
+			"from": fromAddr.Address,
+		}}
+	for k, h := range map[string]string{"sfdc_org": "X-SFDC-LK", "sfdc_user": "X-SFDC-User", "sfdc_entity": "X-SFDC-EntityId"} {
+		if v := hdr.Get(h); v != "" {
+			recv.Fields[k] = v
+		}
+	}
+	if s.Store.Audit != nil {
+		if hs := s.Store.Audit.URLHashes(body); len(hs) > 0 {
+			recv.Fields["url_hashes"] = strings.Join(hs, ",")
+		}
+	}
+	m.Events = append(m.Events, recv, &audit.Event{Time: now, Type: audit.Signed, MessageID: messageID, Class: class.Name,
+		Fields: map[string]string{"domain": dom.Name, "selectors": strings.Join(s.Keys.Selectors(dom.Name), ","), "queue_id": msgID}})
+
+	var escalations []Escalation
+	for i, rcpt := range ss.rcpts {
+		it := &queue.Item{
+			ID: queue.ItemID(msgID, i), MsgID: msgID, Class: class.Name, Priority: class.Priority,
+			From: ss.from, Rcpt: rcpt, Domain: dom.Name, MessageID: messageID,
+			AuthUser: ss.user, ClientIP: ss.ip.String(),
+			Accepted: now, Deadline: deadline, Cutoff: cutoff, Due: now,
+			SupersedeKey: class.SupersedeKeyFor(meta, rcpt),
+			Backup:       strings.TrimSpace(hdr.Get(s.cfg.Inbound.BackupHeader)),
+		}
+		it.Sender = bounce.EncodeVERP(s.verpKey, it.ID, dom.Name)
+		// Suppression lists of the class: marketing opt-outs never apply
+		// to resets (the policy lists only "bounce" for them); a bounced
+		// address is sent to its backup, and the reset escalated.
+		sup, err := s.Queue.Suppressed(rcpt, class.Suppression)
+		if err != nil {
+			log.Error().Err(err).Msg("suppression look-up failed")
+			return errTempFailure
+		}
+		if len(sup) > 0 {
+			ev := &audit.Event{Time: now, Type: audit.Suppressed, QueueID: it.ID, MessageID: messageID, Class: class.Name,
+				Recipient: rcpt, Fields: map[string]string{"list": sup[0].List, "reason": sup[0].Reason}}
+			m.Events = append(m.Events, ev)
+			if class.Escalate.Suppressed {
+				escalations = append(escalations, Escalation{Trigger: "suppressed", Item: it, Reason: "address on the " + sup[0].List + " suppression list: " + sup[0].Reason})
+			}
+			backup := it.Backup
+			if backup == "" && sup[0].List == "bounce" && s.BackupLookup != nil {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				backup, _ = s.BackupLookup(ctx, rcpt)
+				cancel()
+			}
+			if backup == "" || sup[0].List != "bounce" {
+				continue
+			}
+			it.OrigRcpt, it.Rcpt, it.BackupTried = rcpt, backup, true
+			m.Events = append(m.Events, &audit.Event{Time: now, Type: audit.RetriedBackup, QueueID: it.ID, MessageID: messageID,
+				Class: class.Name, Recipient: backup, Fields: map[string]string{"original": rcpt}})
+		}
+		m.Items = append(m.Items, it)
+		m.DedupeKeys = append(m.DedupeKeys, class.DedupeKeys(messageID, bodyHex, rcpt)...)
+		if class.RateLimit > 0 {
+			m.Rate = append(m.Rate, queue.RateCheck{Key: class.Name + ":" + strings.ToLower(rcpt), Limit: class.RateLimit, Window: class.RateWindow})
+		}
+	}
+	if len(escalations) > 0 && s.Escalate != nil {
+		m.Extra = func(tx *queue.Tx) error {
+			for _, e := range escalations {
+				if err := s.recordEscalation(tx, e, now); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}
+	if len(m.Items) == 0 {
+		// Every recipient was suppressed: nothing to deliver, but the
+		// decision is on record.
+		m.Body = nil
+	}
+	res, err := s.Queue.Enqueue(m)
+	switch {
+	case errors.Is(err, queue.ErrRateLimited):
+		s.reject("rate_limited")
+		log.Warn().Msg("rate limit exceeded for recipient")
+		return errRateLimited
+	case err != nil:
+		log.Error().Err(err).Msg("enqueue failed")
+		return errTempFailure
+	case res.Duplicate:
+		log.Info().Str("original", res.MsgID).Msg("duplicate submission")
+		return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "OK: already queued as " + res.MsgID}
+	}
+	log.Info().Int("rcpts", len(m.Items)).Time("deadline", deadline).Strs("superseded", res.Superseded).Msg("queued")
+	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "OK: queued as " + msgID}
+}
+
+func orgMatch(ids []string, org string) bool {
+	org = strings.TrimSpace(org)
+	for _, id := range ids {
+		// Salesforce shows 15- and 18-character forms of the same id.
+		if org != "" && (strings.EqualFold(id, org) || len(id) >= 15 && len(org) >= 15 && id[:15] == org[:15]) {
+			return true
+		}
+	}
+	return false
+}
+
+// sanitizeHelo keeps a client-chosen name from breaking the header.
+func sanitizeHelo(h string) string {
+	h = strings.Map(func(r rune) rune {
+		if r < 0x21 || r > 0x7e || r == '(' || r == ')' || r == ';' {
+			return -1
+		}
+		return r
+	}, h)
+	if len(h) > 100 {
+		h = h[:100]
+	}
+	if h == "" {
+		return "unknown"
+	}
+	return h
+}

@@ -1,0 +1,166 @@
+package relay
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+)
+
+// certReloader serves the certificate from files and re-reads them when their
+// modification time changes, so a renewed certificate needs no restart.
+type certReloader struct {
+	certFile, keyFile string
+
+	mu      sync.Mutex
+	cert    *tls.Certificate
+	modCert time.Time
+	modKey  time.Time
+	checked time.Time
+}
+
+func newCertReloader(certFile, keyFile string) (*certReloader, error) {
+	r := &certReloader{certFile: certFile, keyFile: keyFile}
+	if err := r.load(); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func (r *certReloader) load() error {
+	ci, err := os.Stat(r.certFile)
+	if err != nil {
+		return fmt.Errorf("relay: tls certificate: %w", err)
+	}
+	ki, err := os.Stat(r.keyFile)
+	if err != nil {
+		return fmt.Errorf("relay: tls key: %w", err)
+	}
+	cert, err := tls.LoadX509KeyPair(r.certFile, r.keyFile)
+	if err != nil {
+		return fmt.Errorf("relay: tls certificate %s: %w", r.certFile, err)
+	}
+	r.cert, r.modCert, r.modKey = &cert, ci.ModTime(), ki.ModTime()
+	return nil
+}
+
+// getCertificate is tls.Config.GetCertificate. It looks at the files at most
+// once every few seconds; a broken new pair keeps the old one in service.
+func (r *certReloader) getCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if time.Since(r.checked) > 5*time.Second {
+		r.checked = time.Now()
+		ci, err1 := os.Stat(r.certFile)
+		ki, err2 := os.Stat(r.keyFile)
+		if err1 == nil && err2 == nil && (!ci.ModTime().Equal(r.modCert) || !ki.ModTime().Equal(r.modKey)) {
+			old := r.cert
+			if err := r.load(); err != nil {
+				r.cert = old
+			}
+		}
+	}
+	return r.cert, nil
+}
+
+// tlsConfig returns the server TLS configuration: TLS 1.2 or newer, as
+// Salesforce no longer speaks 1.0 or 1.1.
+func (r *certReloader) tlsConfig(minTLS string) *tls.Config {
+	min := uint16(tls.VersionTLS12)
+	if minTLS == "1.3" {
+		min = tls.VersionTLS13
+	}
+	return &tls.Config{GetCertificate: r.getCertificate, MinVersion: min}
+}
+
+// EnsureSelfSigned writes a self-signed certificate for hostname to
+// certFile/keyFile unless both exist. It is for trying latchkey out only:
+// Salesforce's RequiredVerify setting needs a certificate from a public CA.
+func EnsureSelfSigned(certFile, keyFile, hostname string) (created bool, err error) {
+	if _, err1 := os.Stat(certFile); err1 == nil {
+		if _, err2 := os.Stat(keyFile); err2 == nil {
+			return false, nil
+		}
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return false, err
+	}
+	serial, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: hostname, Organization: []string{"latchkey trial"}},
+		DNSNames:     []string{hostname},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(365 * 24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return false, fmt.Errorf("relay: self-signed certificate: %w", err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return false, err
+	}
+	if err := os.MkdirAll(filepath.Dir(certFile), 0o700); err != nil {
+		return false, err
+	}
+	if err := writeFileAtomic(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		return false, err
+	}
+	if err := writeFileAtomic(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, mode); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// EnsureSecret returns the secret in path, creating it with n random bytes
+// (hex-encoded) when it does not exist.
+func EnsureSecret(path string, n int) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		if len(b) == 0 {
+			return nil, fmt.Errorf("relay: secret file %s is empty", path)
+		}
+		return trimNL(b), nil
+	}
+	if !os.IsNotExist(err) {
+		return nil, fmt.Errorf("relay: %w", err)
+	}
+	raw := make([]byte, n)
+	rand.Read(raw)
+	s := []byte(fmt.Sprintf("%x", raw))
+	if err := writeFileAtomic(path, append(s, '\n'), 0o600); err != nil {
+		return nil, fmt.Errorf("relay: write secret: %w", err)
+	}
+	return s, nil
+}
+
+func trimNL(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r' || b[len(b)-1] == ' ') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
