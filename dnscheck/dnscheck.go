@@ -69,9 +69,9 @@ const (
 // Result is one finding. A check with several problems gives one Result per
 // problem, each with its own fix.
 type Result struct {
-	Domain   string `json:"domain"`
-	Check    string `json:"check"` // spf, dkim, dmarc, mx, ptr, hostname
-	Name     string `json:"name"`  // the DNS name looked at
+	Domain   string `json:"domain"` // "" for checks of the host (ptr, hostname)
+	Check    string `json:"check"`  // spf, dkim, dmarc, mx, ptr, hostname
+	Name     string `json:"name"`   // the DNS name looked at
 	Status   Status `json:"status"`
 	Observed string `json:"observed,omitempty"`
 	Problem  string `json:"problem,omitempty"`
@@ -187,6 +187,12 @@ func Check(ctx context.Context, in Input) *Report {
 		}
 		c.checkDMARC(ctx, d)
 		c.checkMX(ctx, d.Name, bounce)
+	}
+	if len(in.OutboundIPs) == 0 {
+		// Without them SPF coverage and reverse DNS mean nothing.
+		rep.Checks = append(rep.Checks, Result{Check: "ptr", Status: Error,
+			Problem: "could not check: no outbound IP addresses given",
+			Fix:     "give the addresses latchkey delivers from"})
 	}
 	for _, ip := range in.OutboundIPs {
 		c.checkPTR(ctx, ip)

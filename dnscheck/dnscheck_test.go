@@ -481,9 +481,9 @@ func TestCouldNotCheck(t *testing.T) {
 	})
 	t.Run("timeout", func(t *testing.T) {
 		s, in := goodZone(t)
-		in.Timeout = 150 * time.Millisecond
-		s.Delay("_dmarc."+testDomain, time.Second)
-		s.Delay("lk2._domainkey."+testDomain, time.Second)
+		in.Timeout = 100 * time.Millisecond
+		s.Delay("_dmarc."+testDomain, 300*time.Millisecond)
+		s.Delay("lk2._domainkey."+testDomain, 300*time.Millisecond)
 		rep := check(t, in)
 		expect(t, rep, "dmarc", "_dmarc.example.com", Error, "timed out", "")
 		expect(t, rep, "dkim", "lk2._domainkey.example.com", Error, "timed out", "")
@@ -668,6 +668,75 @@ func TestParsers(t *testing.T) {
 		}
 		if err == nil && k.testing != tc.testing {
 			t.Errorf("%q: testing %v", tc.rec, k.testing)
+		}
+	}
+}
+
+// Several problems in one record: every fix shows the record with all the
+// changes, so that applying one fix does not undo another.
+func TestFixesCombine(t *testing.T) {
+	s, in := goodZone(t)
+	set(t, s, testBounce, dns.TypeTXT, testBounce+`. 300 IN TXT "v=spf1 ip4:192.0.2.1 ~all"`)
+	set(t, s, "_dmarc.example.com", dns.TypeTXT, txtLine("_dmarc.example.com", "v=DMARC1; p=none; aspf=s"))
+	rep := check(t, in)
+	spfFixed := `bounce.example.com. 3600 IN TXT "v=spf1 ip4:192.0.2.1 ip4:127.0.0.1 ip6:::1 -all"`
+	expect(t, rep, "spf", testBounce, Fail, "127.0.0.1 evaluates to softfail", "add ip4:127.0.0.1 ip6:::1: "+spfFixed)
+	expect(t, rep, "spf", testBounce, Warn, "~all", spfFixed)
+	dmarcFixed := `_dmarc.example.com. 3600 IN TXT "v=DMARC1; p=quarantine; aspf=r; rua=mailto:dmarc-reports@example.com"`
+	expect(t, rep, "dmarc", "_dmarc.example.com", Warn, "p=none", dmarcFixed)
+	expect(t, rep, "dmarc", "_dmarc.example.com", Warn, "no rua=", dmarcFixed)
+	expect(t, rep, "dmarc", "_dmarc.example.com", Fail, "aspf=s", dmarcFixed)
+	if n := len(results(rep, "dmarc", "_dmarc.example.com")); n != 3 {
+		t.Errorf("%d dmarc results, want one per problem (3)", n)
+	}
+}
+
+func TestInputProblems(t *testing.T) {
+	t.Run("no outbound IPs", func(t *testing.T) {
+		_, in := goodZone(t)
+		in.OutboundIPs = nil
+		rep := check(t, in)
+		expect(t, rep, "ptr", "", Error, "no outbound IP addresses", "")
+		if rep.ExitCode() != 2 {
+			t.Errorf("exit code %d", rep.ExitCode())
+		}
+	})
+	t.Run("unsupported key", func(t *testing.T) {
+		_, in := goodZone(t)
+		in.Domains[0].Selectors[0].PublicKey = "not a key"
+		expect(t, check(t, in), "dkim", "lk1._domainkey.example.com", Fail, "unsupported key type", "latchkey dkim keygen")
+		if lines := strings.Join(Records(in, ""), "\n"); !strings.Contains(lines, "; selector lk1: dnscheck: unsupported key type") {
+			t.Errorf("records:\n%s", lines)
+		}
+	})
+	t.Run("rua forms and default bounce domain", func(t *testing.T) {
+		in := testInput(t)
+		in.Domains[0].BounceDomain = ""
+		lines := Records(in, "mailto:r@example.com")
+		for _, want := range []string{
+			`_dmarc.example.com. 3600 IN TXT "v=DMARC1; p=quarantine; adkim=r; aspf=r; rua=mailto:r@example.com"`,
+			`bounce.example.com. 3600 IN MX 10 mx.latchkey.example.net.`,
+		} {
+			if !containsLine(lines, want) {
+				t.Errorf("missing %s", want)
+			}
+		}
+		if !containsLine(Records(in, ""), `_dmarc.example.com. 3600 IN TXT "v=DMARC1; p=quarantine; adkim=r; aspf=r"`) {
+			t.Error("without rua")
+		}
+	})
+}
+
+// BenchmarkCheck measures a full check of one correct domain (two SPF
+// records, two selectors, DMARC, MX, two PTRs, hostname) over loopback DNS.
+func BenchmarkCheck(b *testing.B) {
+	in := testInput(b)
+	s := dnstest.Start(b, strings.Join(Records(in, testRUA), "\n"))
+	in.Resolver = s.Addr
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if rep := Check(context.Background(), in); rep.ExitCode() != 0 {
+			b.Fatalf("%+v", rep.Checks)
 		}
 	}
 }
