@@ -72,6 +72,12 @@ func TestShippedPolicy(t *testing.T) {
 		b.Workers != 2 || b.Retry[0] < 30*time.Minute || b.Supersede {
 		t.Errorf("bulk class = %+v", *b)
 	}
+	if len(p.Rules()) != 4 || p.Rules()[0].Class != p.Class("reset") {
+		t.Errorf("rules = %v", p.Rules())
+	}
+	if p.File() != "policy.toml" || len(p.Digest()) != 64 || p.Digest() == mustParse(t, minimal).Digest() {
+		t.Errorf("File %q, Digest %q", p.File(), p.Digest())
+	}
 	if p.Class("nope") != nil {
 		t.Error("Class of an unknown name is not nil")
 	}
@@ -503,6 +509,10 @@ func TestParseErrors(t *testing.T) {
 			`p.toml:9: rules.0.envelope_from: "x y" is neither an address (user@example.com) nor a domain (example.com)`,
 			`p.toml:10: rules.0.rcpt_domain: "" is not a domain`,
 			`p.toml:11: rules.0.auth_user: empty user name`}},
+		{"bad names", strings.Replace(minimal, `name = "a"`, `name = "Reset Class"`, 1) + "expiry_header = \"X Bad\"\n", []string{
+			`p.toml:1: default_class: unknown class "a"`,
+			`p.toml:3: classes.0.name: "Reset Class" is not a valid class name (lower-case letters, digits, - and _)`,
+			`p.toml:7: classes.0.expiry_header: "X Bad" is not a valid header name`}},
 		{"bad header name", minimal + "[[rules]]\nclass = \"a\"\n[rules.header]\n\"X Foo\" = \"x\"\n", []string{
 			`p.toml:9: rules.0.header: "X Foo" is not a valid header name`}},
 		{"many problems at once", `default_class = "nope"

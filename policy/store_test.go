@@ -166,3 +166,19 @@ func TestStoreWatch(t *testing.T) {
 		t.Errorf("good edit: %v, %v", r.p, r.err)
 	}
 }
+
+func TestOpenErrors(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := Open(filepath.Join(dir, "missing.toml")); err == nil || !strings.HasPrefix(err.Error(), "policy: ") {
+		t.Errorf("Open of a missing file = %v", err)
+	}
+	path := filepath.Join(dir, "policy.toml")
+	writePolicy(t, path, strings.Replace(minimal, "workers = 1", "workers = 0", 1), time.Now())
+	if _, err := Open(path); err == nil || !strings.Contains(err.Error(), path+":6: classes.0.workers: must be at least 1") {
+		t.Errorf("Open of a broken file = %v", err)
+	}
+	writePolicy(t, path, minimal, time.Now())
+	if s, err := Open(path); err != nil || s.File() != path || s.Get().Class("a") == nil || s.LastError() != nil {
+		t.Errorf("Open = %v, %v", s, err)
+	}
+}
