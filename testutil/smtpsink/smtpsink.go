@@ -296,25 +296,27 @@ type session struct {
 	inTx  bool
 }
 
+// begin and end guard inTx with the sink's lock: go-smtp's Server.Close
+// calls Logout from another goroutine while a session may be in Data.
 func (ss *session) begin() {
+	ss.s.mu.Lock()
+	defer ss.s.mu.Unlock()
 	if ss.inTx {
 		return
 	}
 	ss.inTx = true
-	ss.s.mu.Lock()
 	ss.s.active++
 	ss.s.maxActive = max(ss.s.maxActive, ss.s.active)
-	ss.s.mu.Unlock()
 }
 
 func (ss *session) end() {
+	ss.s.mu.Lock()
+	defer ss.s.mu.Unlock()
 	if !ss.inTx {
 		return
 	}
 	ss.inTx = false
-	ss.s.mu.Lock()
 	ss.s.active--
-	ss.s.mu.Unlock()
 }
 
 func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
