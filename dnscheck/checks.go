@@ -3,16 +3,13 @@ package dnscheck
 import (
 	"context"
 	"crypto"
-	"crypto/ed25519"
 	"crypto/rsa"
-	"crypto/sha256"
-	"crypto/x509"
-	"encoding/hex"
 	"fmt"
 	"net"
 	"strings"
 
 	"blitiri.com.ar/go/spf"
+	"github.com/latchkey/latchkey/dkim"
 	"github.com/miekg/dns"
 	"golang.org/x/net/publicsuffix"
 )
@@ -241,20 +238,13 @@ func (c *checker) checkDKIM(ctx context.Context, domain string, sel Selector) {
 	c.add(domain, "dkim", name, observed, fs)
 }
 
-// fingerprint is "SHA256:" and the hex SHA-256 of the key's PKIX DER, the
-// same for a key however it is published.
+// fingerprint is the key's SHA-256 as the dkim package computes it, so that
+// it matches what "latchkey dkim keygen" prints.
 func fingerprint(pub crypto.PublicKey) string {
-	switch pub.(type) {
-	case *rsa.PublicKey, ed25519.PublicKey:
-	default:
-		return "(no key)"
+	if fp := dkim.Fingerprint(pub); fp != "" {
+		return "SHA256:" + fp
 	}
-	der, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		return "(unusable key)"
-	}
-	sum := sha256.Sum256(der)
-	return "SHA256:" + hex.EncodeToString(sum[:])
+	return "(no key)"
 }
 
 // --- DMARC ---

@@ -704,8 +704,8 @@ func TestInputProblems(t *testing.T) {
 	t.Run("unsupported key", func(t *testing.T) {
 		_, in := goodZone(t)
 		in.Domains[0].Selectors[0].PublicKey = "not a key"
-		expect(t, check(t, in), "dkim", "lk1._domainkey.example.com", Fail, "unsupported key type", "latchkey dkim keygen")
-		if lines := strings.Join(Records(in, ""), "\n"); !strings.Contains(lines, "; selector lk1: dnscheck: unsupported key type") {
+		expect(t, check(t, in), "dkim", "lk1._domainkey.example.com", Fail, "unsupported public key type", "latchkey dkim keygen")
+		if lines := strings.Join(Records(in, ""), "\n"); !strings.Contains(lines, "; selector lk1: dnscheck: dkim: unsupported public key type") {
 			t.Errorf("records:\n%s", lines)
 		}
 	})

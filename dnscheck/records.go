@@ -2,14 +2,11 @@ package dnscheck
 
 import (
 	"crypto"
-	"crypto/ed25519"
-	"crypto/rsa"
-	"crypto/x509"
-	"encoding/base64"
 	"fmt"
 	"net"
 	"strings"
 
+	"github.com/latchkey/latchkey/dkim"
 	"github.com/miekg/dns"
 )
 
@@ -131,26 +128,12 @@ func quoteTXT(s string) string {
 	return `"` + strings.ReplaceAll(s, `"`, `\"`) + `"`
 }
 
-// publicRecord is the DKIM key record for pub (RFC 6376 section 3.6.1, RFC
-// 8463 for Ed25519). It mirrors dkim.PublicRecord, which was not in the tree
-// when this package was written; dnscheck keeps its own so that it does not
-// depend on the signing package.
+// publicRecord is the DKIM key record for pub, as the dkim package (which
+// signs with the key) writes it.
 func publicRecord(pub crypto.PublicKey) (string, error) {
-	switch k := pub.(type) {
-	case *rsa.PublicKey:
-		der, err := x509.MarshalPKIXPublicKey(k)
-		if err != nil {
-			return "", fmt.Errorf("dnscheck: rsa key: %w", err)
-		}
-		return "v=DKIM1; k=rsa; p=" + base64.StdEncoding.EncodeToString(der), nil
-	case ed25519.PublicKey:
-		if len(k) != ed25519.PublicKeySize {
-			return "", fmt.Errorf("dnscheck: ed25519 key of %d bytes", len(k))
-		}
-		return "v=DKIM1; k=ed25519; p=" + base64.StdEncoding.EncodeToString(k), nil
-	case nil:
-		return "", fmt.Errorf("dnscheck: no public key")
-	default:
-		return "", fmt.Errorf("dnscheck: unsupported key type %T", pub)
+	rec, err := dkim.PublicRecord(pub)
+	if err != nil {
+		return "", fmt.Errorf("dnscheck: %w", err)
 	}
+	return rec, nil
 }
