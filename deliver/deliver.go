@@ -173,7 +173,10 @@ func (d *Deliverer) acquire(ctx context.Context, domain string) (release func(),
 
 // Deliver sends data from the envelope sender from to rcpts, which must all
 // be in one domain (the caller groups them), and returns one Result per
-// recipient in the order given.
+// recipient in the order given. data is the whole message (headers, blank
+// line, body); dot-stuffing and CRLF line ends are done on the way out. ctx
+// bounds the whole delivery, the wait for a domain slot included; when it
+// ends the connection in use is closed.
 func (d *Deliverer) Deliver(ctx context.Context, from string, rcpts []string, data []byte) []Result {
 	results := make([]Result, len(rcpts))
 	for i, r := range rcpts {

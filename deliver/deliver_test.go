@@ -58,7 +58,7 @@ func startSinks(t testing.TB, opts smtpsink.Options, addrs ...string) ([]*smtpsi
 	return nil, 0
 }
 
-// freePort returns a port with no listener on addr and on none of others.
+// freePort returns a port that had no listener on addr a moment ago.
 func freePort(t testing.TB, addr string) int {
 	t.Helper()
 	l, err := net.Listen("tcp", addr+":0")
