@@ -179,6 +179,9 @@ func Check(ctx context.Context, in Input) *Report {
 	}
 	c := &checker{in: in, res: res, rep: rep}
 	for _, d := range in.Domains {
+		// Names as configured may carry a trailing dot or capitals; results
+		// show them one way.
+		d.Name, d.BounceDomain = fqdn(d.Name), fqdn(d.BounceDomain)
 		bounce := bounceOf(d)
 		c.checkSPF(ctx, d.Name, bounce)
 		c.checkSPF(ctx, d.Name, d.Name)

@@ -740,3 +740,18 @@ func BenchmarkCheck(b *testing.B) {
 		}
 	}
 }
+
+func TestNamesNormalised(t *testing.T) {
+	_, in := goodZone(t)
+	in.Domains[0].Name = "Example.COM."
+	in.Domains[0].BounceDomain = "BOUNCE.example.com."
+	in.Hostname = "MX.latchkey.example.net."
+	rep := check(t, in)
+	if rep.ExitCode() != 0 {
+		var buf bytes.Buffer
+		rep.WriteText(&buf)
+		t.Fatalf("exit code %d:\n%s", rep.ExitCode(), buf.String())
+	}
+	expect(t, rep, "spf", testBounce, Pass, "", "")
+	expect(t, rep, "dkim", "lk1._domainkey.example.com", Pass, "", "")
+}
