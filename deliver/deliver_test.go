@@ -553,3 +553,19 @@ func TestRequiredDefersOnHandshakeFailure(t *testing.T) {
 func testLogger(t testing.TB) zerolog.Logger {
 	return zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)
 }
+
+func TestIdleTimeoutDropsOldConnections(t *testing.T) {
+	sink, d := domainSetup(t, smtpsink.Options{}, nil)
+	wantDelivered(t, deliver1(t, d, "a@example.test")[0])
+	d.pool.mu.Lock()
+	for _, list := range d.pool.idle {
+		for _, cn := range list {
+			cn.idleSince = time.Now().Add(-time.Hour)
+		}
+	}
+	d.pool.mu.Unlock()
+	wantDelivered(t, deliver1(t, d, "b@example.test")[0])
+	if sink.Conns() != 2 {
+		t.Fatalf("a connection idle past idle_timeout was reused (%d connections)", sink.Conns())
+	}
+}
