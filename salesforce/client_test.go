@@ -307,7 +307,10 @@ func TestIsRetryable(t *testing.T) {
 	if !errors.As(err, &ae) || ae.Code != "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST" || ae.Fields[0] != "Priority" || salesforce.IsRetryable(err) {
 		t.Errorf("bad picklist: err = %#v, want non-retryable restricted picklist error on Priority", err)
 	}
-	c3 := newClient(t, fake, func(cfg *salesforce.Config) { cfg.LookupObjects = []string{"Contact"}; cfg.BackupEmailFields = []string{"Nope__c"} })
+	c3 := newClient(t, fake, func(cfg *salesforce.Config) {
+		cfg.LookupObjects = []string{"Contact"}
+		cfg.BackupEmailFields = []string{"Nope__c"}
+	})
 	_, err = c3.FindPerson(ctx, "a@example.com")
 	if !errors.As(err, &ae) || ae.Code != "INVALID_FIELD" || salesforce.IsRetryable(err) {
 		t.Errorf("unknown field: err = %v, want non-retryable INVALID_FIELD", err)

@@ -143,7 +143,7 @@ func TestOutboxRetriesFaults(t *testing.T) {
 			fake.AddContact("jane@example.com", nil)
 			c := newClient(t, fake, nil)
 			db := openDB(t, t.TempDir())
-					var out outcomes
+			var out outcomes
 			ob := salesforce.NewOutbox(db, c, out.opts())
 			fake.Inject(tc.fault)
 			stop := runOutbox(t, ob)
