@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -168,24 +169,38 @@ func Load(path string) (*Config, error) {
 // Parse decodes and validates src, read from file.
 func Parse(file string, src []byte, trial bool) (*Config, error) {
 	c := Defaults()
+	var errs tomlconf.Errors
 	if _, err := tomlconf.Decode(file, src, &c); err != nil {
-		return nil, err
+		// Unknown keys still leave a decoded value: go on, so that every
+		// problem is reported at once. Syntax and type errors stop here.
+		if !errors.As(err, &errs) || !onlyUnknownKeys(errs) {
+			return nil, err
+		}
 	}
 	c.File, c.Trial = file, trial
 	if c.Delivery.Hostname == "" || c.Delivery.Hostname != c.Hostname {
 		// One name for the relay: EHLO on delivery is the configured hostname.
 		c.Delivery.Hostname = c.Hostname
 	}
-	var errs tomlconf.Errors
 	errs = append(errs, tomlconf.FromValidation(file, src, "", c.validate())...)
 	errs = append(errs, tomlconf.FromValidation(file, src, "delivery", c.Delivery.Validate())...)
 	if c.Salesforce.Enabled {
 		errs = append(errs, tomlconf.FromValidation(file, src, "salesforce", c.Salesforce.Validate())...)
 	}
 	if len(errs) > 0 {
+		sort.SliceStable(errs, func(i, j int) bool { return errs[i].Line < errs[j].Line })
 		return nil, errs
 	}
 	return &c, nil
+}
+
+func onlyUnknownKeys(errs tomlconf.Errors) bool {
+	for _, e := range errs {
+		if e.Msg != "unknown key" {
+			return false
+		}
+	}
+	return true
 }
 
 func (c *Config) validate() error {

@@ -169,7 +169,8 @@ func Index(src []byte) KeyIndex {
 	x := KeyIndex{}
 	add := func(k string, line int) { x[k] = append(x[k], line) }
 	var table, tableIdx string // current table path, without and with indexes
-	arrayCount := map[string]int{}
+	arrayCount := map[string]int{} // plain array path → elements of the current parent
+	elemCount := map[string]int{}  // indexed array path → elements seen
 	inMultiline := ""
 	for i, raw := range strings.Split(string(src), "\n") {
 		line := i + 1
@@ -185,10 +186,14 @@ func Index(src []byte) KeyIndex {
 		}
 		if strings.HasPrefix(s, "[[") {
 			name := normKey(strings.TrimSuffix(strings.TrimSpace(strings.SplitN(s[2:], "]]", 2)[0]), "]]"))
-			n := arrayCount[name]
+			// Elements are numbered within their parent element:
+			// the first [[domains.dkim]] of each [[domains]] is 0.
+			base := indexed(name, arrayCount)
+			n := elemCount[base]
+			elemCount[base] = n + 1
 			arrayCount[name] = n + 1
 			table = name
-			tableIdx = name + "." + strconv.Itoa(n)
+			tableIdx = base + "." + strconv.Itoa(n)
 			add(table, line)
 			add(tableIdx, line)
 			continue

@@ -76,6 +76,10 @@ func TestFromValidation(t *testing.T) {
 			t.Errorf("missing %q in\n%s", w, got)
 		}
 	}
+	nested := "[[d]]\nn = 1\n[[d.k]]\na = 1\n[[d]]\nn = 2\n[[d.k]]\na = 2\n[[d.k]]\na = 3\n"
+	if l := Index([]byte(nested)).Lines("d.1.k.1.a"); len(l) != 1 || l[0] != 10 {
+		t.Errorf("d.1.k.1.a at %v, want [10]", l)
+	}
 	es = FromValidation("p.toml", []byte(src), "", errors.New("rules.1.match: bad regexp"))
 	if es[0].Line != 7 {
 		t.Errorf("rules.1.match line = %d, want 7 (%v)", es[0].Line, es)

@@ -1,0 +1,75 @@
+package conf
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestShippedConfigIsValid(t *testing.T) {
+	c, err := Load("")
+	if err != nil {
+		t.Fatalf("shipped latchkey.toml: %v", err)
+	}
+	if !c.Trial || c.Submission.Listen[0] != "127.0.0.1:2525" || c.Domains[0].BounceDomain != "bounce.example.com" {
+		t.Errorf("shipped config = %+v", c)
+	}
+	for _, a := range c.Submission.Listen {
+		if !strings.HasPrefix(a, "127.") {
+			t.Errorf("trial listens on %s, not loopback only", a)
+		}
+	}
+}
+
+// Each broken configuration is refused with every problem, each with file,
+// line and key.
+func TestBadConfigs(t *testing.T) {
+	base := `hostname = "relay.example.com"
+[submission]
+listen = ["127.0.0.1:2525"]
+[[domains]]
+name = "example.com"
+[[domains.dkim]]
+selector = "s1"
+algo = "rsa"
+key_file = "k.pem"
+`
+	cases := []struct {
+		name, src string
+		want      []string
+	}{
+		{"unknown key", "bogus = 1\n" + base, []string{"t.toml:1: bogus: unknown key"}},
+		{"unknown nested key", strings.Replace(base, "algo = \"rsa\"", "algo = \"rsa\"\nalgorithm = \"rsa\"", 1), []string{"t.toml:9: domains.dkim.algorithm: unknown key"}},
+		{"syntax", base + "x = = 1\n", []string{"t.toml:10"}},
+		{"type", strings.Replace(base, `["127.0.0.1:2525"]`, `"127.0.0.1:2525"`, 1), []string{"t.toml:3", "listen"}},
+		{"bad listen and algo together", strings.Replace(strings.Replace(base, "127.0.0.1:2525", "nope", 1), `algo = "rsa"`, `algo = "dsa"`, 1),
+			[]string{`t.toml:3: submission.listen: "nope" is not host:port`, `t.toml:8: domains.0.dkim.0.algo: must be "rsa" or "ed25519", got "dsa"`}},
+		{"plain password", base + "[[submission.users]]\nname = \"sf\"\npassword_hash = \"hunter2\"\n", []string{"t.toml:12: submission.users.0.password_hash: must be a bcrypt or argon2id hash"}},
+		{"no domains", "hostname = \"h.example\"\n[submission]\nlisten = [\"127.0.0.1:1\"]\n", []string{"domains: at least one transactional domain is needed"}},
+		{"bad delivery tls", base + "[delivery]\ntls = \"maybe\"\n", []string{"t.toml:11: delivery.tls:"}},
+		{"bad duration", base + "[audit]\nretention = \"1h\"\n", []string{"t.toml:11: audit.retention: must be at least a day"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("t.toml", []byte(tc.src), false)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error\n%s\nlacks %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add(string(DefaultServer))
+	f.Add("hostname = 1\n[[domains]]\n[[domains.dkim]]\n")
+	f.Fuzz(func(t *testing.T, s string) {
+		c, err := Parse("f.toml", []byte(s), false)
+		if err == nil && (c == nil || len(c.Domains) == 0) {
+			t.Fatalf("accepted a config without domains: %q", s)
+		}
+	})
+}
