@@ -23,6 +23,9 @@ const MaxBytes = 10 << 20
 const (
 	maxDepth = 8
 	maxParts = 200
+	// maxRecipients bounds the recipients of one report: each costs a
+	// classification, and no real bounce lists more.
+	maxRecipients = 500
 )
 
 // ErrNotMessage is returned (wrapped) when the input has no parseable header.
@@ -102,6 +105,14 @@ func Parse(r io.Reader) (*Report, error) {
 		p.reportTyp = strings.ToLower(params["report-type"])
 	}
 	p.walk(ent, 0)
+	if len(p.texts) == 0 && len(p.status) == 0 && len(p.feedback) == 0 {
+		// The MIME structure gave nothing readable (a boundary lost to a
+		// badly folded header, a malformed part header): the raw body is
+		// still worth reading as text.
+		if i := bytes.Index(data, []byte("\n\n")); i >= 0 {
+			p.texts = append(p.texts, string(data[i+2:]))
+		}
+	}
 	return p.report(), nil
 }
 
@@ -176,8 +187,13 @@ func (p *parts) report() *Report {
 			// carries an intact delivery-status block.
 			p.status = append(p.status, rawStatusPart(p.raw))
 		}
+		text := strings.Join(p.texts, "\n")
+		var unnamed []int
 		for _, b := range p.status {
-			readDSN(b, rep, strings.Join(p.texts, "\n"))
+			unnamed = append(unnamed, readDSN(b, rep, text)...)
+		}
+		if len(unnamed) > 0 {
+			p.nameFromText(rep, unnamed, text)
 		}
 		if len(rep.Recipients) > 0 {
 			rep.Format = "rfc3464"
@@ -215,6 +231,35 @@ func (p *parts) report() *Report {
 		}
 	}
 	return rep
+}
+
+// nameFromText names the DSN recipients whose address was not a mailbox
+// (a source route, a bare domain), in order, from the addresses the text of
+// the report gives as failed, or else from the quoted original's To. One
+// that cannot be named keeps what the DSN said.
+func (p *parts) nameFromText(rep *Report, unnamed []int, text string) {
+	have := map[string]bool{}
+	for _, r := range rep.Recipients {
+		have[strings.ToLower(r.Recipient)] = true
+	}
+	var cands []string
+	for _, r := range scanText(text, p.exclude(), p.top.Get("From"), p.top.Get("X-Failed-Recipients")) {
+		cands = append(cands, r.Recipient)
+	}
+	if p.orig != nil {
+		cands = append(cands, allAddrs(p.orig.Get("To"))...)
+	}
+	for _, i := range unnamed {
+		for len(cands) > 0 && have[strings.ToLower(cands[0])] {
+			cands = cands[1:]
+		}
+		if len(cands) == 0 {
+			return
+		}
+		rep.Recipients[i].Recipient = cands[0]
+		have[strings.ToLower(cands[0])] = true
+		cands = cands[1:]
+	}
 }
 
 // isAutoReply recognises RFC 3834 auto-replies, which are not bounces even
@@ -339,6 +384,11 @@ type field struct {
 	blank       bool
 }
 
+// maxFieldLen bounds an unfolded field value: real diagnostics are a few
+// hundred bytes, and appending continuation lines without a bound made a
+// hostile field of many short lines cost quadratic time.
+const maxFieldLen = 4096
+
 // readFields reads RFC 822-style fields, unfolding continuation lines and
 // keeping blank lines as separators.
 func readFields(b []byte) []field {
@@ -349,7 +399,9 @@ func readFields(b []byte) []field {
 			continue
 		}
 		if (line[0] == ' ' || line[0] == '\t') && len(out) > 0 && !out[len(out)-1].blank {
-			out[len(out)-1].value += " " + strings.TrimSpace(line)
+			if last := &out[len(out)-1]; len(last.value) < maxFieldLen {
+				last.value += " " + strings.TrimSpace(line)
+			}
 			continue
 		}
 		name, value, ok := strings.Cut(line, ":")
@@ -364,17 +416,31 @@ func readFields(b []byte) []field {
 // readDSN adds the recipients of one delivery-status part to rep. Fields are
 // read as a stream rather than strictly by blank-line groups because real
 // MTAs both omit and add blank lines.
-func readDSN(b []byte, rep *Report, text string) {
+//
+// It returns the indexes in rep.Recipients of recipients whose address the
+// report did not give in usable form, for the caller to name from the text.
+func readDSN(b []byte, rep *Report, text string) (unnamed []int) {
 	type rcpt struct {
 		Recipient
 		orig, final string
+		diagType    string
 	}
 	var list []*rcpt
 	var cur *rcpt
 	closed := false // a blank line ended cur's group
+	// group returns the recipient that a per-recipient field belongs to:
+	// some MTAs put Action, Status or Diagnostic-Code before the recipient
+	// field of their group, so a new group starts at whichever comes first.
+	group := func() *rcpt {
+		if cur == nil || closed {
+			cur, closed = &rcpt{}, false
+			list = append(list, cur)
+		}
+		return cur
+	}
 	for _, f := range readFields(b) {
 		if f.blank {
-			closed = cur != nil && (cur.orig != "" || cur.final != "")
+			closed = cur != nil
 			continue
 		}
 		switch f.name {
@@ -397,37 +463,53 @@ func readDSN(b []byte, rep *Report, text string) {
 			}
 			cur.final = addrOf(stripType(f.value))
 		case "action":
-			if cur != nil {
-				cur.Action = strings.ToLower(strings.Fields(f.value + " x")[0])
-			}
+			group().Action = strings.ToLower(strings.Fields(f.value + " x")[0])
 		case "status":
-			if cur != nil {
-				cur.Status = f.value
-			}
+			group().Status = f.value
 		case "remote-mta":
-			if cur != nil {
-				cur.RemoteMTA = stripType(f.value)
-			}
+			group().RemoteMTA = stripType(f.value)
 		case "diagnostic-code":
-			if cur != nil {
-				cur.Diagnostic = stripType(f.value)
+			c := group()
+			c.Diagnostic = stripType(f.value)
+			if t, _, ok := strings.Cut(f.value, ";"); ok {
+				c.diagType = strings.ToLower(strings.TrimSpace(t))
 			}
 		}
 	}
 	for _, r := range list {
+		if len(rep.Recipients) >= maxRecipients {
+			break
+		}
+		// The final recipient is the one to report, unless it is not a
+		// mailbox at all: Sun's "@host:user@server" source routes and
+		// sendmail's bare "@domain" name a route, and the original
+		// recipient or the text of the report names the address.
 		r.Recipient.Recipient = r.final
-		if r.final == "" {
-			r.Recipient.Recipient = r.orig
+		if !isMailbox(r.final) {
+			switch {
+			case isMailbox(r.orig):
+				r.Recipient.Recipient = r.orig
+			case r.final == "" && r.orig == "":
+				continue
+			default:
+				unnamed = append(unnamed, len(rep.Recipients))
+			}
 		}
-		if r.Recipient.Recipient == "" {
-			continue
-		}
-		rep.Recipients = append(rep.Recipients, finish(r.Recipient, text))
+		// A local mailer (a pipe, procmail) that failed speaks of this
+		// system, whatever words it used, not of the address.
+		local := r.diagType == "x-unix" || r.diagType == "x-local"
+		rep.Recipients = append(rep.Recipients, finish(r.Recipient, text, local))
 	}
+	return unnamed
+}
+
+// isMailbox reports whether s is a plain local@domain address.
+func isMailbox(s string) bool {
+	return s != "" && addrRe.FindString(s) == s
 }
 
 // finish classifies a DSN recipient from its Status, Action and diagnostic.
-func finish(r Recipient, text string) Recipient {
+func finish(r Recipient, text string, local bool) Recipient {
 	enh := normStatus(r.Status)
 	if enh == "" {
 		enh = findStatus(r.Status)
@@ -461,6 +543,9 @@ func finish(r Recipient, text string) Recipient {
 		why = r.Status + " " + clip(text)
 	}
 	v := dataPhase(classify(class, enh, why), why)
+	if local && v.Reason != Delivered && v.Reason != MailboxFull {
+		v.Reason, v.Hard = SystemError, false
+	}
 	if r.Action == "" {
 		switch class {
 		case 5:
