@@ -11,7 +11,8 @@
 //     in-memory chain head matches what is on disk again.
 //  2. Each event gets the next sequence number, the previous event's hash as
 //     Prev, and Hash = SHA-256 of a canonical encoding of the event including
-//     Prev. It is stored as JSON under a/e/<big-endian seq>, with index keys
+//     Prev. It is stored under a/e/<big-endian seq> as that canonical
+//     encoding followed by the hash (exports are JSON or CSV), with index keys
 //     a/q/<queue id>/<seq> and a/m/<Message-ID>/<seq>. A signed chain head
 //     (a/h) is rewritten in the same transaction, so that truncating the tail
 //     or re-hashing a rewritten chain is detected.
@@ -27,6 +28,7 @@
 package audit
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
@@ -37,6 +39,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -112,7 +115,6 @@ type Log struct {
 	signKey []byte
 	seq     uint64
 	hash    []byte
-	buf     []byte
 }
 
 // Mark is a saved chain head, restored by Rollback.
@@ -141,7 +143,7 @@ func Open(db *badger.DB, key []byte) (*Log, error) {
 		it.Seek(append([]byte(prefixEvent), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff))
 		for ; it.Valid(); it.Next() {
 			var ev Event
-			err := it.Item().Value(func(v []byte) error { return ev.UnmarshalJSON(v) })
+			err := it.Item().Value(func(v []byte) error { return ev.decodeStored(v) })
 			if err != nil {
 				continue // a damaged event is Verify's to report; look further back
 			}
@@ -195,12 +197,12 @@ func (l *Log) Append(txn *badger.Txn, ev *Event) error {
 	l.sanitize(ev)
 	ev.Seq = l.seq + 1
 	ev.Prev = slices.Clone(l.hash)
-	ev.Hash = l.hashEvent(ev)
-
-	val, err := ev.MarshalJSON()
-	if err != nil {
-		return fmt.Errorf("audit: encode event: %w", err)
-	}
+	// The stored value is the hashed canonical encoding followed by the
+	// hash, so what is on disk is exactly what the hash covers.
+	val := appendCanonical(nil, ev)
+	sum := sha256.Sum256(val)
+	ev.Hash = sum[:]
+	val = append(val, ev.Hash...)
 	if err := txn.Set(eventKey(ev.Seq), val); err != nil {
 		return fmt.Errorf("audit: write event %d: %w", ev.Seq, err)
 	}
@@ -238,11 +240,11 @@ func (l *Log) sanitize(ev *Event) {
 	ev.Fields = clean
 }
 
-// canonical is the byte string an event's hash covers: a version tag, then
+// appendCanonical appends the byte string an event's hash covers: a version tag, then
 // every field in a fixed order, each length-prefixed so no two events
 // encode alike, Fields sorted by key, and Prev last.
 func appendCanonical(b []byte, ev *Event) []byte {
-	b = append(b, "latchkey-audit-v1\n"...)
+	b = append(b, canonicalTag...)
 	b = binary.BigEndian.AppendUint64(b, ev.Seq)
 	b = binary.BigEndian.AppendUint64(b, uint64(ev.Time.Unix()))
 	b = binary.BigEndian.AppendUint32(b, uint32(ev.Time.Nanosecond()))
@@ -266,12 +268,6 @@ func appendCanonical(b []byte, ev *Event) []byte {
 func appendString(b []byte, s string) []byte {
 	b = binary.AppendUvarint(b, uint64(len(s)))
 	return append(b, s...)
-}
-
-func (l *Log) hashEvent(ev *Event) []byte {
-	l.buf = appendCanonical(l.buf[:0], ev)
-	sum := sha256.Sum256(l.buf)
-	return sum[:]
 }
 
 // ComputeHash returns the hash an event should carry given its contents and
@@ -373,7 +369,121 @@ func readHead(txn *badger.Txn, signKey []byte) (head, error) {
 	return h, err
 }
 
-// eventJSON is the stored and exported form of an Event.
+const canonicalTag = "latchkey-audit-v1\n"
+
+var errStored = errors.New("audit: malformed stored event")
+
+// decodeStored parses a stored event: the canonical encoding followed by
+// the hash. Stored data is not trusted, so it is strict: only an exact
+// canonical encoding (sorted unique field keys, valid UTF-8, in-range time)
+// decodes, which makes decoding and re-encoding an identity.
+func (ev *Event) decodeStored(v []byte) error {
+	d := decoder{b: v}
+	if !bytes.HasPrefix(v, []byte(canonicalTag)) {
+		return errStored
+	}
+	d.b = d.b[len(canonicalTag):]
+	var e Event
+	e.Seq = d.u64()
+	sec, nsec := int64(d.u64()), d.u32()
+	if d.err != nil || nsec >= 1e9 {
+		return errStored
+	}
+	e.Time = time.Unix(sec, int64(nsec)).UTC()
+	if y := e.Time.Year(); y < 1 || y > 9999 {
+		return errStored
+	}
+	for _, p := range []*string{&e.Type, &e.QueueID, &e.MessageID, &e.Class, &e.Recipient, &e.Sender} {
+		*p = d.str()
+	}
+	n := d.uvarint()
+	if d.err != nil || n > uint64(len(d.b))/2 {
+		return errStored
+	}
+	if n > 0 {
+		e.Fields = make(map[string]string, n)
+	}
+	last := ""
+	for i := range n {
+		k, val := d.str(), d.str()
+		if d.err != nil || (i > 0 && k <= last) {
+			return errStored
+		}
+		e.Fields[k], last = val, k
+	}
+	switch pl := d.uvarint(); {
+	case d.err != nil:
+		return errStored
+	case pl == sha256.Size && len(d.b) >= sha256.Size:
+		e.Prev = bytes.Clone(d.b[:sha256.Size])
+		d.b = d.b[sha256.Size:]
+	case pl != 0:
+		return errStored
+	}
+	if d.err != nil || len(d.b) != sha256.Size || e.Type == "" {
+		return errStored
+	}
+	e.Hash = bytes.Clone(d.b)
+	*ev = e
+	return nil
+}
+
+// decoder reads the canonical encoding, latching the first error.
+type decoder struct {
+	b   []byte
+	err error
+}
+
+func (d *decoder) u64() uint64 {
+	if d.err != nil || len(d.b) < 8 {
+		d.err = errStored
+		return 0
+	}
+	x := binary.BigEndian.Uint64(d.b)
+	d.b = d.b[8:]
+	return x
+}
+
+func (d *decoder) u32() uint32 {
+	if d.err != nil || len(d.b) < 4 {
+		d.err = errStored
+		return 0
+	}
+	x := binary.BigEndian.Uint32(d.b)
+	d.b = d.b[4:]
+	return x
+}
+
+func (d *decoder) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	x, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.err = errStored
+		return 0
+	}
+	d.b = d.b[n:]
+	return x
+}
+
+func (d *decoder) str() string {
+	n := d.uvarint()
+	if d.err != nil || n > uint64(len(d.b)) || !utf8.Valid(d.b[:n]) {
+		d.err = errStored
+		return ""
+	}
+	s := string(d.b[:n])
+	d.b = d.b[n:]
+	return s
+}
+
+// encodeStored is the inverse of decodeStored.
+func encodeStored(ev *Event) []byte {
+	return append(appendCanonical(nil, ev), ev.Hash...)
+}
+
+// eventJSON is the exported (JSON Lines) form of an Event.
 type eventJSON struct {
 	Seq       uint64            `json:"seq"`
 	Time      string            `json:"time"`
@@ -398,8 +508,8 @@ func (ev Event) MarshalJSON() ([]byte, error) {
 	})
 }
 
-// UnmarshalJSON decodes an event stored or exported by MarshalJSON. Stored
-// data is not trusted: anything malformed is an error, never a panic.
+// UnmarshalJSON decodes an event exported by MarshalJSON. Exported data is
+// not trusted: anything malformed is an error, never a panic.
 func (ev *Event) UnmarshalJSON(data []byte) error {
 	var j eventJSON
 	if err := json.Unmarshal(data, &j); err != nil {

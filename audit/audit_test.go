@@ -242,7 +242,7 @@ func readRaw(t *testing.T, db *badger.DB, seq uint64) Event {
 		if err != nil {
 			return err
 		}
-		return item.Value(func(v []byte) error { return json.Unmarshal(v, &ev) })
+		return item.Value(func(v []byte) error { return ev.decodeStored(v) })
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -259,11 +259,7 @@ func writeRaw(t *testing.T, db *badger.DB, key []byte, val []byte) {
 
 func writeEvent(t *testing.T, db *badger.DB, ev Event) {
 	t.Helper()
-	b, err := json.Marshal(ev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeRaw(t, db, eventKey(ev.Seq), b)
+	writeRaw(t, db, eventKey(ev.Seq), encodeStored(&ev))
 }
 
 func deleteRaw(t *testing.T, db *badger.DB, key []byte) {

@@ -69,7 +69,7 @@ func walkIndex(txn *badger.Txn, prefix []byte, fn func(*Event) error) error {
 			return fmt.Errorf("audit: read event %d: %w", seq, err)
 		}
 		var ev Event
-		if err := item.Value(func(v []byte) error { return ev.UnmarshalJSON(v) }); err != nil {
+		if err := item.Value(func(v []byte) error { return ev.decodeStored(v) }); err != nil {
 			return fmt.Errorf("audit: event %d: %w", seq, err)
 		}
 		if err := fn(&ev); err != nil {
@@ -87,7 +87,7 @@ func walkEvents(txn *badger.Txn, fn func(*Event) error) error {
 	var ev Event
 	for it.Rewind(); it.Valid(); it.Next() {
 		item := it.Item()
-		if err := item.Value(func(v []byte) error { return ev.UnmarshalJSON(v) }); err != nil {
+		if err := item.Value(func(v []byte) error { return ev.decodeStored(v) }); err != nil {
 			return fmt.Errorf("audit: event at key %x: %w", item.Key(), err)
 		}
 		if err := fn(&ev); err != nil {

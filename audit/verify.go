@@ -221,7 +221,7 @@ func Verify(db *badger.DB, key []byte) (*VerifyReport, error) {
 			}
 
 			var ev Event
-			if err := item.Value(func(v []byte) error { return ev.UnmarshalJSON(v) }); err != nil {
+			if err := item.Value(func(v []byte) error { return ev.decodeStored(v) }); err != nil {
 				r.add(Problem{Kind: KindChanged, Seq: seq, Detail: "event cannot be decoded: " + err.Error()})
 				have, prevSeq, prevHash, prevTime = true, seq, nil, time.Time{}
 				continue
