@@ -2,9 +2,11 @@ package bounce
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -98,7 +100,7 @@ func TestCorpus(t *testing.T) {
 	var found, statusExact, statusClass, perm, hard, reason score
 	verbose := os.Getenv("BOUNCE_CORPUS_VERBOSE") != ""
 	for _, file := range files {
-		rep := parseFile(t, filepath.Join(dir, file))
+		rep := parseMbox(t, filepath.Join(dir, file))
 		for _, e := range exp[file] {
 			var got *Recipient
 			for i := range rep.Recipients {
@@ -165,6 +167,37 @@ func TestCorpus(t *testing.T) {
 			t.Errorf("%s: %.1f%% is below the %.0f%% threshold", row.name, row.s.pct(), row.min)
 		}
 	}
+}
+
+// mboxSepRe is an mbox "From " separator line after a blank line: a
+// corpus file may hold several messages.
+var mboxSepRe = regexp.MustCompile(`\n\nFrom [^\s@]+(?:@\S+)? +[A-Z][a-z]{2} [A-Z][a-z]{2} `)
+
+// parseMbox parses each message of an mbox file (most hold one) and
+// returns their recipients together.
+func parseMbox(t testing.TB, path string) *Report {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all *Report
+	for len(b) > 0 {
+		msg := b
+		b = nil
+		if loc := mboxSepRe.FindIndex(msg[1:]); loc != nil {
+			msg, b = msg[:loc[0]+3], msg[loc[0]+3:]
+		}
+		rep, err := Parse(bytes.NewReader(msg))
+		if err != nil {
+			t.Fatalf("%s: %v", filepath.Base(path), err)
+		}
+		if all == nil {
+			all = rep
+		} else {
+			all.Recipients = append(all.Recipients, rep.Recipients...)
+		}
+	}
+	return all
 }
 
 func parseFile(t testing.TB, path string) *Report {

@@ -201,7 +201,7 @@ func (p *parts) report() *Report {
 		}
 		fallthrough
 	default:
-		if p.isAutoReply() && !p.looksLikeBounce() {
+		if p.isAutoReply() && !p.looksLikeFailure() {
 			rep.IsAutoReply = true
 			rep.Format = "autoreply"
 			if a := firstAddr(p.top.Get("From")); a != "" {
@@ -213,11 +213,28 @@ func (p *parts) report() *Report {
 		if !p.looksLikeBounce() && !textLooksLikeBounce(text) {
 			return rep
 		}
+		if b := inlineStatus(text); b != nil {
+			// A delivery-status block pasted into the text (a report
+			// whose MIME parts were never marked): read it as a DSN.
+			if unnamed := readDSN(b, rep, text); len(unnamed) > 0 {
+				p.nameFromText(rep, unnamed, text)
+			}
+			if len(rep.Recipients) > 0 {
+				rep.Format = "rfc3464"
+				break
+			}
+		}
 		rep.Recipients = scanText(text, p.exclude(), p.top.Get("From"), p.top.Get("X-Failed-Recipients"))
-		if len(rep.Recipients) == 0 && p.orig != nil {
+		if len(rep.Recipients) == 0 {
 			// Nothing in the report names the recipient: the quoted
 			// original's To is the best remaining witness.
-			for _, a := range allAddrs(p.orig.Get("To")) {
+			var to []string
+			if p.orig != nil {
+				to = allAddrs(p.orig.Get("To"))
+			} else {
+				to = quotedTo(text)
+			}
+			for _, a := range to {
 				rep.Recipients = append(rep.Recipients, textRecipient(a, "", text))
 			}
 		}
@@ -270,9 +287,27 @@ func (p *parts) isAutoReply() bool {
 	if strings.HasPrefix(as, "auto-replied") {
 		return true
 	}
-	return p.top.Get("X-Autoreply") != "" || strings.HasPrefix(subj, "auto:") ||
-		strings.Contains(subj, "out of office") || strings.Contains(subj, "autoreply") ||
-		strings.Contains(subj, "auto-reply") || strings.Contains(subj, "vacation")
+	return p.top.Get("X-Autoreply") != "" || p.top.Get("X-Autorespond") != "" ||
+		strings.HasPrefix(subj, "auto:") || autoReplySubjectRe.MatchString(subj)
+}
+
+// autoReplySubjectRe recognises the subjects auto-responders give their
+// replies ("Auto reply:", "Automatic reply:", "Out of Office:", ...).
+var autoReplySubjectRe = regexp.MustCompile(`out of (?:the )?office|auto[- ]?(?:matic )?(?:reply|replied|response|responder)|automatische antwort|réponse automatique|respuesta automática|vacation|abwesenheit`)
+
+// looksLikeFailure is looksLikeBounce without the null Return-Path, which
+// RFC 3834 asks auto-replies to use too.
+func (p *parts) looksLikeFailure() bool {
+	if p.top.Get("X-Failed-Recipients") != "" || p.reportTyp == "delivery-status" {
+		return true
+	}
+	s := strings.ToLower(p.top.Get("From") + " " + decodeWords(p.top.Get("Subject")))
+	for _, w := range bounceSignals {
+		if strings.Contains(s, w) {
+			return true
+		}
+	}
+	return false
 }
 
 // bounceSignals are words in a sender or subject that mark a failure notice.
@@ -282,7 +317,7 @@ var bounceSignals = []string{
 	"could not be delivered", "not delivered", "delivery problem", "nondeliverable", "delivery has failed",
 	"warning: could not send", "delayed mail", "mail system error", "failed delivery", "rejected",
 	"error", "bounce", "mail could not", "delivery report", "notification", "message blocked",
-	"unzustellbar", "non-remis", "no entregado", "fehlgeschlagen", "undeliverable",
+	"unzustellbar", "non-remis", "no entregado", "fehlgeschlagen", "undeliverable", "loop",
 }
 
 // looksLikeBounce keeps ordinary mail out of the free-text scan: the message
@@ -301,6 +336,45 @@ func (p *parts) looksLikeBounce() bool {
 		}
 	}
 	return false
+}
+
+// inlineStatusRe finds the start of a delivery-status block written into
+// the text of a report.
+var inlineStatusRe = regexp.MustCompile(`(?im)^(?:reporting-mta|final-recipient|original-recipient):[ \t]*[a-z0-9-]+;`)
+
+// inlineStatus returns the delivery-status block in text, or nil. It must
+// name a recipient and say what became of it.
+func inlineStatus(text string) []byte {
+	loc := inlineStatusRe.FindStringIndex(text)
+	if loc == nil {
+		return nil
+	}
+	b := text[loc[0]:]
+	lb := strings.ToLower(b)
+	if !strings.Contains(lb, "final-recipient:") || !(strings.Contains(lb, "\nstatus:") || strings.Contains(lb, "\naction:")) {
+		return nil
+	}
+	return []byte(b)
+}
+
+// quotedToRe finds the To field of an original message quoted as text.
+var quotedToRe = regexp.MustCompile(`(?im)^[ \t>]*to:[ \t]*([^\n]*)`)
+
+// quotedTo returns the addresses of the To field of the original message
+// quoted in a free-text bounce (after the line that starts the copy).
+func quotedTo(text string) []string {
+	lines := strings.Split(text, "\n")
+	for i, l := range lines {
+		if !origStartRe.MatchString(l) {
+			continue
+		}
+		end := min(len(lines), i+100)
+		if m := quotedToRe.FindStringSubmatch(strings.Join(lines[i+1:end], "\n")); m != nil {
+			return allAddrs(m[1])
+		}
+		return nil
+	}
+	return nil
 }
 
 // rawStatusRe finds a delivery-status part in a message whose MIME

@@ -22,12 +22,12 @@ var recipientLineRes = []*regexp.Regexp{
 	regexp.MustCompile(`<(` + addrPat + `)>\.\.\.\s*\S`),
 	regexp.MustCompile(`(?i)rcpt to:\s*<?(` + addrPat + `)`),
 	regexp.MustCompile(`(?i)(?:^|\s)(?:final-recipient|original-recipient|recipient(?: address)?|failed recipient|addressee|destinataire|empfänger|to|address|e-?mail address|user|mailbox|account)\s*:?\s*(?:rfc822;\s*)?[<"(\[]?(` + addrPat + `)`),
-	regexp.MustCompile(`(?i)(?:delivery to|deliver(?:ed)?(?: your message| the message| mail)? to|sending (?:mail |message )?to|could not be delivered to|failed to deliver to|wasn't delivered to|was not delivered to|couldn't be delivered to|message to|mail to|unable to deliver (?:message |mail )?to|for|recipient)\s*[<"(\[]?(` + addrPat + `)`),
+	regexp.MustCompile(`(?i)(?:delivery to|deliver(?:ed|ing)?(?: your message| the message| your mail| mail)? to|sending (?:mail |message )?to|could not be delivered to|failed to deliver to|wasn't delivered to|was not delivered to|couldn't be delivered to|message to|mail to|unable to deliver (?:message |mail )?to|for|recipient)\s*[<"(\[]?(` + addrPat + `)`),
 }
 
 // origStartRe marks where a free-text bounce starts quoting the original
 // message: addresses after it belong to the original, not to the report.
-var origStartRe = regexp.MustCompile(`(?i)^\s*(?:[-=_*]{2,}.*(?:original|copy of (?:the|your) message|returned message|message header|headers? (?:of|follow)|below this line|undelivered message|included message|unsent message|message text follows|rfc822)|(?:-+ )?below this line is a copy|original message follows|-+\s*original message\s*-*|content-type:\s*message/rfc822|the original message headers|the headers of the original|your message reads|original message header|message headers follow)`)
+var origStartRe = regexp.MustCompile(`(?i)^\s*(?:[-=_*]{2,}.*(?:original|copy of (?:the|your) message|returned message|message header|headers? (?:of|follow)|below this line|undelivered message|included message|unsent message|message text follows|rfc822)|(?:-+ )?below this line is a copy|original (?:message|mail) (?:follows|as follows)|unsent message follows|-+\s*original message\s*-*|content-type:\s*message/rfc822|the original message headers|the headers of the original|your message reads|original message header|message headers follow)`)
 
 // permanentHints and temporaryHints settle the class of a free-text bounce
 // that quotes no reply code.
@@ -43,6 +43,14 @@ var bounceTextRe = regexp.MustCompile(`(?i)could not be delivered|couldn't be de
 func textLooksLikeBounce(text string) bool {
 	return bounceTextRe.MatchString(text) && hasCode(text)
 }
+
+// messageIDRe marks a line that quotes a Message-ID, whose value looks like
+// an address but is not one.
+var messageIDRe = regexp.MustCompile(`(?i)message-id\s*[:=]|^\s*(?:in-reply-to|references)\s*:`)
+
+// helpRe marks a line that names an address to write to for help rather
+// than one that failed.
+var helpRe = regexp.MustCompile(`(?i)contact|assistance|help|questions|send (?:e-?)?mail to|write to|please|include this`)
 
 type hit struct {
 	addr string
@@ -60,6 +68,7 @@ func scanText(text string, exclude map[string]bool, from, xFailed string) []Reci
 		}
 	}
 	fromAddr := strings.ToLower(firstAddr(from))
+	line := ""
 	// Strong patterns (an address alone on its line, before its error, in
 	// RCPT TO) are trusted even for the bounce's own addressee, since people
 	// do mail themselves; weaker ones skip every address of the bounce.
@@ -70,7 +79,9 @@ func scanText(text string, exclude map[string]bool, from, xFailed string) []Reci
 		if la == fromAddr || local == "mailer-daemon" || local == "mail-daemon" {
 			return true
 		}
-		return !strong && (exclude[la] || local == "postmaster")
+		// A postmaster address in a weak pattern is usually the one to
+		// write to for help; named as a failed recipient, it counts.
+		return !strong && (exclude[la] || local == "postmaster" && helpRe.MatchString(line))
 	}
 	var hits []hit
 	seen := map[string]int{}
@@ -94,9 +105,13 @@ func scanText(text string, exclude map[string]bool, from, xFailed string) []Reci
 	}
 	isRcptLine := make([]bool, len(lines))
 	for i, l := range lines {
-		if strings.Contains(strings.ToLower(l), "message-id") {
+		if len(hits) >= maxRecipients {
+			break
+		}
+		if messageIDRe.MatchString(l) {
 			continue
 		}
+		line = l
 		for k, re := range recipientLineRes {
 			strong = k < 4
 			if m := re.FindStringSubmatchIndex(l); m != nil {
@@ -114,9 +129,10 @@ func scanText(text string, exclude map[string]bool, from, xFailed string) []Reci
 	if len(hits) == 0 {
 		// Last resort: any address the report mentions that is not its own.
 		for i, l := range lines {
-			if strings.Contains(strings.ToLower(l), "message-id") {
+			if messageIDRe.MatchString(l) || len(hits) >= maxRecipients {
 				continue
 			}
+			line = l
 			for _, a := range addrRe.FindAllString(l, -1) {
 				add(a, i, "")
 			}
