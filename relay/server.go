@@ -28,6 +28,7 @@ import (
 	"github.com/latchkey/latchkey/dkim"
 	"github.com/latchkey/latchkey/policy"
 	"github.com/latchkey/latchkey/queue"
+	"github.com/latchkey/latchkey/salesforce"
 )
 
 // Server is a running relay.
@@ -52,6 +53,10 @@ type Server struct {
 	// Escalate, when set, is called inside the transaction that records an
 	// outcome needing escalation (the Salesforce outbox).
 	Escalate func(tx *queue.Tx, e Escalation) error
+
+	// Outbox and SalesforceClient are set when [salesforce] is enabled.
+	Outbox           *salesforce.Outbox
+	SalesforceClient *salesforce.Client
 
 	// Hooks for metrics; nil is fine.
 	Observe Observer
@@ -116,6 +121,11 @@ func New(o Options) (*Server, error) {
 	if s.Queue, err = queue.New(o.Store, o.Log); err != nil {
 		return nil, err
 	}
+	if o.Config.Salesforce.Enabled {
+		if err := s.connectSalesforce(); err != nil {
+			return nil, err
+		}
+	}
 	return s, nil
 }
 
@@ -171,6 +181,9 @@ func (s *Server) Start(ctx context.Context) error {
 		go srv.Serve(l)
 	}
 	s.Queue.Start(ctx, s, workers)
+	if s.Outbox != nil {
+		go s.Outbox.Run(ctx)
+	}
 	s.log.Info().Strs("submission", addrStrings(s.SubmissionAddrs)).Strs("inbound", addrStrings(s.InboundAddrs)).Msg("relay started")
 	return nil
 }

@@ -1,0 +1,61 @@
+package relay
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/latchkey/latchkey/audit"
+	"github.com/latchkey/latchkey/queue"
+	"github.com/latchkey/latchkey/salesforce"
+)
+
+// connectSalesforce wires the Salesforce client into the relay: escalations
+// go to the durable outbox in the same transaction as the outcome that
+// caused them, and backup addresses are looked up in the org.
+func (s *Server) connectSalesforce() error {
+	cfg := s.cfg.Salesforce
+	client, err := salesforce.New(cfg, &http.Client{Timeout: cfg.Timeout})
+	if err != nil {
+		return err
+	}
+	log := s.log.With().Str("component", "salesforce").Logger()
+	s.Outbox = salesforce.NewOutbox(s.Store.DB, client, salesforce.OutboxOptions{
+		Log: &log,
+		OnDone: func(e salesforce.Escalation, caseID string) {
+			err := s.Store.Update(func(tx *queue.Tx) error {
+				return tx.Audit(&audit.Event{Type: audit.Escalated, QueueID: e.QueueID, MessageID: e.MessageID, Class: e.Class,
+					Recipient: e.Recipient, Fields: map[string]string{"trigger": e.Trigger, "case_id": caseID, "via": "salesforce"}})
+			})
+			if err != nil {
+				log.Error().Err(err).Str("queue_id", e.QueueID).Msg("cannot record the Case in the audit trail")
+			}
+			log.Info().Str("queue_id", e.QueueID).Str("case_id", caseID).Msg("Case opened")
+		},
+		OnDead: func(e salesforce.Escalation, err error) {
+			log.Error().Err(err).Str("queue_id", e.QueueID).Str("escalation", e.ID).Msg("escalation dead-lettered; `latchkey outbox retry` after fixing the cause")
+		},
+	})
+	s.SalesforceClient = client
+	s.BackupLookup = func(ctx context.Context, email string) (string, error) {
+		b, err := client.BackupAddress(ctx, email)
+		if err == salesforce.ErrNotFound {
+			return "", nil
+		}
+		return b, err
+	}
+	s.Escalate = func(tx *queue.Tx, e Escalation) error {
+		rcpt := e.Item.Rcpt
+		if e.Item.OrigRcpt != "" {
+			rcpt = e.Item.OrigRcpt
+		}
+		esc := salesforce.Escalation{
+			ID: e.Item.ID + "-" + e.Trigger, QueueID: e.Item.ID, Class: e.Item.Class, Recipient: rcpt, Trigger: e.Trigger,
+			Reason: e.Reason, Status: e.Status, RemoteMTA: e.Remote, Diagnostic: e.Text, MessageID: e.Item.MessageID,
+			AcceptedAt: e.Item.Accepted, FailedAt: time.Now(),
+		}
+		tx.After(s.Outbox.Wake)
+		return s.Outbox.Put(tx.Txn, esc)
+	}
+	return nil
+}
