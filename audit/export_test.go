@@ -377,11 +377,13 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// BenchmarkExport1M exports a chain of 1,000,000 events (built once, in
-// batches of 5,000 as a busy committer would) to io.Discard, and reports the
-// bytes allocated per event and the peak live heap seen while exporting.
-func BenchmarkExport1M(b *testing.B) {
-	const total = 1_000_000
+const benchEvents = 1_000_000
+
+// benchDB returns, read-only, a database holding a chain of 1,000,000
+// events, built once per process in batches of 5,000 as a busy committer
+// would. Read-only: no compactions run beside the measured work.
+func benchDB(b *testing.B) *badger.DB {
+	const total = benchEvents
 	bench.once.Do(func() {
 		// AUDIT_BENCH_DIR keeps the built database between runs (for
 		// profiling); it is built there only if empty.
@@ -422,15 +424,19 @@ func BenchmarkExport1M(b *testing.B) {
 	if bench.err != nil {
 		b.Fatal(bench.err)
 	}
-	dir := bench.dir
-	// Read-only: no compactions running beside the export, so the figures
-	// are the export's own.
-	db, err := badger.Open(badger.DefaultOptions(dir).WithLogger(nil).WithReadOnly(true))
+	db, err := badger.Open(badger.DefaultOptions(bench.dir).WithLogger(nil).WithReadOnly(true))
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer db.Close()
+	return db
+}
 
+// BenchmarkExport1M exports the 1,000,000-event chain to io.Discard as CSV
+// and reports the bytes allocated per event and the peak live heap seen
+// while exporting (sampled every 20ms).
+func BenchmarkExport1M(b *testing.B) {
+	db := benchDB(b)
+	defer db.Close()
 	runtime.GC()
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
@@ -464,8 +470,22 @@ func BenchmarkExport1M(b *testing.B) {
 	close(stop)
 	<-done
 	runtime.ReadMemStats(&after)
-	b.ReportMetric(float64(after.TotalAlloc-before.TotalAlloc)/float64(b.N*total), "alloc-B/event")
+	b.ReportMetric(float64(after.TotalAlloc-before.TotalAlloc)/float64(b.N*benchEvents), "alloc-B/event")
 	b.ReportMetric(float64(peak.Load())/(1<<20), "peak-heap-MB")
 	b.ReportMetric(float64(before.HeapAlloc)/(1<<20), "start-heap-MB")
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*total), "ns/event")
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*benchEvents), "ns/event")
+}
+
+// BenchmarkVerify1M verifies the 1,000,000-event chain.
+func BenchmarkVerify1M(b *testing.B) {
+	db := benchDB(b)
+	defer db.Close()
+	b.ResetTimer()
+	for range b.N {
+		r, err := Verify(db, testKey)
+		if err != nil || !r.OK() || r.Events != benchEvents {
+			b.Fatalf("Verify = %+v, %v", r, err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*benchEvents), "ns/event")
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/binary"
 	"encoding/csv"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -192,8 +193,8 @@ func Export(db *badger.DB, w io.Writer, format string, since, until time.Time) e
 			row[1] = ev.Time.UTC().Format(time.RFC3339Nano)
 			row[2], row[3], row[4], row[5], row[6], row[7] = ev.Type, ev.QueueID, ev.MessageID, ev.Class, ev.Recipient, ev.Sender
 			row[8] = details.String()
-			row[9] = fmt.Sprintf("%x", ev.Prev)
-			row[10] = fmt.Sprintf("%x", ev.Hash)
+			row[9] = hex.EncodeToString(ev.Prev)
+			row[10] = hex.EncodeToString(ev.Hash)
 			return cw.Write(row)
 		}
 		flush = func() error {

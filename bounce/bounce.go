@@ -87,8 +87,10 @@ func SisimaiReason(name string) Reason {
 type Verdict struct {
 	// Permanent is true when retrying the same message will not help (5xx).
 	Permanent bool
-	// Hard is true when the address itself is bad: unknown user or domain,
-	// moved, disabled mailbox. Only permanent failures can be hard.
+	// Hard is true when the address itself is proven bad: unknown user or
+	// domain, moved, a domain that takes no mail. A disabled or suspended
+	// mailbox is not hard: the address exists and may come back. Only
+	// permanent failures can be hard.
 	Hard bool
 	// Reason is the kind of failure.
 	Reason Reason
@@ -101,7 +103,7 @@ type Verdict struct {
 // address rather than the message.
 func isHard(r Reason) bool {
 	switch r {
-	case UserUnknown, HostUnknown, NotAccept, HasMoved, MailboxDisabled:
+	case UserUnknown, HostUnknown, NotAccept, HasMoved:
 		return true
 	}
 	return false

@@ -51,9 +51,20 @@ func classify(class int, enh, text string) Verdict {
 	if !specific {
 		if tr := reasonFromText(text); tr != "" {
 			r = tr
+			if (r == UserUnknown || r == HostUnknown) && enh != "" && strings.Contains("237", enh[2:3]) && enh[2:] != "2.1" {
+				// The server filed it under mailbox (X.2), mail system
+				// (X.3) or policy (X.7), not addressing: whatever its
+				// words, it refused the message, and the address is not
+				// proven bad. X.2.1 is the exception: many servers send
+				// it for an unknown user.
+				r = Policy
+			}
 		} else if r == "" {
 			r = Other
 		}
+	} else if r == UserUnknown && reasonFromText(text) == MailboxFull {
+		// "Over quota" proves the mailbox exists, whatever the code says.
+		r = MailboxFull
 	}
 	v.Reason = r
 	v.Hard = v.Permanent && isHard(r)
@@ -120,16 +131,20 @@ func reasonFromStatus(enh string) (r Reason, specific bool) {
 	}
 	sd := enh[2:] // subject.detail
 	switch sd {
-	case "1.1", "1.3", "1.4": // bad mailbox, bad syntax, ambiguous
+	case "1.1", "1.4": // bad mailbox, ambiguous
 		return UserUnknown, true
+	case "1.3": // bad syntax: also used for refusals that are not about it
+		return UserUnknown, false
 	case "1.2":
 		return HostUnknown, true
 	case "1.10": // RFC 7505 null MX
 		return NotAccept, true
 	case "1.6":
 		return HasMoved, true
-	case "2.1", "7.13":
+	case "7.13":
 		return MailboxDisabled, true
+	case "2.1": // also widely sent for "user unknown": the text decides
+		return MailboxDisabled, false
 	case "2.2":
 		return MailboxFull, true
 	case "2.3", "3.4":
@@ -197,14 +212,17 @@ var textRules = []struct {
 	r  Reason
 	re *regexp.Regexp
 }{
+	// Said outright, a disabled account outranks the "user unknown" that
+	// some servers add to it.
+	{MailboxDisabled, regexp.MustCompile(`(?:account|mailbox|user) (?:is |has been )?(?:disabled|suspended|deactivated)|account is inactive|is not active`)},
 	{HasMoved, regexp.MustCompile(`has (?:been )?moved|address (?:has )?changed|no longer (?:at|with) `)},
 	{RateLimited, regexp.MustCompile(`rate limit|ratelimit|too many (?:connections|messages|recipients|concurrent|mails|emails)|throttl|exceeded (?:the )?(?:sending|rate|message) (?:limit|rate)|sending (?:limit|quota)|try again later.*rate|receiving mail at a rate`)},
-	{MailboxFull, regexp.MustCompile(`mailbox (?:is )?full|mail ?box full|over ?quota|quota (?:exceeded|exceed|full)|exceeded (?:storage|(?:his|her|their|the) quota)|disk quota|storage quota|storage (?:space )?(?:is )?full|mailbox size limit|exceeds allowed size|insufficient (?:disk |storage )?space|out of (?:storage|disk)|full mailbox|mailbox (?:has )?exceeded|too much mail|(?:inbox|mailbox) is over|their mailbox is full|user.s storage|has not enough space`)},
+	{MailboxFull, regexp.MustCompile(`mailbox (?:is )?full|mail ?box full|over ?quota|quota (?:exceeded|exceed|full)|exceeded (?:storage|(?:his|her|their|the) quota)|disk quota|storage quota|storage (?:space )?(?:is )?full|mailbox size limit|exceeds allowed size|insufficient (?:disk |storage )?space|out of (?:storage|disk)|full mailbox|mailbox (?:has )?exceeded|too much mail|(?:inbox|mailbox) is over|their mailbox is full|user.s storage|has not enough space|not enough (?:disk |storage )?space`)},
 	{MessageTooBig, regexp.MustCompile(`message (?:is )?too (?:big|large)|message size (?:exceeds|limit)|size limit|too large|exceeds (?:the )?maximum (?:message )?size|message length exceeds|maximum message size`)},
 	{AuthFailure, regexp.MustCompile(`\bspf\b|sender policy framework|\bdkim\b|domainkeys|\bdmarc\b|authentication (?:check )?fail|not authenticated|unauthenticated (?:email|mail)|sender address verification|failed (?:the )?(?:spf|dkim|dmarc)`)},
 	{NotAccept, regexp.MustCompile(`null mx|does not accept (?:e-?)?mail|no smtp service|accepts no mail`)},
 	{UserUnknown, regexp.MustCompile(`(?:recipient|[0-9.#]+ ) ?address rejected(?:\.|\s*$)|@[a-z0-9.-]+>? (?:does not|doesn't) exist|user unknown|unknown user|no such (?:user|recipient|mailbox|account|person|address)|unknown (?:recipient|mailbox|local[- ]part|address|account)|recipient (?:unknown|not found|does not exist|address rejected: (?:user|undeliverable|unknown|access denied))|(?:user|mailbox|account|address|recipient|addressee) (?:\S+ )?(?:does ?n[o']t exist|not exist|not found|is unknown|unavailable|is not valid|invalid)|(?:mailbox|user) not (?:found|exist|known|listed)|not listed in|invalid (?:recipient|mailbox|user|address|e-?mail address)|(?:is not|isn't) a valid (?:user|mailbox|recipient|address)|doesn't have an? .{0,40}account|no mailbox|undeliverable address|unknown or illegal alias|not a known user|address (?:does not|doesn't) exist|no account by that name|this account does not exist|no valid recipients|not our customer|user (?:is )?not (?:here|local)|bad destination mailbox|unable to deliver to|mailbox unavailable|dosn't exist|unknown e-?mail address`)},
-	{HostUnknown, regexp.MustCompile(`\b[a-z0-9-]+(?:\.[a-z0-9-]+)+ (?:does not|doesn't) exist|couldn't find a mail exchanger|domain is not reachable|host unknown|unknown host|host not found|domain not found|no such domain|domain (?:\S+ )?(?:does not|doesn't) exist|unknown domain|domain (?:is )?(?:not|no longer) (?:registered|exist)|unrouteable address|unroutable address|name or service not known|nxdomain|no mx (?:record|host)|dns lookup failure|could not find a gateway|domain name not found|host or domain name not found|mx lookup fail|non-existent domain`)},
+	{HostUnknown, regexp.MustCompile(`\b[a-z0-9-]+(?:\.[a-z0-9-]+)+ (?:does not|doesn't) exist|couldn't find a mail exchanger|domain is not reachable|host unknown|unknown host|host not found|domain not found|no such domain|domain (?:\S+ )?(?:does not|doesn't) exist|unknown domain|domain (?:is )?(?:not|no longer) (?:registered|exist)|unrouteable address|unroutable address|name or service not known|nxdomain|no mx (?:record|host)|dns lookup failure|domain name not found|host or domain name not found|mx lookup fail|non-existent domain`)},
 	{MailboxDisabled, regexp.MustCompile(`disabled|suspended|inactive|deactivated|account (?:is )?locked|is not active|account (?:has been )?(?:closed|terminated|blocked)|mailbox (?:is )?(?:locked|closed|frozen)|account expired|temporarily unavailable.*account`)},
 	{SpamDetected, regexp.MustCompile(`virus|malware|infected|\bspam\b|spam (?:detected|message|content)|junk mail|unsolicited|blacklisted url|content (?:was )?(?:rejected|filter)|classified as (?:spam|bulk)|bulk mail|suspicious (?:content|url|link)|looked like spam|spamming`)},
 	{Expired, regexp.MustCompile(`retry timeout|expired|giving up|gave up|could not deliver for the last|too long (?:in|on) (?:the )?queue|delivery time|has been delayed|will be retried|not (?:yet )?been delivered|message (?:was )?delayed|delivery (?:attempts|failed \d+ attempts)|failed \d+ attempts|time ?out (?:exceeded|waiting)|undeliverable for|queue time|maximum (?:time|retries)`)},
@@ -214,18 +232,34 @@ var textRules = []struct {
 }
 
 // dataPhaseRe spots a rejection given at the end of DATA, after the
-// recipient was accepted at RCPT TO.
-var dataPhaseRe = regexp.MustCompile(`(?i)after end of data|end of data command|>>> data|after data|in reply to end of data|after the data|data command`)
+// recipient was accepted at RCPT TO; mailFromRe one given at MAIL FROM,
+// which is about the sender.
+var (
+	dataPhaseRe = regexp.MustCompile(`(?i)after end of data|end of data command|>>> data|after data|in reply to end of data|after the data|data command`)
+	mailFromRe  = regexp.MustCompile(`(?i)after mail from|in reply to mail from|>>> mail from`)
+)
 
-// dataPhase corrects a verdict for a rejection at the end of DATA: an
-// address accepted at RCPT TO and then refused "user unknown" with the
-// content is a content filter speaking (Japanese carriers' domain filters do
-// this), so the address is not condemned.
+// dataPhase corrects a verdict for the SMTP phase the rejection came in.
+// An address accepted at RCPT TO and then refused "user unknown" with the
+// content is a content filter speaking (Japanese carriers' domain filters
+// do this), unless the server gave an addressing status (X.1.x) for it;
+// and a "does not exist" at MAIL FROM is about the sender. Either way the
+// address is not condemned.
 func dataPhase(v Verdict, text string) Verdict {
-	if v.Reason == UserUnknown && dataPhaseRe.MatchString(text) {
+	if v.Reason != UserUnknown && v.Reason != HostUnknown {
+		return v
+	}
+	if mailFromRe.MatchString(text) && !strings.Contains(strings.ToLower(text), "rcpt to") ||
+		v.Reason == UserUnknown && dataPhaseRe.MatchString(text) && !addressingStatus(v.Status, text) {
 		v.Reason, v.Hard = Policy, false
 	}
 	return v
+}
+
+// addressingStatus reports whether the server itself gave an X.1.x status
+// (status came from the reply, not from the reason).
+func addressingStatus(status, text string) bool {
+	return len(status) > 3 && status[2] == '1' && status[3] == '.' && strings.Contains(text, status)
 }
 
 // reasonFromText returns the reason the text suggests, or "".

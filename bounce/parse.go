@@ -616,7 +616,8 @@ func finish(r Recipient, text string, local bool) Recipient {
 	if why == "" {
 		why = r.Status + " " + clip(text)
 	}
-	v := dataPhase(classify(class, enh, why), why)
+	// The transcript in the text may show the phase the diagnostic lacks.
+	v := dataPhase(classify(class, enh, why), why+"\n"+clip(text))
 	if local && v.Reason != Delivered && v.Reason != MailboxFull {
 		v.Reason, v.Hard = SystemError, false
 	}

@@ -265,10 +265,14 @@ func (s *Store) Close() error {
 // info lines are noisy compaction chatter), warnings and errors as such.
 type badgerLogger struct{ l zerolog.Logger }
 
-func (b badgerLogger) Errorf(f string, a ...any)   { b.l.Error().Str("component", "badger").Msgf(f, a...) }
-func (b badgerLogger) Warningf(f string, a ...any) { b.l.Warn().Str("component", "badger").Msgf(f, a...) }
-func (b badgerLogger) Infof(f string, a ...any)    { b.l.Debug().Str("component", "badger").Msgf(f, a...) }
-func (b badgerLogger) Debugf(f string, a ...any)   {}
+func (b badgerLogger) Errorf(f string, a ...any) {
+	b.l.Error().Str("component", "badger").Msgf(f, a...)
+}
+func (b badgerLogger) Warningf(f string, a ...any) {
+	b.l.Warn().Str("component", "badger").Msgf(f, a...)
+}
+func (b badgerLogger) Infof(f string, a ...any)  { b.l.Debug().Str("component", "badger").Msgf(f, a...) }
+func (b badgerLogger) Debugf(f string, a ...any) {}
 
 // ttlOrNone is a helper for entries that expire.
 func entry(key, val []byte, ttl time.Duration) *badger.Entry {
