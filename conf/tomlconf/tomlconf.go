@@ -168,7 +168,7 @@ func (x KeyIndex) Lines(key string) []int { return x[key] }
 func Index(src []byte) KeyIndex {
 	x := KeyIndex{}
 	add := func(k string, line int) { x[k] = append(x[k], line) }
-	var table, tableIdx string // current table path, without and with indexes
+	var table, tableIdx string     // current table path, without and with indexes
 	arrayCount := map[string]int{} // plain array path → elements of the current parent
 	elemCount := map[string]int{}  // indexed array path → elements seen
 	inMultiline := ""
