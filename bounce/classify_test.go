@@ -13,7 +13,23 @@ func TestClassifyReply(t *testing.T) {
 		{550, "5.1.10", "null MX", Verdict{true, true, NotAccept, "5.1.10"}},
 		{550, "5.1.6", "gone", Verdict{true, true, HasMoved, "5.1.6"}},
 		{550, "5.1.2", "bad domain", Verdict{true, true, HostUnknown, "5.1.2"}},
-		{550, "5.2.1", "mailbox disabled", Verdict{true, true, MailboxDisabled, "5.2.1"}},
+		// A disabled mailbox is permanent but soft: the address exists.
+		{550, "5.2.1", "mailbox disabled", Verdict{true, false, MailboxDisabled, "5.2.1"}},
+		{550, "5.7.13", "", Verdict{true, false, MailboxDisabled, "5.7.13"}},
+		// X.2.1 is widely sent for unknown users: the text decides.
+		{550, "5.2.1", "<a@b.example>... User Unknown", Verdict{true, true, UserUnknown, "5.2.1"}},
+		// A user-unknown text filed under mailbox, system or policy status
+		// is a refusal, not proof that the address is bad.
+		{550, "5.2.0", "Unknown user a@b.example", Verdict{true, false, Policy, "5.2.0"}},
+		{550, "5.7.1", "<a@b.example>: Recipient address rejected: User unknown", Verdict{true, false, Policy, "5.7.1"}},
+		{550, "5.3.0", "Other mail system problem 'Unknown user'", Verdict{true, false, Policy, "5.3.0"}},
+		// Over quota proves the mailbox exists, whatever the code.
+		{552, "5.1.1", "sorry, mailbox a@b.example is over quota", Verdict{true, false, MailboxFull, "5.1.1"}},
+		// 5.1.3 (bad syntax) is also used for block-list refusals.
+		{553, "5.1.3", "http://www.spamhaus.org/query/bl?ip=192.0.2.1", Verdict{true, false, Policy, "5.1.3"}},
+		{553, "5.1.3", "", Verdict{true, true, UserUnknown, "5.1.3"}},
+		// Said outright, a disabled account outranks "user unknown".
+		{550, "", "The user(s) account is disabled. 550 user unknown", Verdict{true, false, MailboxDisabled, "5.2.1"}},
 		{552, "5.2.2", "", Verdict{true, false, MailboxFull, "5.2.2"}},
 		{552, "5.3.4", "", Verdict{true, false, MessageTooBig, "5.3.4"}},
 		{550, "5.7.26", "", Verdict{true, false, AuthFailure, "5.7.26"}},
@@ -32,7 +48,7 @@ func TestClassifyReply(t *testing.T) {
 		{550, "5.0.0", "No such user here", Verdict{true, true, UserUnknown, "5.0.0"}},
 		{550, "5.0.0", "Domain example.test does not exist", Verdict{true, true, HostUnknown, "5.0.0"}},
 		{452, "4.0.0", "Mailbox full", Verdict{false, false, MailboxFull, "4.0.0"}},
-		{550, "", "This user's account has been suspended", Verdict{true, true, MailboxDisabled, "5.2.1"}},
+		{550, "", "This user's account has been suspended", Verdict{true, false, MailboxDisabled, "5.2.1"}},
 		// No enhanced code: the status comes from the reason and the class.
 		{550, "", "User unknown", Verdict{true, true, UserUnknown, "5.1.1"}},
 		{552, "", "user is over quota", Verdict{true, false, MailboxFull, "5.2.2"}},
@@ -90,5 +106,17 @@ func TestDataPhase(t *testing.T) {
 	}
 	if got := dataPhase(v, "after RCPT TO: 550 User unknown"); got != v {
 		t.Errorf("user unknown at RCPT: got %+v, want %+v", got, v)
+	}
+	// An addressing status given by the server itself stands after DATA
+	// (sendmail reports pipelined RCPT replies after ">>> DATA").
+	v = ClassifyReply(550, "5.1.1", "User unknown")
+	if got := dataPhase(v, ">>> DATA\n<<< 550 5.1.1 <a@b.example>... User unknown"); got != v {
+		t.Errorf("5.1.1 after DATA: got %+v, want %+v", got, v)
+	}
+	// At MAIL FROM, "does not exist" is about the sender.
+	v = ClassifyReply(553, "", "neko.example.com does not exist")
+	got = dataPhase(v, "SMTP error from remote mail server after MAIL FROM:<s@neko.example.com>: 553 neko.example.com does not exist")
+	if got.Hard || got.Reason != Policy {
+		t.Errorf("does not exist at MAIL FROM: got %+v, want soft policy", got)
 	}
 }

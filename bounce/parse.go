@@ -589,12 +589,13 @@ func finish(r Recipient, text string, local bool) Recipient {
 		enh = findStatus(r.Status)
 	}
 	diag := r.Diagnostic
-	if enh == "" || strings.HasSuffix(enh, ".0.0") {
-		// A generic Status often hides the specific one the remote server
-		// gave in its reply.
-		if d := findStatus(diag); d != "" && (enh == "" || d[0] == enh[0]) && !strings.HasSuffix(d, ".0.0") {
-			enh = d
-		}
+	// A generic Status often hides the specific one the remote server gave
+	// in its reply, and a reporting MTA sometimes guesses a Status that the
+	// reply contradicts: the remote server's own code at the head of its
+	// reply is the better witness.
+	if d := findStatus(diag); d != "" && d != enh && (enh == "" || d[0] == enh[0]) && !strings.HasSuffix(d, ".0.0") &&
+		(enh == "" || strings.HasSuffix(enh, ".0.0") || replyHeadRe.MatchString(diag)) {
+		enh = d
 	}
 	class := 0
 	if enh != "" {
@@ -616,8 +617,7 @@ func finish(r Recipient, text string, local bool) Recipient {
 	if why == "" {
 		why = r.Status + " " + clip(text)
 	}
-	// The transcript in the text may show the phase the diagnostic lacks.
-	v := dataPhase(classify(class, enh, why), why+"\n"+clip(text))
+	v := dataPhase(classify(class, enh, why), why)
 	if local && v.Reason != Delivered && v.Reason != MailboxFull {
 		v.Reason, v.Hard = SystemError, false
 	}
@@ -632,6 +632,10 @@ func finish(r Recipient, text string, local bool) Recipient {
 	r.Status, r.Permanent, r.Hard, r.Reason = v.Status, v.Permanent, v.Hard, v.Reason
 	return r
 }
+
+// replyHeadRe matches a diagnostic that is an SMTP reply with its
+// enhanced status up front ("550 5.7.1 ...").
+var replyHeadRe = regexp.MustCompile(`^[245]\d\d[ -][245]\.\d{1,3}\.\d{1,3}\b`)
 
 // stripType removes the "rfc822;" / "dns;" / "smtp;" type of a DSN field.
 func stripType(s string) string {
