@@ -254,8 +254,8 @@ func (c *Config) validate() error {
 		if u.Name == "" {
 			add(fmt.Sprintf("submission.users.%d.name", i), "must not be empty")
 		}
-		if !strings.HasPrefix(u.PasswordHash, "$2") && !strings.HasPrefix(u.PasswordHash, "$argon2id$") {
-			add(fmt.Sprintf("submission.users.%d.password_hash", i), "must be a bcrypt or argon2id hash (make one with `latchkey passwd`), never a password")
+		if !strings.HasPrefix(u.PasswordHash, "$2") {
+			add(fmt.Sprintf("submission.users.%d.password_hash", i), "must be a bcrypt hash (make one with `latchkey passwd`), never a password")
 		}
 	}
 	if s.MaxMessageBytes < 1024 {

@@ -43,7 +43,7 @@ key_file = "k.pem"
 		{"type", strings.Replace(base, `["127.0.0.1:2525"]`, `"127.0.0.1:2525"`, 1), []string{"t.toml:3", "listen"}},
 		{"bad listen and algo together", strings.Replace(strings.Replace(base, "127.0.0.1:2525", "nope", 1), `algo = "rsa"`, `algo = "dsa"`, 1),
 			[]string{`t.toml:3: submission.listen: "nope" is not host:port`, `t.toml:8: domains.0.dkim.0.algo: must be "rsa" or "ed25519", got "dsa"`}},
-		{"plain password", base + "[[submission.users]]\nname = \"sf\"\npassword_hash = \"hunter2\"\n", []string{"t.toml:12: submission.users.0.password_hash: must be a bcrypt or argon2id hash"}},
+		{"plain password", base + "[[submission.users]]\nname = \"sf\"\npassword_hash = \"hunter2\"\n", []string{"t.toml:12: submission.users.0.password_hash: must be a bcrypt hash"}},
 		{"no domains", "hostname = \"h.example\"\n[submission]\nlisten = [\"127.0.0.1:1\"]\n", []string{"domains: at least one transactional domain is needed"}},
 		{"bad delivery tls", base + "[delivery]\ntls = \"maybe\"\n", []string{"t.toml:11: delivery.tls:"}},
 		{"bad duration", base + "[audit]\nretention = \"1h\"\n", []string{"t.toml:11: audit.retention: must be at least a day"}},
