@@ -280,6 +280,9 @@ func TestVerifyDetectsTampering(t *testing.T) {
 		if len(r.Problems) != 1 {
 			t.Errorf("problems = %v, want just seq 4", r.Problems)
 		}
+		if s := r.Problems[0].String(); !strings.HasPrefix(s, "changed seq 4 at "+ev.Time.Format(time.RFC3339Nano)) {
+			t.Errorf("problem reads %q", s)
+		}
 		if !r.Problems[0].Time.Equal(ev.Time) {
 			t.Errorf("problem time = %v, want the event's %v", r.Problems[0].Time, ev.Time)
 		}
@@ -513,6 +516,8 @@ func TestPruneEverything(t *testing.T) {
 		t.Errorf("%d audit keys left, want 2", k)
 	}
 	wantClean(t, db)
+	// A Log opened now finds no event: it continues from the signed head.
+	l = openLog(t, db)
 	commit(t, db, l, &Event{Type: Received})
 	r := wantClean(t, db)
 	if r.FirstSeq != 2501 {
