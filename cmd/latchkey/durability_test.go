@@ -378,7 +378,6 @@ func TestDurabilityKillBeforeDelivery(t *testing.T) {
 		t.Fatalf("sink received %d messages while deferring", n)
 	}
 	defer451.Store(false)
-	os.RemoveAll(filepath.Join(e.dir, "data", "db"))
 	e.start()
 	e.sink.Wait(1, 15*time.Second)
 	// Give a duplicate a chance to show up before counting.
@@ -417,7 +416,6 @@ func TestDurabilityKillDuringDelivery(t *testing.T) {
 		t.Fatal("the sink never received the message body")
 	}
 	e.kill()
-	os.RemoveAll(filepath.Join(e.dir, "data", "db"))
 	afterKill.Store(true)
 	e.start()
 	if !waitFor(15*time.Second, func() bool { return redelivered.Load() >= 1 && e.sink.Count() >= 2 }) {
@@ -499,7 +497,6 @@ func TestDurabilityManyMessages(t *testing.T) {
 	}
 
 	defer451.Store(false)
-	os.RemoveAll(filepath.Join(e.dir, "data", "db"))
 	e.start()
 	e.sink.Wait(len(acked), 20*time.Second)
 	time.Sleep(1 * time.Second)
