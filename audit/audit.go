@@ -162,6 +162,9 @@ func Open(db *badger.DB, key []byte) (*Log, error) {
 		}
 		return nil
 	})
+	if err != nil && !errors.Is(err, ErrBadKey) {
+		err = fmt.Errorf("audit: open: %w", err)
+	}
 	if err != nil {
 		return nil, err
 	}
