@@ -184,6 +184,17 @@ func (s *Server) Start(ctx context.Context) error {
 	if s.Outbox != nil {
 		go s.Outbox.Run(ctx)
 	}
+	if s.Policy.File() != "" {
+		// Edits take effect without SIGHUP too; a broken edit keeps the
+		// running policy and is logged with file, line and key.
+		go s.Policy.Watch(ctx, 2*time.Second, func(p *policy.Policy, err error) {
+			if err != nil {
+				s.log.Error().Err(err).Msg("policy file changed but is invalid; keeping the running policy")
+				return
+			}
+			s.log.Info().Str("file", s.Policy.File()).Msg("policy reloaded")
+		})
+	}
 	s.log.Info().Strs("submission", addrStrings(s.SubmissionAddrs)).Strs("inbound", addrStrings(s.InboundAddrs)).Msg("relay started")
 	return nil
 }

@@ -125,7 +125,10 @@ func cmdDNSRecords(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	if len(ips) == 0 {
-		fmt.Fprintln(stderr, "latchkey dns records: no -ip given: the SPF records will not name latchkey's outbound addresses")
+		// Without them the SPF records would be "v=spf1 -all": published,
+		// that refuses every message latchkey sends.
+		fmt.Fprintln(stderr, "latchkey dns records: give latchkey's outbound addresses with -ip (repeat for several)")
+		return 2
 	}
 	for _, l := range dnscheck.Records(in, *rua) {
 		fmt.Fprintln(stdout, l)
