@@ -327,19 +327,7 @@ func (e *env) rawSubmit(t *testing.T, body string, more ...string) []string {
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(10 * time.Second))
 	tp := textproto.NewConn(conn)
-	read := func() string {
-		var last string
-		for {
-			l, err := tp.ReadLine()
-			if err != nil {
-				return "EOF: " + err.Error()
-			}
-			last = l
-			if len(l) < 4 || l[3] != '-' {
-				return last
-			}
-		}
-	}
+	read := func() string { return readReply(tp) }
 	cmd := func(l string) string {
 		tp.PrintfLine("%s", l)
 		return read()
@@ -369,4 +357,17 @@ func (e *env) rawSubmit(t *testing.T, body string, more ...string) []string {
 		out = append(out, cmd(m))
 	}
 	return out
+}
+
+// readReply reads one (possibly multi-line) SMTP reply and returns its last line.
+func readReply(tp *textproto.Conn) string {
+	for {
+		l, err := tp.ReadLine()
+		if err != nil {
+			return "EOF: " + err.Error()
+		}
+		if len(l) < 4 || l[3] != '-' {
+			return l
+		}
+	}
 }

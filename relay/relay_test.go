@@ -251,19 +251,7 @@ func rawDialog(t *testing.T, addr string, lines ...string) []string {
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(10 * time.Second))
 	tp := textproto.NewConn(conn)
-	read := func() string {
-		var last string
-		for {
-			l, err := tp.ReadLine()
-			if err != nil {
-				return "EOF: " + err.Error()
-			}
-			last = l
-			if len(l) < 4 || l[3] != '-' {
-				return last
-			}
-		}
-	}
+	read := func() string { return readReply(tp) }
 	out := []string{read()}
 	for _, l := range lines {
 		tp.PrintfLine("%s", l)
