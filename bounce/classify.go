@@ -31,12 +31,15 @@ func ClassifyReply(code int, enhanced string, text string) Verdict {
 		// The enhanced code is the more deliberate statement of the two.
 		class = int(enh[0] - '0')
 	}
-	return classify(class, enh, text)
+	return classify(class, enh, text, nil)
 }
 
 // classify builds a verdict from a status class (2, 4, 5 or 0 for unknown), a
 // normalised enhanced status (may be empty) and the diagnostic text.
-func classify(class int, enh, text string) Verdict {
+// rc, if not nil, remembers reasons already read from a text: the reason
+// patterns are the costly part of a parse, and a report with many
+// recipients gives them the same text again and again.
+func classify(class int, enh, text string, rc reasonCache) Verdict {
 	var v Verdict
 	v.Permanent = class == 5
 	if class == 2 {
@@ -49,7 +52,7 @@ func classify(class int, enh, text string) Verdict {
 	}
 	r, specific := reasonFromStatus(enh)
 	if !specific {
-		if tr := reasonFromText(text); tr != "" {
+		if tr := rc.reason(text); tr != "" {
 			r = tr
 			if (r == UserUnknown || r == HostUnknown) && enh != "" && strings.Contains("237", enh[2:3]) && enh[2:] != "2.1" {
 				// The server filed it under mailbox (X.2), mail system
@@ -62,7 +65,7 @@ func classify(class int, enh, text string) Verdict {
 		} else if r == "" {
 			r = Other
 		}
-	} else if r == UserUnknown && reasonFromText(text) == MailboxFull {
+	} else if r == UserUnknown && rc.reason(text) == MailboxFull {
 		// "Over quota" proves the mailbox exists, whatever the code says.
 		r = MailboxFull
 	}
@@ -260,6 +263,22 @@ func dataPhase(v Verdict, text string) Verdict {
 // (status came from the reply, not from the reason).
 func addressingStatus(status, text string) bool {
 	return len(status) > 3 && status[2] == '1' && status[3] == '.' && strings.Contains(text, status)
+}
+
+// reasonCache maps texts to the reasons they suggest, for one report.
+type reasonCache map[string]Reason
+
+// reason is reasonFromText, remembered when c is not nil.
+func (c reasonCache) reason(text string) Reason {
+	if c == nil {
+		return reasonFromText(text)
+	}
+	r, ok := c[text]
+	if !ok {
+		r = reasonFromText(text)
+		c[text] = r
+	}
+	return r
 }
 
 // reasonFromText returns the reason the text suggests, or "".

@@ -152,19 +152,22 @@ func TestCorpus(t *testing.T) {
 		min  float64
 	}{
 		// Thresholds sit just under what the parser achieves, so that a
-		// regression fails; the targets (every recipient, 95% status and
-		// hard/soft) are not all met yet, see the package report.
-		{"recipient found", found, 96},
-		{"status equal (RFC 3463 codes)", statusExact, 93},
-		{"status class (Sisimai x.0.9xx codes)", statusClass, 82},
-		{"permanent/temporary (status class)", perm, 95},
-		{"hard/soft (hardbounce)", hard, 85},
-		{"reason (mapped)", reason, 64},
+		// regression fails. The one recipient not found is an expectation
+		// that differs from the address in its message (a digit fewer);
+		// hard/soft is short of the 95% target mostly where Sisimai calls
+		// a plain "550 5.1.1 User unknown" filtered from knowledge of the
+		// sending host that the text does not carry.
+		{"recipient found", found, 99.5},
+		{"status equal (RFC 3463 codes)", statusExact, 95.5},
+		{"status class (Sisimai x.0.9xx codes)", statusClass, 88.5},
+		{"permanent/temporary (status class)", perm, 96.5},
+		{"hard/soft (hardbounce)", hard, 91.5},
+		{"reason (mapped)", reason, 72.5},
 		{"not-bounce recognised", plain, 100},
 	} {
 		t.Logf("%-36s %5d %5d %6.1f%%", row.name, row.s.ok, row.s.n, row.s.pct())
 		if row.s.pct() < row.min {
-			t.Errorf("%s: %.1f%% is below the %.0f%% threshold", row.name, row.s.pct(), row.min)
+			t.Errorf("%s: %.1f%% is below the %.1f%% threshold", row.name, row.s.pct(), row.min)
 		}
 	}
 }

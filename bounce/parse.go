@@ -26,6 +26,9 @@ const (
 	// maxRecipients bounds the recipients of one report: each costs a
 	// classification, and no real bounce lists more.
 	maxRecipients = 500
+	// maxScan bounds the text read by patterns in a free-text bounce: the
+	// report is at its top, and the patterns are not cheap.
+	maxScan = 256 << 10
 )
 
 // ErrNotMessage is returned (wrapped) when the input has no parseable header.
@@ -210,6 +213,9 @@ func (p *parts) report() *Report {
 			return rep
 		}
 		text := strings.Join(p.texts, "\n")
+		if len(text) > maxScan {
+			text = text[:maxScan]
+		}
 		if !p.looksLikeBounce() && !textLooksLikeBounce(text) {
 			return rep
 		}
@@ -234,8 +240,9 @@ func (p *parts) report() *Report {
 			} else {
 				to = quotedTo(text)
 			}
+			rc := reasonCache{}
 			for _, a := range to {
-				rep.Recipients = append(rep.Recipients, textRecipient(a, "", text))
+				rep.Recipients = append(rep.Recipients, textRecipient(a, "", text, rc))
 			}
 		}
 		if len(rep.Recipients) > 0 {
@@ -384,11 +391,26 @@ var rawStatusRe = regexp.MustCompile(`(?im)^content-type:\s*message/(?:global-)?
 // rawStatusPart returns the body of the first delivery-status part found by
 // text search, up to the next MIME boundary, or nil.
 func rawStatusPart(raw []byte) []byte {
-	loc := rawStatusRe.FindIndex(raw)
-	if loc == nil {
-		return nil
+	// The pattern is costly over megabytes: run it only at the lines where
+	// a plain search finds the media type.
+	lower := bytes.ToLower(raw)
+	var body []byte
+	for off, tries := 0, 0; body == nil; tries++ {
+		if tries == 8 {
+			return nil
+		}
+		i := bytes.Index(lower[off:], []byte("delivery-status"))
+		if i < 0 {
+			return nil
+		}
+		i += off
+		off = i + 1
+		ls := bytes.LastIndexByte(raw[:i], '\n') + 1
+		win := raw[ls:min(len(raw), ls+4<<10)]
+		if loc := rawStatusRe.FindIndex(win); loc != nil && loc[0] == 0 {
+			body = raw[ls+loc[1]:]
+		}
 	}
-	body := raw[loc[1]:]
 	if i := bytes.Index(body, []byte("\n--")); i >= 0 {
 		body = body[:i]
 	}
@@ -501,6 +523,7 @@ func readDSN(b []byte, rep *Report, text string) (unnamed []int) {
 	}
 	var list []*rcpt
 	var cur *rcpt
+	rc := reasonCache{}
 	closed := false // a blank line ended cur's group
 	// group returns the recipient that a per-recipient field belongs to:
 	// some MTAs put Action, Status or Diagnostic-Code before the recipient
@@ -572,7 +595,7 @@ func readDSN(b []byte, rep *Report, text string) (unnamed []int) {
 		// A local mailer (a pipe, procmail) that failed speaks of this
 		// system, whatever words it used, not of the address.
 		local := r.diagType == "x-unix" || r.diagType == "x-local"
-		rep.Recipients = append(rep.Recipients, finish(r.Recipient, text, local))
+		rep.Recipients = append(rep.Recipients, finish(r.Recipient, text, local, rc))
 	}
 	return unnamed
 }
@@ -583,7 +606,7 @@ func isMailbox(s string) bool {
 }
 
 // finish classifies a DSN recipient from its Status, Action and diagnostic.
-func finish(r Recipient, text string, local bool) Recipient {
+func finish(r Recipient, text string, local bool, rc reasonCache) Recipient {
 	enh := normStatus(r.Status)
 	if enh == "" {
 		enh = findStatus(r.Status)
@@ -613,11 +636,13 @@ func finish(r Recipient, text string, local bool) Recipient {
 			class = 2
 		}
 	}
-	why := diag
+	why := clip(diag)
 	if why == "" {
-		why = r.Status + " " + clip(text)
+		// The report's text stands in for every recipient without a
+		// diagnostic: the same string each time, so rc remembers it.
+		why = clip(text)
 	}
-	v := dataPhase(classify(class, enh, why), why)
+	v := dataPhase(classify(class, enh, why, rc), why)
 	if local && v.Reason != Delivered && v.Reason != MailboxFull {
 		v.Reason, v.Hard = SystemError, false
 	}

@@ -269,3 +269,63 @@ func BenchmarkParse(b *testing.B) {
 		}
 	}
 }
+
+// Report shapes met in the real corpus, reduced to what each rule needs.
+func TestParseShapes(t *testing.T) {
+	tests := []struct {
+		name, msg, rcpt string
+		hard            bool
+	}{
+		{"fields before the recipient", "From: MAILER-DAEMON@x.example\nContent-Type: multipart/report; report-type=delivery-status; boundary=b\n\n--b\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; x.example\n\nDiagnostic-Code: smtp; 550 5.1.1 Recipient address does not exist\nStatus: 5.1.1\nFinal-Recipient: rfc822; gone@example.org\nAction: failed\n\n--b--\n", "gone@example.org", true},
+		{"source-routed final recipient", "From: postmaster@x.example\nContent-Type: multipart/report; report-type=delivery-status; boundary=b\n\n--b\nContent-Type: message/delivery-status\n\nOriginal-recipient: rfc822;full@example.net\nFinal-recipient: rfc822;@smtp.example.net:full@server\nAction: failed\nStatus: 5.2.0\nDiagnostic-code: smtp;522 5.2.0 Over quota\n\n--b--\n", "full@example.net", false},
+		{"bare-domain final recipient named from the text", "From: MAILER-DAEMON@x.example\nContent-Type: multipart/report; report-type=delivery-status; boundary=b\n\n--b\n\n   ----- The following addresses had permanent fatal errors -----\n<nohost@example.org>\n    (reason: 550 Host unknown)\n\n--b\nContent-Type: message/delivery-status\n\nFinal-Recipient: RFC822; @mx.example.org\nAction: failed\nStatus: 5.1.2\n\n--b--\n", "nohost@example.org", true},
+		{"delivery-status pasted as text", "From: Mail Delivery Subsystem <MAILER-DAEMON@x.example>\nSubject: Returned mail\n\nSomething failed.\n\nReporting-MTA: dns; x.example\n\nFinal-Recipient: RFC822; pipe@example.edu\nAction: failed\nStatus: 5.5.0\n", "pipe@example.edu", false},
+		{"quoted original's To", "From: Mail Delivery Subsystem <MAILER-DAEMON@x.example>\nSubject: Returned mail: Cannot send message for 4 days\n\n   ----- Transcript of session follows -----\n421 example.com (smtp)... Deferred: Connection timed out\n\n   ----- Unsent message follows -----\nFrom: s@example.co.jp\nTo: late@example.com\nSubject: hi\n", "late@example.com", false},
+		{"postmaster as the failed recipient", "From: MAILER-DAEMON <>\nTo: s@x.example\nSubject: Mail delivery failed\n\nThere was an error delivering your mail to <postmaster@gone.example>.\n\nDNS lookup failure: host gone.example not found\n", "postmaster@gone.example", true},
+		{"address after Message-ID words", "From: list-admin@example.co.jp\nSubject: Loop Alert: Duplicated Message-ID\n\nDuplicated Message-ID in <member@example.co.jp>.\n\nOriginal mail as follows:\n\n   To: <other@example.org>\n", "member@example.co.jp", false},
+		{"multipart whose boundary was lost", "From: post_master@vtext.example\nSubject: Re:Test\nContent-Type: multipart/mixed; boundary=\"o\"\n\n--o\nContent-Type: multipart/alternative;\nboundary=\"i\"\n\n--i\nContent-Type: text/plain\n\nError: Invalid user address\n\nError message below:\n550 - Requested action not taken: no such user here\n\n  RCPT TO: nobody@vtext.example\n--i--\n--o--\n", "nobody@vtext.example", true},
+	}
+	for _, tt := range tests {
+		rep := parseString(t, tt.msg)
+		if len(rep.Recipients) == 0 || rep.Recipients[0].Recipient != tt.rcpt || rep.Recipients[0].Hard != tt.hard {
+			t.Errorf("%s: recipients = %+v, want %s hard=%v", tt.name, rep.Recipients, tt.rcpt, tt.hard)
+		}
+	}
+	// An auto-reply with a null Return-Path and an "Automatic reply" subject.
+	rep := parseString(t, "Return-path: <>\nFrom: K <k@example.org>\nTo: n@example.com\nSubject: Automatic reply: hi\n\nI am away.\n")
+	if !rep.IsAutoReply || rep.IsBounce || len(rep.Recipients) != 1 || rep.Recipients[0].Recipient != "k@example.org" {
+		t.Errorf("automatic reply: %+v", rep)
+	}
+}
+
+// hostile are inputs that once cost the parser super-linear time: a field
+// folded over many lines, many recipients sharing one long text, many false
+// starts of a delivery-status part.
+func hostile() map[string]string {
+	return map[string]string{
+		"folded field":    "Content-Type: multipart/report; boundary=a\n\n--a\nContent-Type: message/delivery-status\n\nFinal-Recipient: rfc822; x@y.z\nStatus: 5.1.1\nDiagnostic-Code: smtp; 550" + strings.Repeat("\n x", 200000) + "\n--a--\n",
+		"many recipients": "Content-Type: multipart/report; boundary=a\n\n--a\n\n" + strings.Repeat("blah ", 2000) + "\n--a\nContent-Type: message/delivery-status\n\n" + strings.Repeat("Final-Recipient: rfc822; x@y.z\nStatus: 5.0.0\n\n", 3000) + "\n--a--\n",
+		"false starts":    "From: MAILER-DAEMON@x.example\n\n" + strings.Repeat("content-type: message/delivery-status\nx: y\n", 50000),
+	}
+}
+
+func TestParseHostileBounded(t *testing.T) {
+	for name, msg := range hostile() {
+		rep := parseString(t, msg)
+		if len(rep.Recipients) > maxRecipients {
+			t.Errorf("%s: %d recipients, more than %d", name, len(rep.Recipients), maxRecipients)
+		}
+	}
+}
+
+func BenchmarkParseHostile(b *testing.B) {
+	for name, msg := range hostile() {
+		b.Run(strings.ReplaceAll(name, " ", "-"), func(b *testing.B) {
+			for b.Loop() {
+				if _, err := Parse(strings.NewReader(msg)); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

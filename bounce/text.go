@@ -90,6 +90,9 @@ func scanText(text string, exclude map[string]bool, from, xFailed string) []Reci
 			return
 		}
 		key := strings.ToLower(a)
+		if len(hits) >= maxRecipients && seen[key] == 0 {
+			return
+		}
 		if j, ok := seen[key]; ok {
 			// A later mention with more text is a better diagnostic.
 			if hits[j].rest == "" && strings.TrimSpace(rest) != "" {
@@ -152,13 +155,14 @@ func scanText(text string, exclude map[string]bool, from, xFailed string) []Reci
 		}
 	}
 	whole := strings.Join(lines, "\n")
+	rc := reasonCache{}
 	var out []Recipient
 	for _, h := range hits {
 		diag := strings.TrimSpace(strings.Trim(strings.TrimSpace(h.rest), ">:.)\"]"))
 		if h.line >= 0 {
 			diag = joinSpace(diag, following(lines, h.line, isRcptLine))
 		}
-		out = append(out, textRecipient(h.addr, diag, whole))
+		out = append(out, textRecipient(h.addr, diag, whole, rc))
 	}
 	return out
 }
@@ -197,7 +201,7 @@ func hasCode(s string) bool {
 
 // textRecipient classifies one recipient of a free-text bounce from the text
 // about it, falling back to the whole report for what that text lacks.
-func textRecipient(addr, diag, whole string) Recipient {
+func textRecipient(addr, diag, whole string, rc reasonCache) Recipient {
 	enh := findStatus(diag)
 	class := 0
 	if enh != "" {
@@ -219,11 +223,14 @@ func textRecipient(addr, diag, whole string) Recipient {
 			class = 5
 		}
 	}
+	diag = clip(diag)
 	why := diag
-	if reasonFromText(diag) == "" {
-		why = diag + "\n" + clip(whole)
+	if rc.reason(diag) == "" {
+		// The whole report speaks for a recipient whose own lines say
+		// nothing: the same text for each, so rc remembers its reason.
+		why = clip(whole)
 	}
-	v := dataPhase(classify(class, enh, why), diag+"\n"+clip(whole))
+	v := dataPhase(classify(class, enh, why, rc), diag+"\n"+clip(whole))
 	action := "failed"
 	if class == 4 {
 		action = "delayed"
