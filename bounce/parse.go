@@ -520,6 +520,9 @@ func readDSN(b []byte, rep *Report, text string) (unnamed []int) {
 		Recipient
 		orig, final string
 		diagType    string
+		// described is true once a per-recipient field came after the
+		// recipient's address: a further address starts a new recipient.
+		described bool
 	}
 	var list []*rcpt
 	var cur *rcpt
@@ -533,6 +536,7 @@ func readDSN(b []byte, rep *Report, text string) (unnamed []int) {
 			cur, closed = &rcpt{}, false
 			list = append(list, cur)
 		}
+		cur.described = cur.orig != "" || cur.final != ""
 		return cur
 	}
 	for _, f := range readFields(b) {
@@ -548,13 +552,13 @@ func readDSN(b []byte, rep *Report, text string) (unnamed []int) {
 		case "original-envelope-id":
 			rep.OriginalEnvelopeID = f.value
 		case "original-recipient":
-			if cur == nil || closed || cur.orig != "" || (cur.final != "" && cur.Action != "") {
+			if cur == nil || closed || cur.orig != "" || (cur.final != "" && cur.described) {
 				cur, closed = &rcpt{}, false
 				list = append(list, cur)
 			}
 			cur.orig = addrOf(stripType(f.value))
 		case "final-recipient":
-			if cur == nil || closed || cur.final != "" || (cur.orig != "" && cur.Action != "") {
+			if cur == nil || closed || cur.final != "" || (cur.orig != "" && cur.described) {
 				cur, closed = &rcpt{}, false
 				list = append(list, cur)
 			}

@@ -106,7 +106,9 @@ func scanText(text string, exclude map[string]bool, from, xFailed string) []Reci
 	for _, a := range allAddrs(xFailed) {
 		add(a, -1, "")
 	}
-	isRcptLine := make([]bool, len(lines))
+	// rcptLine holds, for each line that names a recipient, that
+	// recipient (lower case).
+	rcptLine := make([]string, len(lines))
 	for i, l := range lines {
 		if len(hits) >= maxRecipients {
 			break
@@ -122,7 +124,7 @@ func scanText(text string, exclude map[string]bool, from, xFailed string) []Reci
 				if skip(a) {
 					continue
 				}
-				isRcptLine[i] = true
+				rcptLine[i] = strings.ToLower(a)
 				add(a, i, l[m[3]:])
 				break
 			}
@@ -149,7 +151,7 @@ func scanText(text string, exclude map[string]bool, from, xFailed string) []Reci
 		for i, l := range lines {
 			if strings.Contains(strings.ToLower(l), strings.ToLower(hits[j].addr)) {
 				hits[j].line = i
-				isRcptLine[i] = true
+				rcptLine[i] = strings.ToLower(hits[j].addr)
 				break
 			}
 		}
@@ -160,7 +162,7 @@ func scanText(text string, exclude map[string]bool, from, xFailed string) []Reci
 	for _, h := range hits {
 		diag := strings.TrimSpace(strings.Trim(strings.TrimSpace(h.rest), ">:.)\"]"))
 		if h.line >= 0 {
-			diag = joinSpace(diag, following(lines, h.line, isRcptLine))
+			diag = joinSpace(diag, following(lines, h.line, rcptLine))
 		}
 		out = append(out, textRecipient(h.addr, diag, whole, rc))
 	}
@@ -169,12 +171,15 @@ func scanText(text string, exclude map[string]bool, from, xFailed string) []Reci
 
 // following collects the error text after a recipient line: the next lines
 // up to the next recipient line, at most two paragraphs.
-func following(lines []string, i int, isRcpt []bool) string {
+func following(lines []string, i int, rcptLine []string) string {
+	self := rcptLine[i]
 	var b []string
 	paras, n := 0, 0
 	inPara := false
 	for j := i + 1; j < len(lines) && n < 12; j++ {
-		if isRcpt[j] {
+		// The next recipient's line ends this one's text; a line naming
+		// this recipient again (its SMTP reply) is part of it.
+		if rcptLine[j] != "" && rcptLine[j] != self {
 			break
 		}
 		l := strings.TrimSpace(lines[j])
