@@ -28,6 +28,9 @@ func TestClassifyReply(t *testing.T) {
 		// 5.1.3 (bad syntax) is also used for block-list refusals.
 		{553, "5.1.3", "http://www.spamhaus.org/query/bl?ip=192.0.2.1", Verdict{true, false, Policy, "5.1.3"}},
 		{553, "5.1.3", "", Verdict{true, true, UserUnknown, "5.1.3"}},
+		// A server naming its own failure, or asking for authentication.
+		{554, "5.3.0", "<a@b.example>: Recipient address rejected: Internal system error", Verdict{true, false, SystemError, "5.3.0"}},
+		{550, "5.7.1", "RESOLVER.RST.AuthRequired; authentication required", Verdict{true, false, AuthFailure, "5.7.1"}},
 		// Said outright, a disabled account outranks "user unknown".
 		{550, "", "The user(s) account is disabled. 550 user unknown", Verdict{true, false, MailboxDisabled, "5.2.1"}},
 		{552, "5.2.2", "", Verdict{true, false, MailboxFull, "5.2.2"}},
@@ -118,5 +121,26 @@ func TestDataPhase(t *testing.T) {
 	got = dataPhase(v, "SMTP error from remote mail server after MAIL FROM:<s@neko.example.com>: 553 neko.example.com does not exist")
 	if got.Hard || got.Reason != Policy {
 		t.Errorf("does not exist at MAIL FROM: got %+v, want soft policy", got)
+	}
+}
+
+func TestTransient(t *testing.T) {
+	tests := []struct {
+		v      Verdict
+		action string
+		want   Reason
+	}{
+		// A domain not found for now is a DNS failure.
+		{ClassifyReply(451, "4.1.2", "Name service error: Host not found, try again"), "failed", NetworkError},
+		// A delay notice: the message may run out of time.
+		{ClassifyReply(421, "4.4.1", "connect to mx.example.org: Connection timed out"), "delayed", Expired},
+		{ClassifyReply(452, "4.2.2", "Mailbox full"), "delayed", MailboxFull},
+		// Permanent failures are left alone.
+		{ClassifyReply(550, "5.1.2", "Host not found"), "failed", HostUnknown},
+	}
+	for _, tt := range tests {
+		if got := transient(tt.v, tt.action); got.Reason != tt.want || got.Hard {
+			t.Errorf("transient(%+v, %q) = %+v, want reason %s, soft", tt.v, tt.action, got, tt.want)
+		}
 	}
 }

@@ -658,6 +658,7 @@ func finish(r Recipient, text string, local bool, rc reasonCache) Recipient {
 			r.Action = "delayed"
 		}
 	}
+	v = transient(v, r.Action)
 	r.Status, r.Permanent, r.Hard, r.Reason = v.Status, v.Permanent, v.Hard, v.Reason
 	return r
 }

@@ -240,6 +240,7 @@ func textRecipient(addr, diag, whole string, rc reasonCache) Recipient {
 	if class == 4 {
 		action = "delayed"
 	}
+	v = transient(v, action)
 	if len(diag) > 1000 {
 		diag = diag[:1000]
 	}
