@@ -139,8 +139,8 @@ func TestTransient(t *testing.T) {
 		{ClassifyReply(550, "5.1.2", "Host not found"), "failed", HostUnknown},
 	}
 	for _, tt := range tests {
-		if got := transient(tt.v, tt.action); got.Reason != tt.want || got.Hard {
-			t.Errorf("transient(%+v, %q) = %+v, want reason %s, soft", tt.v, tt.action, got, tt.want)
+		if got := transient(tt.v, tt.action); got.Reason != tt.want || got.Hard != tt.v.Hard || got.Status != tt.v.Status {
+			t.Errorf("transient(%+v, %q) = %+v, want reason %s and the rest unchanged", tt.v, tt.action, got, tt.want)
 		}
 	}
 }
