@@ -10,7 +10,12 @@
 // help), whether it is hard (the address itself is bad, so mail to it should
 // stop), a Reason and an RFC 3463 status code. The two are distinct on
 // purpose: a 5.7.1 policy rejection is permanent for that message but says
-// nothing against the address.
+// nothing against the address. Hard is kept narrow, as in Sisimai's corpus:
+// an unknown user or domain, a moved address, a domain that takes no mail.
+// A disabled or suspended mailbox is permanent but soft (the address exists),
+// and a "user unknown" that the server filed under a mailbox, system or
+// policy status (X.2.x other than X.2.1, X.3.x, X.7.x), or gave at MAIL FROM
+// or after DATA without an addressing status, is a refusal, not proof.
 package bounce
 
 // Reason is why a delivery failed, in a vocabulary close to Sisimai's so that

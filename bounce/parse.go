@@ -324,7 +324,7 @@ var bounceSignals = []string{
 	"could not be delivered", "not delivered", "delivery problem", "nondeliverable", "delivery has failed",
 	"warning: could not send", "delayed mail", "mail system error", "failed delivery", "rejected",
 	"error", "bounce", "mail could not", "delivery report", "notification", "message blocked",
-	"unzustellbar", "non-remis", "no entregado", "fehlgeschlagen", "undeliverable", "loop",
+	"unzustellbar", "non-remis", "no entregado", "fehlgeschlagen", "undeliverable", "loop alert", "mail loop", "loop detected",
 }
 
 // looksLikeBounce keeps ordinary mail out of the free-text scan: the message
