@@ -2,10 +2,8 @@ package relay
 
 import (
 	"bytes"
-	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -386,6 +384,3 @@ func TestAcceptedSurvivesRestart(t *testing.T) {
 		t.Fatal("not delivered after restart")
 	}
 }
-
-var _ = context.Background
-var _ = tls.VersionTLS12

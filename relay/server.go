@@ -12,7 +12,6 @@ package relay
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -87,7 +86,6 @@ type Observer interface {
 	Rejected(reason string)
 	AuthFailed()
 	Signed(d time.Duration)
-	Attempt(class, result string)
 	Outcome(class, state, reason string, latency time.Duration)
 }
 
@@ -293,5 +291,3 @@ func (z zlogAdapter) Println(v ...any)          { z.l.Warn().Str("component", "s
 func smtpErr(code int, enh [3]int, msg string) *smtp.SMTPError {
 	return &smtp.SMTPError{Code: code, EnhancedCode: smtp.EnhancedCode(enh), Message: msg}
 }
-
-var errClosing = errors.New("relay: closing")

@@ -5,7 +5,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -256,5 +255,3 @@ func cmdPasswd(args []string, stdout, stderr io.Writer) int {
 	}
 	return 0
 }
-
-var _ = errors.New
