@@ -350,16 +350,8 @@ func (q *Queue) Reopen(id string, out Outcome) (requeued bool, err error) {
 			return ErrInFlight // still live: the caller uses Complete
 		}
 		now := q.now()
-		for _, ev := range out.Events {
-			fillEvent(ev, it)
-			if err := tx.Audit(ev); err != nil {
-				return err
-			}
-		}
-		if out.Extra != nil {
-			if err := out.Extra(tx, it); err != nil {
-				return err
-			}
+		if err := record(tx, it, out); err != nil {
+			return err
 		}
 		if out.Redirect != "" && now.Before(it.Cutoff) {
 			body, err := getValue(tx.Txn, key(pBody, it.MsgID))
@@ -402,6 +394,20 @@ func (q *Queue) Reopen(id string, out Outcome) (requeued bool, err error) {
 		return tx.Set(key(pItem, it.ID), b)
 	})
 	return requeued, err
+}
+
+// record writes an outcome's audit events and extra changes for it.
+func record(tx *Tx, it *Item, out Outcome) error {
+	for _, ev := range out.Events {
+		fillEvent(ev, it)
+		if err := tx.Audit(ev); err != nil {
+			return err
+		}
+	}
+	if out.Extra != nil {
+		return out.Extra(tx, it)
+	}
+	return nil
 }
 
 func fillEvent(ev *audit.Event, it *Item) {
@@ -514,16 +520,8 @@ func (q *Queue) Complete(id string, out Outcome) error {
 		if out.Attempt != nil {
 			it.record(*out.Attempt)
 		}
-		for _, ev := range out.Events {
-			fillEvent(ev, it)
-			if err := tx.Audit(ev); err != nil {
-				return err
-			}
-		}
-		if out.Extra != nil {
-			if err := out.Extra(tx, it); err != nil {
-				return err
-			}
+		if err := record(tx, it, out); err != nil {
+			return err
 		}
 		if out.State != "" {
 			return q.finish(tx, it, out.State, out.Reason, now)
