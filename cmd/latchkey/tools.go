@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -105,26 +106,48 @@ type multiFlag []string
 func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
 func (m *multiFlag) Set(s string) error { *m = append(*m, s); return nil }
 
+// dnsFlags are the flags `dns records` and `dns check` share.
+type dnsFlags struct {
+	path, domain *string
+	ips          multiFlag
+}
+
+func addDNSFlags(fs *flag.FlagSet) *dnsFlags {
+	f := &dnsFlags{
+		path:   fs.String("config", "", "configuration file"),
+		domain: fs.String("domain", "", "only this transactional domain"),
+	}
+	fs.Var(&f.ips, "ip", "outbound IP address of latchkey (repeat for several)")
+	return f
+}
+
+// input loads the configuration and builds the checker's input; ok is false
+// after it has said what is wrong on stderr.
+func (f *dnsFlags) input(cmd string, stderr io.Writer) (in dnscheck.Input, rc int, ok bool) {
+	cfg, ok := loadConfig(*f.path, stderr)
+	if !ok {
+		return in, 2, false
+	}
+	in, err := dnsInput(cfg, f.ips, *f.domain)
+	if err != nil {
+		fmt.Fprintf(stderr, "latchkey %s: %v\n", cmd, err)
+		return in, 1, false
+	}
+	return in, 0, true
+}
+
 func cmdDNSRecords(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("dns records", stderr)
-	path := fs.String("config", "", "configuration file")
-	domain := fs.String("domain", "", "only this transactional domain")
+	df := addDNSFlags(fs)
 	rua := fs.String("rua", "", "DMARC aggregate report address, e.g. dmarc@example.com (default: none)")
-	var ips multiFlag
-	fs.Var(&ips, "ip", "outbound IP address of latchkey (repeat for several)")
 	if fs.Parse(args) != nil {
 		return 2
 	}
-	cfg, ok := loadConfig(*path, stderr)
+	in, rc, ok := df.input("dns records", stderr)
 	if !ok {
-		return 2
+		return rc
 	}
-	in, err := dnsInput(cfg, ips, *domain)
-	if err != nil {
-		fmt.Fprintln(stderr, "latchkey dns records:", err)
-		return 1
-	}
-	if len(ips) == 0 {
+	if len(df.ips) == 0 {
 		// Without them the SPF records would be "v=spf1 -all": published,
 		// that refuses every message latchkey sends.
 		fmt.Fprintln(stderr, "latchkey dns records: give latchkey's outbound addresses with -ip (repeat for several)")
@@ -138,26 +161,19 @@ func cmdDNSRecords(args []string, stdout, stderr io.Writer) int {
 
 func cmdDNSCheck(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("dns check", stderr)
-	path := fs.String("config", "", "configuration file")
-	domain := fs.String("domain", "", "only this transactional domain")
+	df := addDNSFlags(fs)
 	asJSON := fs.Bool("json", false, "JSON output")
-	var ips multiFlag
-	fs.Var(&ips, "ip", "outbound IP address of latchkey (repeat for several)")
 	if fs.Parse(args) != nil {
 		return 2
 	}
-	cfg, ok := loadConfig(*path, stderr)
+	in, _, ok := df.input("dns check", stderr)
 	if !ok {
-		return 2
-	}
-	in, err := dnsInput(cfg, ips, *domain)
-	if err != nil {
-		fmt.Fprintln(stderr, "latchkey dns check:", err)
-		return 2
+		return 2 // could not check counts as a failure
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	rep := dnscheck.Check(ctx, in)
+	var err error
 	if *asJSON {
 		err = rep.WriteJSON(stdout)
 	} else {
