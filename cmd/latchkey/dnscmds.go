@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-
 	"github.com/latchkey/latchkey/bounce"
 	"github.com/latchkey/latchkey/conf"
 	"github.com/latchkey/latchkey/dkim"
@@ -175,4 +174,3 @@ func cmdDNSCheck(args []string, stdout, stderr io.Writer) int {
 	}
 	return rep.ExitCode()
 }
-
