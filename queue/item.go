@@ -176,6 +176,23 @@ func NewMsgID(now time.Time) string {
 	return string(out[:])
 }
 
+// AcceptedAt returns the acceptance time encoded in a message or item id,
+// or the zero time for a malformed one.
+func AcceptedAt(id string) time.Time {
+	if len(id) < 10 {
+		return time.Time{}
+	}
+	var ms uint64
+	for _, c := range id[:10] { // 10 characters = 50 bits ⊇ the 48-bit time
+		i := strings.IndexRune(idAlphabet, c)
+		if i < 0 {
+			return time.Time{}
+		}
+		ms = ms<<5 | uint64(i)
+	}
+	return time.UnixMilli(int64(ms >> 2))
+}
+
 // ItemID is the id of the n-th recipient of message msgID.
 func ItemID(msgID string, n int) string {
 	return msgID + string(idAlphabet[(n>>5)&31]) + string(idAlphabet[n&31])

@@ -148,21 +148,33 @@ func (ls *lanes) next(ctx context.Context, class string, now func() time.Time) (
 	}
 }
 
-// depth returns the number of live items per class and how many are leased,
-// and the oldest due time per class (zero when empty).
-func (ls *lanes) depth() map[string][2]int {
+// depth returns, per class, the live items, how many are leased, and the
+// acceptance time of the oldest (read from its id, which starts with it).
+func (ls *lanes) depth() map[string]LaneDepth {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
-	out := map[string][2]int{}
+	out := map[string]LaneDepth{}
 	for _, s := range ls.where {
-		c := out[s.lane.name]
-		c[0]++
+		d := out[s.lane.name]
+		d.Class = s.lane.name
+		d.Live++
 		if s.inflight {
-			c[1]++
+			d.InFlight++
 		}
-		out[s.lane.name] = c
+		if t := AcceptedAt(s.id); !t.IsZero() && (d.Oldest.IsZero() || t.Before(d.Oldest)) {
+			d.Oldest = t
+		}
+		out[s.lane.name] = d
 	}
 	return out
+}
+
+// LaneDepth is one class lane's load.
+type LaneDepth struct {
+	Class    string    `json:"class"`
+	Live     int       `json:"live"`      // queued or being delivered
+	InFlight int       `json:"in_flight"` // being delivered now
+	Oldest   time.Time `json:"oldest"`    // acceptance of the oldest live item
 }
 
 type slotHeap []*slot

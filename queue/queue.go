@@ -660,8 +660,9 @@ func (q *Queue) Drop(id, by string) error {
 	})
 }
 
-// Depth returns live items per class: [total, in flight].
-func (q *Queue) Depth() map[string][2]int { return q.lanes.depth() }
+// Depth returns each class lane's live items, in-flight count and oldest
+// acceptance time.
+func (q *Queue) Depth() map[string]LaneDepth { return q.lanes.depth() }
 
 // rateTake counts one message against rc's window and reports whether it
 // fits. The window is fixed (starts at the first message) and expires by TTL.

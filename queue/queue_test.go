@@ -42,11 +42,33 @@ func TestRestartRebuildsLanes(t *testing.T) {
 	st.Close()
 	st, q = openTest(t, dir)
 	defer st.Close()
-	if d := q.Depth()["reset"]; d[0] != 1 {
-		t.Fatalf("depth after reopen = %v, want 1 live item", d)
+	d := q.Depth()["reset"]
+	if d.Live != 1 || d.InFlight != 0 {
+		t.Fatalf("depth after reopen = %+v, want 1 live item", d)
+	}
+	// The oldest item's age comes from its id: the acceptance millisecond.
+	if want := AcceptedAt(m.MsgID); !d.Oldest.Equal(want) || want.IsZero() {
+		t.Errorf("oldest = %v, want %v", d.Oldest, want)
 	}
 	if b, _ := q.Body(m.MsgID); len(b) != 4096 {
 		t.Errorf("body after reopen: %d bytes", len(b))
+	}
+}
+
+// Ids carry their acceptance time to the millisecond.
+func TestAcceptedAtRoundTrip(t *testing.T) {
+	for _, ms := range []int64{0, 1, 1_700_000_000_123, 1<<48 - 1} {
+		at := time.UnixMilli(ms)
+		id := NewMsgID(at)
+		if got := AcceptedAt(id); !got.Equal(at) {
+			t.Errorf("AcceptedAt(NewMsgID(%d)) = %d", ms, got.UnixMilli())
+		}
+		if got := AcceptedAt(ItemID(id, 3)); !got.Equal(at) {
+			t.Errorf("item id: %d, want %d", got.UnixMilli(), ms)
+		}
+	}
+	if !AcceptedAt("not!an!id!!!!!!!").IsZero() || !AcceptedAt("abc").IsZero() {
+		t.Error("malformed ids must give the zero time")
 	}
 }
 
