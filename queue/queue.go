@@ -36,7 +36,10 @@ type Outcome struct {
 	// Redirect sends the item to another recipient (a backup address): it
 	// stays queued, due at Retry, and OrigRcpt keeps the first address.
 	Redirect string
-	Events   []*audit.Event
+	// Label is a short reason from a small set (user_unknown, deadline…)
+	// for metrics; Reason is the full text for people.
+	Label  string
+	Events []*audit.Event
 	// Extra runs in the same transaction (suppression, Salesforce outbox).
 	Extra func(tx *Tx, it *Item) error
 }
@@ -47,6 +50,11 @@ type Queue struct {
 	lanes *lanes
 	log   zerolog.Logger
 	now   func() time.Time
+
+	// OnFinal, when set before Start, is called after the commit that puts
+	// an item in a final state, with the time from acceptance to that
+	// state (the metrics' outcome counters and latency histogram).
+	OnFinal func(class, state, label string, sinceAccepted time.Duration)
 
 	wg     sync.WaitGroup
 	cancel context.CancelFunc
@@ -266,7 +274,7 @@ func (q *Queue) supersede(tx *Tx, newer *Item, now time.Time) ([]string, error) 
 			continue
 		}
 		old.SupersededBy = newer.ID
-		if err := q.finish(tx, old, StateSuperseded, "superseded by "+newer.ID, now); err != nil {
+		if err := q.finish(tx, old, StateSuperseded, "superseded by "+newer.ID, "superseded", now); err != nil {
 			return nil, err
 		}
 		if err := tx.Audit(&audit.Event{Time: now, Type: audit.Superseded, QueueID: old.ID, MessageID: old.MessageID,
@@ -292,13 +300,18 @@ func (q *Queue) writeLive(tx *Tx, it *Item) error {
 
 // finish moves it to a final state: off the live index, its body released
 // when it was the message's last live item.
-func (q *Queue) finish(tx *Tx, it *Item, state, reason string, now time.Time) error {
+func (q *Queue) finish(tx *Tx, it *Item, state, reason, label string, now time.Time) error {
 	it.State, it.Finished = state, now
 	if reason != "" {
 		it.Reason = reason
 	}
-	id := it.ID
-	tx.After(func() { q.lanes.forget(id) })
+	id, class, lat := it.ID, it.Class, now.Sub(it.Accepted)
+	tx.After(func() {
+		q.lanes.forget(id)
+		if q.OnFinal != nil {
+			q.OnFinal(class, state, label, lat)
+		}
+	})
 	b, err := encodeItem(it)
 	if err != nil {
 		return err
@@ -524,7 +537,7 @@ func (q *Queue) Complete(id string, out Outcome) error {
 			return err
 		}
 		if out.State != "" {
-			return q.finish(tx, it, out.State, out.Reason, now)
+			return q.finish(tx, it, out.State, out.Reason, out.Label, now)
 		}
 		if out.Redirect != "" {
 			if it.OrigRcpt == "" {
@@ -652,7 +665,7 @@ func (q *Queue) Drop(id, by string) error {
 		}
 		tx.OnAbort(func() { q.lanes.unclaim(id) })
 		now := q.now()
-		if err := q.finish(tx, it, StateDropped, "dropped by "+by, now); err != nil {
+		if err := q.finish(tx, it, StateDropped, "dropped by "+by, "dropped", now); err != nil {
 			return err
 		}
 		return tx.Audit(&audit.Event{Time: now, Type: audit.Dropped, QueueID: it.ID, MessageID: it.MessageID,

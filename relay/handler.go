@@ -57,17 +57,21 @@ func (s *Server) Deliver(ctx context.Context, it *queue.Item, body []byte) queue
 		out.State = queue.StateDelivered
 		out.Events = append(out.Events, &audit.Event{Time: now, Type: audit.Delivered, Recipient: it.Rcpt, Fields: map[string]string{
 			"mx": r.Host, "reply": att.Text, "latency_ms": strconv.FormatInt(lat.Milliseconds(), 10)}})
-		s.observe(it.Class, "delivered", "", lat)
+		s.attempted(it.Class, "delivered")
 		log.Info().Str("mx", r.Host).Dur("latency", lat).Msg("delivered")
 		return out
 	case r.Permanent:
-		s.observe(it.Class, "attempt_permanent", "", 0)
+		s.attempted(it.Class, "permanent")
 		v := bounce.ClassifyReply(r.Code, r.Enhanced, r.Text)
 		v.Permanent = true // the MX said 5xx, or DNS said the domain takes no mail
 		log.Warn().Str("mx", r.Host).Int("code", r.Code).Str("reason", string(v.Reason)).Msg("permanent failure")
 		return s.bounced(it, body, v, r.Host, att.Text, out, now)
 	default:
-		s.observe(it.Class, "attempt_temporary", "", 0)
+		if r.Code == 0 {
+			s.attempted(it.Class, "error") // no reply: DNS or connection
+		} else {
+			s.attempted(it.Class, "temporary")
+		}
 		cl := s.class(it.Class)
 		next, ok := cl.NextRetry(it.Attempts+1, it.Accepted, now, it.Deadline, rand.Int64N)
 		if !ok || !next.Before(it.Cutoff) {
@@ -112,10 +116,9 @@ func (s *Server) Expire(it *queue.Item, now time.Time) queue.Outcome {
 }
 
 func (s *Server) expired(it *queue.Item, out queue.Outcome, now time.Time, reason string) queue.Outcome {
-	out.State, out.Reason = queue.StateExpired, reason
+	out.State, out.Reason, out.Label = queue.StateExpired, reason, "deadline"
 	out.Events = append(out.Events, &audit.Event{Time: now, Type: audit.Expired, Recipient: it.Rcpt, Fields: map[string]string{
 		"reason": reason, "deadline": it.Deadline.UTC().Format(time.RFC3339)}})
-	s.observe(it.Class, queue.StateExpired, "deadline", 0)
 	s.log.Warn().Str("queue_id", it.ID).Str("class", it.Class).Str("reason", reason).Msg("expired undelivered")
 	if s.class(it.Class).Escalate.Expired {
 		s.addEscalation(&out, Escalation{Trigger: "expired", Item: it, Reason: reason}, now)
@@ -152,8 +155,7 @@ func (s *Server) bounced(it *queue.Item, body []byte, v bounce.Verdict, remote, 
 			}
 		}
 	}
-	out.State, out.Reason = queue.StateBounced, fmt.Sprintf("%s %s: %s", v.Status, v.Reason, text)
-	s.observe(it.Class, queue.StateBounced, string(v.Reason), 0)
+	out.State, out.Reason, out.Label = queue.StateBounced, fmt.Sprintf("%s %s: %s", v.Status, v.Reason, text), string(v.Reason)
 	if v.Hard && cl.Escalate.HardBounce {
 		s.addEscalation(&out, Escalation{Trigger: "hard_bounce", Item: it, Reason: string(v.Reason), Status: v.Status, Remote: remote, Text: text}, now)
 	}
@@ -212,7 +214,10 @@ func (s *Server) recordEscalation(tx *queue.Tx, e Escalation, now time.Time) err
 			return err
 		}
 	}
-	s.observe(e.Item.Class, "escalated", e.Trigger, 0)
+	if s.Observe != nil {
+		class, trigger := e.Item.Class, e.Trigger
+		tx.After(func() { s.Observe.Outcome(class, "escalated", trigger, 0) })
+	}
 	rcpt := e.Item.Rcpt
 	if e.Item.OrigRcpt != "" {
 		rcpt = e.Item.OrigRcpt
@@ -221,8 +226,8 @@ func (s *Server) recordEscalation(tx *queue.Tx, e Escalation, now time.Time) err
 		Class: e.Item.Class, Recipient: rcpt, Fields: map[string]string{"trigger": e.Trigger, "reason": e.Reason, "via": via}})
 }
 
-func (s *Server) observe(class, state, reason string, lat time.Duration) {
+func (s *Server) attempted(class, result string) {
 	if s.Observe != nil {
-		s.Observe.Outcome(class, state, reason, lat)
+		s.Observe.Attempt(class, result)
 	}
 }

@@ -80,12 +80,17 @@ type Escalation struct {
 	Text    string
 }
 
-// Observer receives events for metrics.
+// Observer receives events for metrics (package metrics implements it).
 type Observer interface {
 	Session()
 	Rejected(reason string)
 	AuthFailed()
 	Signed(d time.Duration)
+	// Attempt is one delivery attempt: delivered, temporary, permanent or
+	// error (no reply).
+	Attempt(class, result string)
+	// Outcome is a final state (delivered, bounced, expired, superseded,
+	// dropped) with the time since acceptance, or "escalated", after commit.
 	Outcome(class, state, reason string, latency time.Duration)
 }
 
@@ -177,6 +182,9 @@ func (s *Server) Start(ctx context.Context) error {
 		s.inbounds = append(s.inbounds, srv)
 		s.InboundAddrs = append(s.InboundAddrs, l.Addr())
 		go srv.Serve(l)
+	}
+	if s.Observe != nil {
+		s.Queue.OnFinal = s.Observe.Outcome
 	}
 	s.Queue.Start(ctx, s, workers)
 	if s.Outbox != nil {

@@ -374,7 +374,7 @@ func (s *Server) accept(ss *submission, data []byte) error {
 			m.Rate = append(m.Rate, queue.RateCheck{Key: class.Name + ":" + strings.ToLower(rcpt), Limit: class.RateLimit, Window: class.RateWindow})
 		}
 	}
-	if len(escalations) > 0 && s.Escalate != nil {
+	if len(escalations) > 0 {
 		m.Extra = func(tx *queue.Tx) error {
 			for _, e := range escalations {
 				if err := s.recordEscalation(tx, e, now); err != nil {
@@ -399,11 +399,24 @@ func (s *Server) accept(ss *submission, data []byte) error {
 		log.Error().Err(err).Msg("enqueue failed")
 		return errTempFailure
 	case res.Duplicate:
+		s.outcome(class.Name, "deduplicated", "")
 		log.Info().Str("original", res.MsgID).Msg("duplicate submission")
 		return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "OK: already queued as " + res.MsgID}
 	}
+	for _, ev := range m.Events {
+		if ev.Type == audit.Suppressed {
+			s.outcome(class.Name, "suppressed", ev.Fields["list"])
+		}
+	}
 	log.Info().Int("rcpts", len(m.Items)).Time("deadline", deadline).Strs("superseded", res.Superseded).Msg("queued")
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "OK: queued as " + msgID}
+}
+
+// outcome counts a decision taken at acceptance (not a queue item's end).
+func (s *Server) outcome(class, what, reason string) {
+	if s.Observe != nil {
+		s.Observe.Outcome(class, what, reason, 0)
+	}
 }
 
 func orgMatch(ids []string, org string) bool {
