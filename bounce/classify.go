@@ -31,15 +31,17 @@ func ClassifyReply(code int, enhanced string, text string) Verdict {
 		// The enhanced code is the more deliberate statement of the two.
 		class = int(enh[0] - '0')
 	}
-	return classify(class, enh, text, nil)
+	return classify(class, enh, text, true, nil)
 }
 
 // classify builds a verdict from a status class (2, 4, 5 or 0 for unknown), a
 // normalised enhanced status (may be empty) and the diagnostic text.
+// own is true when the status is the answering server's own (it gave it in
+// its reply) rather than one a reporting MTA put on the reply afterwards.
 // rc, if not nil, remembers reasons already read from a text: the reason
 // patterns are the costly part of a parse, and a report with many
 // recipients gives them the same text again and again.
-func classify(class int, enh, text string, rc reasonCache) Verdict {
+func classify(class int, enh, text string, own bool, rc reasonCache) Verdict {
 	var v Verdict
 	v.Permanent = class == 5
 	if class == 2 {
@@ -54,13 +56,22 @@ func classify(class int, enh, text string, rc reasonCache) Verdict {
 	if !specific {
 		if tr := rc.reason(text); tr != "" {
 			r = tr
-			if (r == UserUnknown || r == HostUnknown) && enh != "" && strings.Contains("237", enh[2:3]) && enh[2:] != "2.1" {
+			if (r == UserUnknown || r == HostUnknown) && own && enh != "" && strings.Contains("237", enh[2:3]) && enh[2:] != "2.1" {
 				// The server filed it under mailbox (X.2), mail system
 				// (X.3) or policy (X.7), not addressing: whatever its
 				// words, it refused the message, and the address is not
 				// proven bad. X.2.1 is the exception: many servers send
-				// it for an unknown user.
+				// it for an unknown user. A status that a reporting MTA
+				// put on a plain "553 Invalid recipient" is only its
+				// guess at a mapping, and does not outweigh the words.
 				r = Policy
+			}
+			if class == 5 && enh != "" && enh[2:] == "4.4" && (r == NetworkError || r == SystemError) {
+				// A permanent X.4.4 (unable to route) is the MTA's
+				// conclusion that the domain has no usable MX or
+				// address (Postfix, qmail), whatever DNS trouble it
+				// describes on the way: the domain takes no mail.
+				r = HostUnknown
 			}
 		} else if r == "" {
 			r = Other
@@ -113,6 +124,26 @@ func findStatus(text string) string {
 		return ""
 	}
 	return m[1] + "." + m[2] + "." + m[3]
+}
+
+// specificStatus returns the status in text that says most: the first one
+// with a detail other than 0, else the first that is not X.0.0, else "".
+// Relays wrap the answering server's reply in their own generic code
+// ("5.1.0 - Unknown address error 550-'5.7.1 ... Access denied'"): in RFC
+// 3463 a detail of 0 means "other or undefined" within its subject, so a
+// later status with a real detail is the better witness.
+func specificStatus(text string) string {
+	first := ""
+	for _, m := range enhancedRe.FindAllStringSubmatch(text, 8) {
+		st := m[1] + "." + m[2] + "." + m[3]
+		if m[3] != "0" {
+			return st
+		}
+		if first == "" && m[2] != "0" {
+			first = st
+		}
+	}
+	return first
 }
 
 // findReplyCode returns the first SMTP reply code in text, or 0.
@@ -225,7 +256,7 @@ var textRules = []struct {
 	{AuthFailure, regexp.MustCompile(`\bspf\b|sender policy framework|\bdkim\b|domainkeys|\bdmarc\b|authentication (?:check )?fail|not authenticated|unauthenticated (?:email|mail)|sender address verification|failed (?:the )?(?:spf|dkim|dmarc)|authentication (?:is )?required|authrequired|unauthenticated senders?|(?:fails?|failed) to pass authentication|authentication checks`)},
 	{NotAccept, regexp.MustCompile(`null mx|does not accept (?:e-?)?mail|no smtp service|accepts no mail`)},
 	{UserUnknown, regexp.MustCompile(`(?:recipient|[0-9.#]+ ) ?address rejected(?:\.|\s*$)|@[a-z0-9.-]+>? (?:does not|doesn't) exist|user unknown|unknown user|no such (?:user|recipient|mailbox|account|person|address)|unknown (?:recipient|mailbox|local[- ]part|address|account)|recipient (?:unknown|not found|does not exist|address rejected: (?:user|undeliverable|unknown|access denied))|(?:user|mailbox|account|address|recipient|addressee) (?:\S+ )?(?:does ?n[o']t exist|not exist|not found|is unknown|unavailable|is not valid|invalid)|(?:mailbox|user) not (?:found|exist|known|listed)|not listed in|invalid (?:recipient|mailbox|user|address|e-?mail address)|(?:is not|isn't) a valid (?:user|mailbox|recipient|address)|doesn't have an? .{0,40}account|no mailbox|undeliverable address|unknown or illegal alias|not a known user|address (?:does not|doesn't) exist|no account by that name|this account does not exist|no valid recipients|not our customer|user (?:is )?not (?:here|local)|bad destination mailbox|unable to deliver to|mailbox unavailable|dosn't exist|unknown e-?mail address`)},
-	{HostUnknown, regexp.MustCompile(`\b[a-z0-9-]+(?:\.[a-z0-9-]+)+ (?:does not|doesn't) exist|couldn't find a mail exchanger|domain is not reachable|host unknown|unknown host|host not found|domain not found|no such domain|domain (?:\S+ )?(?:does not|doesn't) exist|unknown domain|domain (?:is )?(?:not|no longer) (?:registered|exist)|unrouteable address|unroutable address|name or service not known|nxdomain|no mx (?:record|host)|dns lookup failure|domain name not found|host or domain name not found|mx lookup fail|non-existent domain`)},
+	{HostUnknown, regexp.MustCompile(`\b[a-z0-9-]+(?:\.[a-z0-9-]+)+ (?:does not|doesn't) exist|couldn't find a mail exchanger|domain is not reachable|host unknown|unknown host|host not found|domain not found|no such domain|domain (?:\S+ )?(?:does not|doesn't) exist|unknown domain|domain (?:is )?(?:not|no longer) (?:registered|exist)|unrouteable address|unroutable address|name or service not known|nxdomain|no mx (?:record|host)|(?:dns|host ?name|mx) lookup fail|domain name not found|host or domain name not found|mx lookup fail|non-existent domain`)},
 	{MailboxDisabled, regexp.MustCompile(`disabled|suspended|inactive|deactivated|account (?:is )?locked|is not active|account (?:has been )?(?:closed|terminated|blocked)|mailbox (?:is )?(?:locked|closed|frozen)|account expired|temporarily unavailable.*account`)},
 	{SpamDetected, regexp.MustCompile(`virus|malware|infected|\bspam\b|spam (?:detected|message|content)|junk mail|unsolicited|blacklisted url|content (?:was )?(?:rejected|filter)|classified as (?:spam|bulk)|bulk mail|suspicious (?:content|url|link)|looked like spam|spamming`)},
 	{Expired, regexp.MustCompile(`retry timeout|expired|giving up|gave up|could not deliver for the last|too long (?:in|on) (?:the )?queue|delivery time|has been delayed|will be retried|not (?:yet )?been delivered|message (?:was )?delayed|delivery (?:attempts|failed \d+ attempts)|failed \d+ attempts|time ?out (?:exceeded|waiting)|undeliverable for|queue time|maximum (?:time|retries)`)},
@@ -239,10 +270,11 @@ var textRules = []struct {
 
 // dataPhaseRe spots a rejection given at the end of DATA, after the
 // recipient was accepted at RCPT TO; mailFromRe one given at MAIL FROM,
-// which is about the sender.
+// which is about the sender; rcptPhaseRe one given at RCPT TO.
 var (
 	dataPhaseRe = regexp.MustCompile(`(?i)after end of data|end of data command|>>> data|after data|in reply to end of data|after the data|data command`)
 	mailFromRe  = regexp.MustCompile(`(?i)after mail from|in reply to mail from|>>> mail from`)
+	rcptPhaseRe = regexp.MustCompile(`(?i)rcpt to`)
 )
 
 // dataPhase corrects a verdict for the SMTP phase the rejection came in.
@@ -251,12 +283,25 @@ var (
 // do this), unless the server gave an addressing status (X.1.x) for it;
 // and a "does not exist" at MAIL FROM is about the sender. Either way the
 // address is not condemned.
-func dataPhase(v Verdict, text string) Verdict {
+//
+// text is what the report says about this recipient; wider, if not empty,
+// the whole report. The phase is read from text; only where text names no
+// phase at all is it read from wider, and then only if wider names a
+// single one: a transcript of several sessions (sendmail's) may show DATA
+// for one recipient and RCPT TO for another.
+func dataPhase(v Verdict, text, wider string) Verdict {
 	if v.Reason != UserUnknown && v.Reason != HostUnknown {
 		return v
 	}
-	if mailFromRe.MatchString(text) && !strings.Contains(strings.ToLower(text), "rcpt to") ||
-		v.Reason == UserUnknown && dataPhaseRe.MatchString(text) && !addressingStatus(v.Status, text) {
+	mail, data, rcpt := mailFromRe.MatchString(text), dataPhaseRe.MatchString(text), rcptPhaseRe.MatchString(text)
+	if !mail && !data && !rcpt && wider != "" {
+		mail, data, rcpt = mailFromRe.MatchString(wider), dataPhaseRe.MatchString(wider), rcptPhaseRe.MatchString(wider)
+		if mail && data || mail && rcpt || data && rcpt {
+			return v
+		}
+		text += "\n" + wider
+	}
+	if mail && !rcpt || v.Reason == UserUnknown && data && !addressingStatus(v.Status, text) {
 		v.Reason, v.Hard = Policy, false
 	}
 	return v

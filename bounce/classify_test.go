@@ -103,22 +103,22 @@ func TestSisimaiReason(t *testing.T) {
 
 func TestDataPhase(t *testing.T) {
 	v := ClassifyReply(550, "", "User unknown")
-	got := dataPhase(v, "SMTP error from remote mail server after end of data: 550 User unknown")
+	got := dataPhase(v, "SMTP error from remote mail server after end of data: 550 User unknown", "")
 	if got.Hard || got.Reason != Policy || !got.Permanent {
 		t.Errorf("user unknown at end of DATA: got %+v, want permanent, soft, policy", got)
 	}
-	if got := dataPhase(v, "after RCPT TO: 550 User unknown"); got != v {
+	if got := dataPhase(v, "after RCPT TO: 550 User unknown", ""); got != v {
 		t.Errorf("user unknown at RCPT: got %+v, want %+v", got, v)
 	}
 	// An addressing status given by the server itself stands after DATA
 	// (sendmail reports pipelined RCPT replies after ">>> DATA").
 	v = ClassifyReply(550, "5.1.1", "User unknown")
-	if got := dataPhase(v, ">>> DATA\n<<< 550 5.1.1 <a@b.example>... User unknown"); got != v {
+	if got := dataPhase(v, ">>> DATA\n<<< 550 5.1.1 <a@b.example>... User unknown", ""); got != v {
 		t.Errorf("5.1.1 after DATA: got %+v, want %+v", got, v)
 	}
 	// At MAIL FROM, "does not exist" is about the sender.
 	v = ClassifyReply(553, "", "neko.example.com does not exist")
-	got = dataPhase(v, "SMTP error from remote mail server after MAIL FROM:<s@neko.example.com>: 553 neko.example.com does not exist")
+	got = dataPhase(v, "SMTP error from remote mail server after MAIL FROM:<s@neko.example.com>: 553 neko.example.com does not exist", "")
 	if got.Hard || got.Reason != Policy {
 		t.Errorf("does not exist at MAIL FROM: got %+v, want soft policy", got)
 	}

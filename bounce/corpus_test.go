@@ -30,6 +30,7 @@ type expectation struct {
 	HardBounce bool   `json:"hardbounce"`
 	Action     string `json:"action"`
 	Feedback   string `json:"feedbacktype"`
+	Diagnostic string `json:"diagnosticcode"`
 }
 
 func corpusPath(t testing.TB) string {
@@ -133,8 +134,8 @@ func TestCorpus(t *testing.T) {
 			want := SisimaiReason(e.Reason)
 			reason.add(got.Reason == want)
 			if verbose && (got.Hard != e.HardBounce || (e.Status != "" && !isPseudoStatus(e.Status) && got.Status != e.Status) || got.Reason != want) {
-				t.Logf("%s %s: status %q want %q, hard %v want %v, reason %q want %q (%s)", file, e.Recipient,
-					got.Status, e.Status, got.Hard, e.HardBounce, got.Reason, want, e.Reason)
+				t.Logf("%s %s: status %q want %q, hard %v want %v, reason %q want %q (%s)\n\tours: %.300q\n\tsisimai: %.300q", file, e.Recipient,
+					got.Status, e.Status, got.Hard, e.HardBounce, got.Reason, want, e.Reason, got.Diagnostic, e.Diagnostic)
 			}
 		}
 	}

@@ -615,14 +615,38 @@ func finish(r Recipient, text string, local bool, rc reasonCache) Recipient {
 	if enh == "" {
 		enh = findStatus(r.Status)
 	}
+	expired := false
+	if r.Action == "expired" {
+		// Not an RFC 3464 action, but what some senders (SendGrid among
+		// them) write when they gave up after retrying: a failure.
+		r.Action = "failed"
+		expired = true
+	}
 	diag := r.Diagnostic
 	// A generic Status often hides the specific one the remote server gave
 	// in its reply, and a reporting MTA sometimes guesses a Status that the
 	// reply contradicts: the remote server's own code at the head of its
-	// reply is the better witness.
-	if d := findStatus(diag); d != "" && d != enh && (enh == "" || d[0] == enh[0]) && !strings.HasSuffix(d, ".0.0") &&
-		(enh == "" || strings.HasSuffix(enh, ".0.0") || replyHeadRe.MatchString(diag)) {
-		enh = d
+	// reply is the better witness. So is its 5xx where the report says the
+	// delivery failed but gives a 4.x.x Status (the last transient error
+	// before a permanent refusal).
+	if d := specificStatus(diag); d != "" && d != enh {
+		sameClass := enh == "" || d[0] == enh[0]
+		gaveUp := enh != "" && r.Action == "failed" && enh[0] == '4' && d[0] == '5'
+		if sameClass && (enh == "" || genericStatus(enh) || replyHeadRe.MatchString(diag)) || gaveUp {
+			enh = d
+		}
+	}
+	// The status is the answering server's own when its reply gives it, or
+	// when there is no reply and the reporting MTA speaks for itself.
+	own := enh != "" && (diag == "" || strings.Contains(diag, enh))
+	if diag == "" {
+		// Without a Diagnostic-Code, the comment some MTAs put after the
+		// Status ("4.0.0 (example.net: host name lookup failure)") is this
+		// recipient's own explanation, better than the report's text,
+		// which may be about another recipient.
+		if _, c, ok := strings.Cut(r.Status, "("); ok {
+			diag = strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(c), ")"))
+		}
 	}
 	class := 0
 	if enh != "" {
@@ -646,7 +670,7 @@ func finish(r Recipient, text string, local bool, rc reasonCache) Recipient {
 		// diagnostic: the same string each time, so rc remembers it.
 		why = clip(text)
 	}
-	v := dataPhase(classify(class, enh, why, rc), why)
+	v := dataPhase(classify(class, enh, why, own, rc), why, clip(text))
 	if local && v.Reason != Delivered && v.Reason != MailboxFull {
 		v.Reason, v.Hard = SystemError, false
 	}
@@ -659,8 +683,17 @@ func finish(r Recipient, text string, local bool, rc reasonCache) Recipient {
 		}
 	}
 	v = transient(v, r.Action)
+	if expired && (v.Reason == NetworkError || v.Reason == SystemError || v.Reason == Other) {
+		v.Reason, v.Hard = Expired, false
+	}
 	r.Status, r.Permanent, r.Hard, r.Reason = v.Status, v.Permanent, v.Hard, v.Reason
 	return r
+}
+
+// genericStatus reports whether a status has detail 0, which RFC 3463
+// defines as "other or undefined" within its subject (X.0.0, X.1.0, ...).
+func genericStatus(st string) bool {
+	return strings.HasSuffix(st, ".0")
 }
 
 // replyHeadRe matches a diagnostic that is an SMTP reply with its

@@ -125,7 +125,13 @@ func scanText(text string, exclude map[string]bool, from, xFailed string) []Reci
 					continue
 				}
 				rcptLine[i] = strings.ToLower(a)
-				add(a, i, l[m[3]:])
+				rest := l[m[3]:]
+				if c := codePrefixRe.FindString(l[:m[2]]); c != "" {
+					// Sendmail's "554 <addr>... error": the reply code
+					// before the address belongs to its error.
+					rest = strings.TrimRight(c, " \t<\"([") + " " + strings.TrimLeft(rest, ">.:) ")
+				}
+				add(a, i, rest)
 				break
 			}
 		}
@@ -183,6 +189,11 @@ func following(lines []string, i int, rcptLine []string) string {
 			break
 		}
 		l := strings.TrimSpace(lines[j])
+		if sendmailHostRe.MatchString(l) {
+			// Sendmail's "550 host (mailer)... error" line opens the
+			// report of the next host's recipients.
+			break
+		}
 		if l == "" {
 			if inPara {
 				paras++
@@ -199,6 +210,14 @@ func following(lines []string, i int, rcptLine []string) string {
 	}
 	return strings.Join(b, " ")
 }
+
+// codePrefixRe matches a reply code (and status) that opens a line before
+// the address it is about.
+var codePrefixRe = regexp.MustCompile(`^\s*[245]\d\d(?: [245]\.\d{1,3}\.\d{1,3})?\s+[<"(\[]?$`)
+
+// sendmailHostRe matches the line sendmail writes about a host before the
+// recipients delivered through it: "421 example.org (smtp)... Deferred".
+var sendmailHostRe = regexp.MustCompile(`^[245]\d\d [a-zA-Z0-9.-]+ \([a-z0-9-]+\)\.\.\. `)
 
 func hasCode(s string) bool {
 	return findStatus(s) != "" || findReplyCode(s) != 0
@@ -235,7 +254,7 @@ func textRecipient(addr, diag, whole string, rc reasonCache) Recipient {
 		// nothing: the same text for each, so rc remembers its reason.
 		why = clip(whole)
 	}
-	v := dataPhase(classify(class, enh, why, rc), diag+"\n"+clip(whole))
+	v := dataPhase(classify(class, enh, why, enh != "" && strings.Contains(diag, enh), rc), diag, clip(whole))
 	action := "failed"
 	if class == 4 {
 		action = "delayed"
