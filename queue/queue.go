@@ -339,10 +339,45 @@ func (q *Queue) finish(tx *Tx, it *Item, state, reason, label string, now time.T
 	if err := tx.Delete(key(pRefs, it.MsgID)); err != nil {
 		return err
 	}
-	if state == StateDelivered && now.Before(it.Deadline) {
-		return nil // kept for a late bounce until its TTL
+	if now.Before(it.Deadline) {
+		if state == StateDelivered {
+			return nil // kept for a late bounce until its TTL
+		}
+		// The last recipient failed, but an earlier one may have been
+		// delivered and still get an asynchronous bounce that needs the
+		// body for its backup address.
+		delivered, err := q.siblingDelivered(tx.Txn, it)
+		if err != nil || delivered {
+			return err
+		}
 	}
 	return tx.Delete(key(pBody, it.MsgID))
+}
+
+// siblingDelivered reports whether another recipient of it's message was
+// delivered.
+func (q *Queue) siblingDelivered(txn *badger.Txn, it *Item) (bool, error) {
+	prefix := key(pItem, it.MsgID)
+	iter := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: false})
+	defer iter.Close()
+	for iter.Rewind(); iter.Valid(); iter.Next() {
+		if string(iter.Item().Key()) == string(key(pItem, it.ID)) {
+			continue
+		}
+		var sib *Item
+		err := iter.Item().Value(func(v []byte) error {
+			var err error
+			sib, err = decodeItem(v)
+			return err
+		})
+		if err != nil {
+			return false, fmt.Errorf("queue: sibling of %s: %w", it.ID, err)
+		}
+		if sib.State == StateDelivered {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // Reopen applies a late outcome (an asynchronous bounce) to an item that may

@@ -186,3 +186,37 @@ func BenchmarkEnqueueParallel(b *testing.B) {
 	batches, writes := st.BatchStats()
 	b.ReportMetric(float64(writes)/float64(batches), "writes/batch")
 }
+
+// When the last recipient of a message fails but an earlier one was
+// delivered, the body stays: an asynchronous bounce for the delivered one
+// may still need it to try a backup address. With no delivery it goes.
+func TestBodyKeptWhileASiblingWasDelivered(t *testing.T) {
+	st, q := openTest(t, t.TempDir())
+	defer st.Close()
+	now := time.Now()
+	for _, tc := range []struct {
+		first string
+		keep  bool
+	}{{StateDelivered, true}, {StateBounced, false}} {
+		m := testMsg("a@x.test", "", now)
+		b := *m.Items[0]
+		b.ID, b.Rcpt = ItemID(m.MsgID, 1), "b@x.test"
+		m.Items = append(m.Items, &b)
+		if _, err := q.Enqueue(m); err != nil {
+			t.Fatal(err)
+		}
+		if err := q.Complete(m.Items[0].ID, Outcome{State: tc.first}); err != nil {
+			t.Fatal(err)
+		}
+		if err := q.Complete(b.ID, Outcome{State: StateBounced, Reason: "550 5.1.1"}); err != nil {
+			t.Fatal(err)
+		}
+		body, err := q.Body(m.MsgID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := body != nil; got != tc.keep {
+			t.Errorf("first recipient %s: body kept = %v, want %v", tc.first, got, tc.keep)
+		}
+	}
+}
