@@ -1,0 +1,130 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func buildLatchkey(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "latchkey")
+	out, err := exec.Command("go", "build", "-o", bin, "../latchkey").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// TestRunAgainstRelay runs the whole tool against the real binary: 50
+// messages from 4 connections, dual RSA + Ed25519 signing; every message
+// must arrive once with signatures that verify against the published keys.
+func TestRunAgainstRelay(t *testing.T) {
+	bin := buildLatchkey(t)
+	o := runOptions{latchkeyBin: bin, workdir: t.TempDir(), dkimAlgo: "both", verifyEvery: 1,
+		timeout: 60 * time.Second, logLevel: "info"}
+	o.send = sendOptions{conns: 4, n: 50, size: 4096, to: "user{n}@dest.test", from: "noreply@example.com", bulkShare: 0.2, runID: "t1"}
+	rep, err := doRun(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	rep.text(&b)
+	t.Log("\n" + b.String())
+	if rep.Send.Accepted != 50 || rep.Send.Failed != 0 {
+		t.Fatalf("accepted %d, failed %d (%s)", rep.Send.Accepted, rep.Send.Failed, rep.Send.FirstErr)
+	}
+	if rep.Sink.E2E.N != 50 || rep.Sink.Duplicates != 0 || rep.Sink.NoID != 0 {
+		t.Fatalf("sink: %d distinct arrivals, %d duplicates, %d without id; want 50, 0, 0", rep.Sink.E2E.N, rep.Sink.Duplicates, rep.Sink.NoID)
+	}
+	if rep.Sink.DKIMOK != 50 || rep.Sink.DKIMFail != 0 {
+		t.Fatalf("DKIM: %d verified, %d failed (%s)", rep.Sink.DKIMOK, rep.Sink.DKIMFail, rep.Sink.FirstFail)
+	}
+	if rep.Relay == nil || rep.Relay.PID == 0 || rep.Relay.RSSMB <= 0 {
+		t.Fatalf("relay usage not read: %+v", rep.Relay)
+	}
+	if _, err := os.Stat(filepath.Join(o.workdir, "data", "db")); err != nil {
+		t.Fatalf("relay data not under the workdir: %v", err)
+	}
+}
+
+// TestSinkCountsUnsigned: the sink's DKIM check can fail. Messages sent
+// straight to it carry no signature, so every one is a DKIM failure.
+func TestSinkCountsUnsigned(t *testing.T) {
+	sk, err := startSink(sinkOptions{addr: "127.0.0.2:0", tls: true, verifyEvery: 1, txt: map[string][]string{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sk.close()
+	rep, start := runSend(sendOptions{addr: sk.Addr, startTLS: true, conns: 2, n: 6, rate: 200, size: 2048,
+		to: "user{n}@dest.test", from: "noreply@example.com", runID: "t2"})
+	if rep.Accepted != 6 {
+		t.Fatalf("accepted %d of 6: %s", rep.Accepted, rep.FirstErr)
+	}
+	if !sk.wait(6, 10*time.Second) {
+		t.Fatalf("%d of 6 arrived", sk.count())
+	}
+	sk.close()
+	r := sk.report(start)
+	if r.DKIMFail != 6 || r.DKIMOK != 0 || !strings.Contains(r.FirstFail, "no DKIM-Signature") {
+		t.Fatalf("DKIM verified %d, failed %d (%q); want 0 and 6 for unsigned mail", r.DKIMOK, r.DKIMFail, r.FirstFail)
+	}
+	if r.E2E.N != 6 || r.E2E.P50 <= 0 {
+		t.Fatalf("latency not recorded: %+v", r.E2E)
+	}
+}
+
+func TestLoadIDAndHeaders(t *testing.T) {
+	sent := time.Unix(1700000000, 123456789)
+	msg := buildMessage(msgSpec{from: "noreply@example.com", to: "u1@dest.test", class: "bulk", seq: 42, sent: sent, size: 4096, runID: "r"})
+	if n := len(msg); n < 3800 || n > 4400 {
+		t.Errorf("message is %d bytes, want about 4096", n)
+	}
+	if strings.Contains(strings.ReplaceAll(string(msg), "\r\n", ""), "\n") {
+		t.Error("message has a bare LF")
+	}
+	seq, got, ok := parseLoadID(headerValue(msg, "x-load-id"))
+	if !ok || seq != 42 || !got.Equal(sent) {
+		t.Errorf("parseLoadID = %d, %v, %v; want 42, %v", seq, got, ok, sent)
+	}
+	if c := headerValue(msg, loadClassHeader); c != "bulk" {
+		t.Errorf("class header = %q", c)
+	}
+	if headerValue(msg, "List-Unsubscribe") == "" {
+		t.Error("bulk message without List-Unsubscribe")
+	}
+	for _, bad := range []string{"", "1", "x 2", "1 y", "1 2 3"} {
+		if _, _, ok := parseLoadID(bad); ok {
+			t.Errorf("parseLoadID(%q) accepted", bad)
+		}
+	}
+}
+
+func TestSummarize(t *testing.T) {
+	var d []time.Duration
+	for i := 100; i >= 1; i-- {
+		d = append(d, time.Duration(i)*time.Millisecond)
+	}
+	p := summarize(d)
+	if p.N != 100 || p.P50 != 50 || p.P90 != 90 || p.P99 != 99 || p.Max != 100 {
+		t.Fatalf("summarize = %+v", p)
+	}
+	if got := summarize(nil); got.N != 0 {
+		t.Fatalf("summarize(nil) = %+v", got)
+	}
+}
+
+func TestLoopbackOnly(t *testing.T) {
+	for addr, ok := range map[string]bool{"127.0.0.1:25": true, "127.9.9.9:1": true, "10.0.0.1:25": false,
+		"[::1]:25": false, "example.com:25": false, "127.0.0.1": false} {
+		if err := loopbackOnly(addr); (err == nil) != ok {
+			t.Errorf("loopbackOnly(%q) = %v", addr, err)
+		}
+	}
+	if code := run([]string{"send", "-addr", "192.0.2.1:25", "-n", "1"}, new(strings.Builder), new(strings.Builder)); code != 2 {
+		t.Errorf("send to a non-loopback address: exit %d, want 2", code)
+	}
+}
