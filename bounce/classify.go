@@ -250,8 +250,12 @@ var textRules = []struct {
 	// some servers add to it.
 	{MailboxDisabled, regexp.MustCompile(`(?:account|mailbox|user) (?:is |has been )?(?:disabled|suspended|deactivated)|account is inactive|is not active`)},
 	{HasMoved, regexp.MustCompile(`has (?:been )?moved|address (?:has )?changed|no longer (?:at|with) `)},
-	{RateLimited, regexp.MustCompile(`rate limit|ratelimit|too many (?:connections|messages|recipients|concurrent|mails|emails)|throttl|exceeded (?:the )?(?:sending|rate|message) (?:limit|rate)|sending (?:limit|quota)|try again later.*rate|receiving mail at a rate`)},
+	{RateLimited, regexp.MustCompile(`rate limit|frequency limit|ratelimit|too many (?:connections|messages|recipients|concurrent|mails|emails)|throttl|exceeded (?:the )?(?:sending|rate|message) (?:limit|rate)|sending (?:limit|quota)|try again later.*rate|receiving mail at a rate`)},
 	{MailboxFull, regexp.MustCompile(`mailbox (?:is )?full|mail ?box full|over ?quota|quota (?:exceeded|exceed|full)|exceeded (?:storage|(?:his|her|their|the) quota)|disk quota|storage quota|storage (?:space )?(?:is )?full|mailbox size limit|exceeds allowed size|insufficient (?:disk |storage )?space|out of (?:storage|disk)|full mailbox|mailbox (?:has )?exceeded|too much mail|(?:inbox|mailbox) is over|their mailbox is full|user.s storage|has not enough space|not enough (?:disk |storage )?space`)},
+	// A malformed message (headers too large or repeated, commands out of
+	// order) is refused for its form: before the size and authentication
+	// rules, whose words ("too large", "DKIM") these texts contain.
+	{Policy, regexp.MustCompile(`headers? (?:is |are )?too (?:large|long|many)|too many headers|duplicated? header|improper sequence|bad sequence of commands`)},
 	{MessageTooBig, regexp.MustCompile(`message (?:is )?too (?:big|large)|message size (?:exceeds|limit)|size limit|too large|exceeds (?:the )?maximum (?:message )?size|message length exceeds|maximum message size`)},
 	{AuthFailure, regexp.MustCompile(`\bspf\b|sender policy framework|\bdkim\b|domainkeys|\bdmarc\b|authentication (?:check )?fail|not authenticated|unauthenticated (?:email|mail)|sender address verification|failed (?:the )?(?:spf|dkim|dmarc)|authentication (?:is )?required|authrequired|unauthenticated senders?|(?:fails?|failed) to pass authentication|authentication checks`)},
 	{NotAccept, regexp.MustCompile(`null mx|does not accept (?:e-?)?mail|no smtp service|accepts no mail`)},
@@ -264,8 +268,8 @@ var textRules = []struct {
 	// A server that names its own failure is not refusing the message,
 	// even when it words it "recipient address rejected".
 	{SystemError, regexp.MustCompile(`system error|internal error|mailer error|server error|configuration error|local error|out of memory|i/o error|temporary local problem|local delivery failed`)},
-	{Policy, regexp.MustCompile(`block|blacklist|black list|denylist|spamhaus|spamcop|\brbl\b|\bdnsbl\b|barracuda|reputation|denied|refused|reject|not permitted|prohibited|not allowed|policy|relay|reverse (?:dns|lookup)|\bptr\b|rdns|banned|filter|forbidden|not authorized|unauthorized|access restricted|blocked|listed|not accepted|ip .{0,40}(?:is )?(?:on|in) .{0,20}list|sender (?:address )?rejected|administrative prohibition|redundant|duplicated|syntax|rfc ?\d{3,4}|mime|header|permission|restrict|authoriz|client host`)},
-	{SystemError, regexp.MustCompile(`system error|internal error|server error|configuration error|local error|mail loop|pipe to|mailer error|program|resources|system (?:not|is) available|out of memory|i/o error|temporary local problem|unexpected|try again later|service (?:not |un)available|local delivery failed`)},
+	{Policy, regexp.MustCompile(`block|blacklist|black list|denylist|spamhaus|spamcop|\brbl\b|\bdnsbl\b|barracuda|reputation|denied|refused|reject|not permitted|prohibited|not allowed|policy|relay|reverse (?:dns|lookup)|\bptr\b|rdns|banned|filter|forbidden|not authorized|unauthorized|access restricted|blocked|listed|not accepted|ip .{0,40}(?:is )?(?:on|in) .{0,20}list|sender (?:address )?rejected|mismatch|administrative prohibition|redundant|duplicated|syntax|rfc ?\d{3,4}|mime|header|permission|restrict|authoriz|client host`)},
+	{SystemError, regexp.MustCompile(`system error|internal error|server error|configuration error|local error|mail loop|pipe to|mailer error|program|resources|system (?:not|is) available|out of memory|i/o error|temporary local problem|unexpected|try again later|service (?:is )?(?:currently |temporarily )?(?:not |un)available|local delivery failed`)},
 }
 
 // dataPhaseRe spots a rejection given at the end of DATA, after the
@@ -290,7 +294,7 @@ var (
 // single one: a transcript of several sessions (sendmail's) may show DATA
 // for one recipient and RCPT TO for another.
 func dataPhase(v Verdict, text, wider string) Verdict {
-	if v.Reason != UserUnknown && v.Reason != HostUnknown {
+	if v.Reason != UserUnknown && v.Reason != HostUnknown && v.Reason != Other {
 		return v
 	}
 	mail, data, rcpt := mailFromRe.MatchString(text), dataPhaseRe.MatchString(text), rcptPhaseRe.MatchString(text)
@@ -301,11 +305,21 @@ func dataPhase(v Verdict, text, wider string) Verdict {
 		}
 		text += "\n" + wider
 	}
-	if mail && !rcpt || v.Reason == UserUnknown && data && !addressingStatus(v.Status, text) {
+	if data && pipelinedRe.MatchString(text) {
+		// With PIPELINING (RFC 2920) the RCPT TO replies are read after
+		// DATA is sent, and sendmail's transcript puts them after
+		// ">>> DATA"; a DATA refused for want of recipients proves it.
+		data = false
+	}
+	if mail && !rcpt && (v.Reason != Other || v.Permanent) || v.Reason == UserUnknown && data && !addressingStatus(v.Status, text) {
 		v.Reason, v.Hard = Policy, false
 	}
 	return v
 }
+
+// pipelinedRe matches the reply to a DATA sent when no recipient had been
+// accepted.
+var pipelinedRe = regexp.MustCompile(`(?i)need rcpt|no valid recipients|no recipients`)
 
 // addressingStatus reports whether the server itself gave an X.1.x status
 // (status came from the reply, not from the reason).
@@ -352,6 +366,10 @@ func reasonFromText(text string) Reason {
 		return ""
 	}
 	t := strings.ToLower(text)
+	// Postfix's "delivery temporarily suspended: <last error>" says the
+	// destination is being skipped for now, nothing about a suspended
+	// mailbox: the error after it decides.
+	t = strings.ReplaceAll(t, "delivery temporarily suspended", "delivery deferred")
 	for _, rule := range textRules {
 		if rule.re.MatchString(t) {
 			return rule.r

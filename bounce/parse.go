@@ -682,7 +682,11 @@ func finish(r Recipient, text string, local bool, rc reasonCache) Recipient {
 			r.Action = "delayed"
 		}
 	}
-	v = transient(v, r.Action)
+	if !local {
+		// A local mailer that failed is this system's own fault, not a
+		// delivery that ran out of time.
+		v = transient(v, r.Action)
+	}
 	if expired && (v.Reason == NetworkError || v.Reason == SystemError || v.Reason == Other) {
 		v.Reason, v.Hard = Expired, false
 	}
