@@ -69,8 +69,13 @@ func Calibrate(latencies []time.Duration, configured, margin time.Duration) Cali
 // Nearest rank never interpolates, so p95 of 20 samples is the 19th.
 func Percentile(sorted []time.Duration, q float64) time.Duration {
 	n := len(sorted)
-	if n == 0 {
+	switch {
+	case n == 0:
 		return 0
+	case !(q > 0): // also NaN
+		return sorted[0]
+	case q >= 1:
+		return sorted[n-1]
 	}
 	// The epsilon keeps q*n that is an integer in exact arithmetic (0.95*20)
 	// from rounding up to the next rank in floating point.
