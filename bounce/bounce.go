@@ -12,9 +12,12 @@
 // purpose: a 5.7.1 policy rejection is permanent for that message but says
 // nothing against the address. Hard is kept narrow, as in Sisimai's corpus:
 // an unknown user or domain, a moved address, a domain that takes no mail.
-// A disabled or suspended mailbox is permanent but soft (the address exists),
-// and a "user unknown" that the server filed under a mailbox, system or
-// policy status (X.2.x other than X.2.1, X.3.x, X.7.x), or gave at MAIL FROM
+// A disabled or suspended mailbox is permanent but soft: the address exists,
+// its owner can have it re-enabled (an inactive account reactivated, a
+// suspended one paid for), so suppressing it would lose a working address,
+// while the failed message itself is still reported as permanent. A
+// "user unknown" that the server filed under a mailbox, system or
+// policy status of its own (X.2.x other than X.2.1, X.3.x, X.7.x), or gave at MAIL FROM
 // or after DATA without an addressing status, is a refusal, not proof.
 package bounce
 

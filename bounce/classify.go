@@ -25,7 +25,7 @@ func ClassifyReply(code int, enhanced string, text string) Verdict {
 	}
 	enh := normStatus(enhanced)
 	if enh == "" {
-		enh = findStatus(text)
+		enh = specificStatus(text)
 	}
 	if enh != "" {
 		// The enhanced code is the more deliberate statement of the two.

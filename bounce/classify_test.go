@@ -71,6 +71,26 @@ func TestClassifyReply(t *testing.T) {
 		{550, "4.2.2", "mailbox full", Verdict{false, false, MailboxFull, "4.2.2"}},
 		// A temporary user-unknown is not hard: only permanent failures are.
 		{450, "4.1.1", "User unknown in virtual alias table", Verdict{false, false, UserUnknown, "4.1.1"}},
+		// A permanent X.4.4 (unable to route) is a domain that takes no
+		// mail, whatever DNS trouble the text describes; a temporary one
+		// is only a DNS failure.
+		{554, "5.4.4", "Name service error for name=example.test type=MX: Malformed or unexpected name server reply", Verdict{true, true, HostUnknown, "5.4.4"}},
+		{451, "4.4.4", "Name service error for name=example.test type=MX: Malformed or unexpected name server reply", Verdict{false, false, NetworkError, "4.4.4"}},
+		{451, "", "example.test: host name lookup failure", Verdict{false, false, HostUnknown, "4.1.2"}},
+		// A relay's generic X.1.0 around the answering server's X.7.1:
+		// the remote's words, filed under policy, are not proof.
+		{550, "", "5.1.0 - Unknown address error 550-'5.7.1 <a@b.example>... Access denied'", Verdict{true, false, Policy, "5.7.1"}},
+		// Malformed messages are refused for their form, not their size
+		// or their signature.
+		{552, "5.6.0", "Headers too large (3 max)", Verdict{true, false, Policy, "5.6.0"}},
+		{554, "", "Transaction failed: Duplicate header 'DKIM-Signature'.", Verdict{true, false, Policy, "5.7.1"}},
+		{503, "", "Improper sequence of commands", Verdict{true, false, Policy, "5.7.1"}},
+		{550, "", "domain [example.com] mismatches client ip 192.0.2.1", Verdict{true, false, Policy, "5.7.1"}},
+		{550, "", "Ip frequency limited [Blocked IP 192.0.2.1]", Verdict{true, false, RateLimited, "5.7.28"}},
+		{554, "", "Service currently unavailable", Verdict{true, false, SystemError, "5.3.0"}},
+		// Postfix's "delivery temporarily suspended" is not a suspended
+		// mailbox: the error after it decides.
+		{421, "", "delivery temporarily suspended: connect to mx.example.test[192.0.2.1]: server refused to talk to me: 421 Service not available", Verdict{false, false, Policy, "4.7.1"}},
 		// Unknown: temporary.
 		{0, "", "", Verdict{false, false, Other, "4.0.0"}},
 		{0, "", "something odd", Verdict{false, false, Other, "4.0.0"}},
@@ -121,6 +141,39 @@ func TestDataPhase(t *testing.T) {
 	got = dataPhase(v, "SMTP error from remote mail server after MAIL FROM:<s@neko.example.com>: 553 neko.example.com does not exist", "")
 	if got.Hard || got.Reason != Policy {
 		t.Errorf("does not exist at MAIL FROM: got %+v, want soft policy", got)
+	}
+}
+
+func TestDataPhaseFromReport(t *testing.T) {
+	v := ClassifyReply(550, "", "Unknown user a@b.example")
+	tests := []struct {
+		name, text, wider string
+		want              Reason
+	}{
+		// The recipient's own text names no phase: the report's
+		// transcript, naming only DATA, decides.
+		{"transcript at DATA", "550 Unknown user a@b.example", ">>> DATA\n<<< 550 Unknown user a@b.example", Policy},
+		// A transcript of several sessions names several phases: it says
+		// nothing about this recipient.
+		{"several sessions", "550 Unknown user a@b.example", ">>> DATA\n<<< 550 redundant\n>>> RCPT To:<a@b.example>\n<<< 550 Unknown user", UserUnknown},
+		// The recipient's own text outranks the report.
+		{"own text at RCPT", "after RCPT TO:<a@b.example>: 550 Unknown user", ">>> DATA", UserUnknown},
+		// Pipelined RCPT replies read after DATA, proven by the DATA
+		// refused for want of recipients.
+		{"pipelined", "550 Unknown user a@b.example", ">>> DATA\n<<< 550 Unknown user a@b.example\n<<< 554 5.5.1 Error: no valid recipients", UserUnknown},
+	}
+	for _, tt := range tests {
+		if got := dataPhase(v, tt.text, tt.wider); got.Reason != tt.want || got.Hard != (tt.want == UserUnknown) {
+			t.Errorf("%s: got %+v, want reason %s", tt.name, got, tt.want)
+		}
+	}
+	// An unexplained permanent refusal at MAIL FROM is about the sender;
+	// a temporary one (greylisting) is left alone.
+	if got := dataPhase(ClassifyReply(550, "", "Unroutable sender address"), "after MAIL FROM:<s@x.example>: 550 Unroutable sender address", ""); got.Reason != Policy {
+		t.Errorf("refusal at MAIL FROM: got %+v, want policy", got)
+	}
+	if got := dataPhase(ClassifyReply(451, "", "try later"), "after MAIL FROM:<s@x.example>: 451 please come back", ""); got.Reason != Other {
+		t.Errorf("temporary at MAIL FROM: got %+v, want other", got)
 	}
 }
 

@@ -154,16 +154,18 @@ func TestCorpus(t *testing.T) {
 	}{
 		// Thresholds sit just under what the parser achieves, so that a
 		// regression fails. The one recipient not found is an expectation
-		// that differs from the address in its message (a digit fewer);
-		// hard/soft is short of the 95% target mostly where Sisimai calls
-		// a plain "550 5.1.1 User unknown" filtered from knowledge of the
-		// sending host that the text does not carry.
+		// that differs from the address in its message (a digit fewer).
+		// Hard/soft is short of the 95% target where Sisimai's labels
+		// rest on knowledge the text does not carry (a plain "550 User
+		// unknown" called filtered because of the receiving host, a
+		// 5.2.1 "User Unknown" called hard in six files and not in three)
+		// or on a temporary 4.1.1 called hard, which latchkey never does.
 		{"recipient found", found, 99.5},
-		{"status equal (RFC 3463 codes)", statusExact, 97.5},
-		{"status class (Sisimai x.0.9xx codes)", statusClass, 88.5},
-		{"permanent/temporary (status class)", perm, 97},
-		{"hard/soft (hardbounce)", hard, 92},
-		{"reason (mapped)", reason, 76},
+		{"status equal (RFC 3463 codes)", statusExact, 98.5},
+		{"status class (Sisimai x.0.9xx codes)", statusClass, 92},
+		{"permanent/temporary (status class)", perm, 98},
+		{"hard/soft (hardbounce)", hard, 93.5},
+		{"reason (mapped)", reason, 80},
 		{"not-bounce recognised", plain, 100},
 	} {
 		t.Logf("%-36s %5d %5d %6.1f%%", row.name, row.s.ok, row.s.n, row.s.pct())

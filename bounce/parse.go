@@ -689,6 +689,12 @@ func finish(r Recipient, text string, local bool, rc reasonCache) Recipient {
 	}
 	if expired && (v.Reason == NetworkError || v.Reason == SystemError || v.Reason == Other) {
 		v.Reason, v.Hard = Expired, false
+		if enh == "" {
+			v.Status = "5." + defaultDetail(Expired)
+		}
+	}
+	if r.Diagnostic == "" {
+		r.Diagnostic = diag
 	}
 	r.Status, r.Permanent, r.Hard, r.Reason = v.Status, v.Permanent, v.Hard, v.Reason
 	return r

@@ -303,6 +303,84 @@ func TestParseShapes(t *testing.T) {
 	}
 }
 
+// dsn wraps delivery-status fields (and a text part) in a report.
+func dsn(text, fields string) string {
+	return "From: MAILER-DAEMON@x.example\nContent-Type: multipart/report; report-type=delivery-status; boundary=b\n\n--b\nContent-Type: text/plain\n\n" +
+		text + "\n--b\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; x.example\n\n" + fields + "\n--b--\n"
+}
+
+// How a DSN's fields are weighed against each other and against the text.
+func TestParseDSNRules(t *testing.T) {
+	tests := []struct {
+		name, msg string
+		want      Recipient
+	}{
+		// A relay's generic code wraps the answering server's own.
+		{"relay-wrapped status", dsn("failed", "Final-Recipient: rfc822;a@b.example\nAction: failed\nStatus: 5.0.0 (permanent failure)\nDiagnostic-Code: smtp; 5.1.0 - Unknown address error 550-'5.7.1 <x@relay.example>... Access denied'\n"),
+			Recipient{Recipient: "a@b.example", Action: "failed", Status: "5.7.1", Permanent: true, Reason: Policy}},
+		// Failed with a 4.x.x Status, but the server said 550 5.5.0.
+		{"failed with a temporary status", dsn("failed", "Final-Recipient: rfc822;a@b.example\nAction: failed\nStatus: 4.5.0\nDiagnostic-Code: smtp; 550 5.5.0 Service refused\n"),
+			Recipient{Recipient: "a@b.example", Action: "failed", Status: "5.5.0", Permanent: true, Reason: Policy}},
+		// The reporting MTA's 5.7.1 on a plain "553 Invalid recipient" at
+		// RCPT TO is its guess: the words decide.
+		{"reporter's status on a plain reply", dsn(">>> RCPT TO:<a@b.example>\n<<< 553 Invalid recipient a@b.example", "Final-Recipient: rfc822;a@b.example\nAction: failed\nStatus: 5.7.1\nDiagnostic-Code: smtp; 553 Invalid recipient a@b.example (Mode: normal)\n"),
+			Recipient{Recipient: "a@b.example", Action: "failed", Status: "5.7.1", Permanent: true, Hard: true, Reason: UserUnknown}},
+		// The server's own 5.7.1 on the same words is a refusal.
+		{"server's own policy status", dsn("failed", "Final-Recipient: rfc822;a@b.example\nAction: failed\nStatus: 5.7.1\nDiagnostic-Code: smtp; 550 5.7.1 Invalid recipient a@b.example\n"),
+			Recipient{Recipient: "a@b.example", Action: "failed", Status: "5.7.1", Permanent: true, Reason: Policy}},
+		// Without a Diagnostic-Code the Status comment explains this
+		// recipient; the report's text is about another.
+		{"status comment", dsn("b@c.example: 550 user unknown", "Final-Recipient: rfc822;a@b.example\nAction: delayed\nStatus: 4.0.0 (b.example: host name lookup failure)\n\nFinal-Recipient: rfc822;b@c.example\nAction: failed\nStatus: 5.0.0\nDiagnostic-Code: smtp; 550 user unknown\n"),
+			Recipient{Recipient: "a@b.example", Action: "delayed", Status: "4.0.0", Reason: Expired}},
+		// "expired" is not an RFC 3464 action, but means the sender gave up.
+		{"expired action", dsn("failed", "Final-Recipient: rfc822;a@b.example\nAction: expired\nStatus: \nDiagnostic-Code: Connection timed out\n"),
+			Recipient{Recipient: "a@b.example", Action: "failed", Status: "5.4.7", Permanent: true, Reason: Expired}},
+		// A local mailer's failure is this system's, even in a delay notice.
+		{"local mailer delayed", dsn("Warning: message still undelivered after 4 hours", "Final-Recipient: rfc822;a@b.example\nAction: delayed\nStatus: 4.5.0\nDiagnostic-Code: X-Unix; 71\n"),
+			Recipient{Recipient: "a@b.example", Action: "delayed", Status: "4.5.0", Reason: SystemError}},
+	}
+	for _, tt := range tests {
+		rep := parseString(t, tt.msg)
+		if len(rep.Recipients) == 0 {
+			t.Errorf("%s: no recipient", tt.name)
+			continue
+		}
+		got := rep.Recipients[0]
+		if got.Diagnostic == "" {
+			t.Errorf("%s: no diagnostic", tt.name)
+		}
+		got.Diagnostic, got.RemoteMTA = "", ""
+		if got != tt.want {
+			t.Errorf("%s: recipient = %+v, want %+v", tt.name, got, tt.want)
+		}
+	}
+}
+
+// A sendmail transcript of several hosts: each recipient keeps its own
+// error, with the reply code written before its address.
+func TestParseSendmailTranscript(t *testing.T) {
+	msg := "From: Mail Delivery Subsystem <MAILER-DAEMON@x.example>\nSubject: Returned mail: User unknown\n\n" +
+		"   ----- Transcript of session follows -----\nWhile talking to example.edu:\n>>> DATA\n<<< 550 Your E-Mail is redundant.\n" +
+		"554 <a@example.edu>... Remote protocol error: Connection reset by peer\n" +
+		"550 example.org (smtp)... 550 Host unknown\n554 <b@example.org>... 550 Host unknown (Authoritative answer from name server)\n" +
+		"While talking to mail.example.net:\n>>> RCPT To:<c@example.net>\n<<< 550 Requested User Mailbox not found. No such user here.\n550 <c@example.net>... User unknown\n\n" +
+		"   ----- Unsent message follows -----\nTo: a@example.edu\n"
+	want := map[string]struct {
+		hard bool
+		perm bool
+	}{"a@example.edu": {false, true}, "b@example.org": {true, true}, "c@example.net": {true, true}}
+	rep := parseString(t, msg)
+	if len(rep.Recipients) != len(want) {
+		t.Fatalf("recipients = %+v", rep.Recipients)
+	}
+	for _, r := range rep.Recipients {
+		w, ok := want[r.Recipient]
+		if !ok || r.Hard != w.hard || r.Permanent != w.perm {
+			t.Errorf("%s: %+v, want hard=%v permanent=%v", r.Recipient, r, w.hard, w.perm)
+		}
+	}
+}
+
 // hostile are inputs that once cost the parser super-linear time: a field
 // folded over many lines, many recipients sharing one long text, many false
 // starts of a delivery-status part.
