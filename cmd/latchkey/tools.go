@@ -1,149 +1,248 @@
 package main
 
 import (
-	"encoding/json"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
+	"github.com/rs/zerolog"
 
+	"github.com/latchkey/latchkey/admin"
 	"github.com/latchkey/latchkey/audit"
 	"github.com/latchkey/latchkey/conf"
 	"github.com/latchkey/latchkey/queue"
+	"github.com/latchkey/latchkey/relay"
+	"github.com/latchkey/latchkey/salesforce"
 )
 
-func init() {
-	register("audit show", "one message's timeline by queue id or Message-ID (relay stopped)", cmdAuditShow)
-	register("audit verify", "walk the audit hash chain and name every changed, inserted or missing event (relay stopped)", cmdAuditVerify)
-	register("audit export", "export audit events as csv or jsonl (relay stopped)", cmdAuditExport)
-	register("queue list", "list queued items (relay stopped)", cmdQueueList)
-	register("queue show", "show one queue item (relay stopped)", cmdQueueShow)
+// The operator commands (queue, suppress, audit, outbox) all talk to the
+// admin API. With a relay running they call its admin listener over HTTP;
+// with it stopped they open the database themselves and serve the same API
+// in process. Badger allows one process at a time, so this is the only way
+// the commands can work in both cases, and one code path serves both.
+
+// adminTokenEnv overrides the token file.
+const adminTokenEnv = "LATCHKEY_ADMIN_TOKEN"
+
+// probeTimeout bounds the check for a running relay.
+const probeTimeout = time.Second
+
+// adminConn is a way to the admin API; Close releases the database when it
+// was opened in process.
+type adminConn struct {
+	*admin.Client
+	Remote bool
+	close  func() error
 }
 
-// openDB opens the relay's database read-only. Badger allows one process
-// at a time, so these commands need the relay stopped.
-func openDB(path string, stderr io.Writer) (*conf.Config, *badger.DB, bool) {
-	cfg, ok := loadConfig(path, stderr)
-	if !ok {
-		return nil, nil, false
-	}
-	opts := badger.DefaultOptions(filepath.Join(cfg.DataDir, "db")).WithReadOnly(true).WithLogger(nil)
-	db, err := badger.Open(opts)
-	if err != nil {
-		fmt.Fprintf(stderr, "latchkey: cannot open the database (is the relay running? stop it first): %v\n", err)
-		return nil, nil, false
-	}
-	return cfg, db, true
-}
+func (c *adminConn) Close() error { return c.close() }
 
-func auditKey(cfg *conf.Config) ([]byte, error) {
-	f := cfg.Audit.KeyFile
+// adminToken reads the admin API's bearer token: the environment variable,
+// else the configured token file (default admin.token in the data dir, the
+// file `latchkey serve` creates).
+func adminToken(cfg *conf.Config) (string, error) {
+	if t := strings.TrimSpace(os.Getenv(adminTokenEnv)); t != "" {
+		return t, nil
+	}
+	f := cfg.Admin.TokenFile
 	if f == "" {
-		f = "audit.key"
+		f = "admin.token"
 	}
 	b, err := os.ReadFile(cfg.Path(f))
-	return []byte(strings.TrimSpace(string(b))), err
+	if err != nil {
+		return "", err
+	}
+	t := strings.TrimSpace(string(b))
+	if t == "" {
+		return "", fmt.Errorf("%s is empty", cfg.Path(f))
+	}
+	return t, nil
 }
 
-func cmdAuditShow(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("audit show", stderr)
-	path := fs.String("config", "", "configuration file")
-	asJSON := fs.Bool("json", false, "JSON lines")
-	if fs.Parse(args) != nil || fs.NArg() != 1 {
-		fmt.Fprintln(stderr, "usage: latchkey audit show [-config FILE] [-json] QUEUE-ID|MESSAGE-ID")
-		return 2
+// probeAdmin returns the base URL of a relay's admin API that answers
+// /healthz at listen, or "" when none does.
+func probeAdmin(listen string) string {
+	if listen == "" {
+		return ""
 	}
-	_, db, ok := openDB(*path, stderr)
-	if !ok {
-		return 1
-	}
-	defer db.Close()
-	evs, err := audit.Show(db, fs.Arg(0))
+	host, port, err := net.SplitHostPort(listen)
 	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 1
+		return ""
 	}
-	enc := json.NewEncoder(stdout)
-	for _, ev := range evs {
-		if *asJSON {
-			enc.Encode(ev)
-			continue
+	// A wildcard listener is reached on loopback.
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+		if ip != nil && ip.To4() == nil {
+			host = "::1"
 		}
-		var b strings.Builder
-		audit.FormatDetails(&b, ev.Fields)
-		fmt.Fprintf(stdout, "%s  %-14s %-20s %-30s %s\n", ev.Time.UTC().Format(time.RFC3339Nano), ev.Type, ev.QueueID, ev.Recipient, b.String())
 	}
-	return 0
-}
-
-func cmdAuditVerify(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("audit verify", stderr)
-	path := fs.String("config", "", "configuration file")
-	if fs.Parse(args) != nil {
-		return 2
-	}
-	cfg, db, ok := openDB(*path, stderr)
-	if !ok {
-		return 1
-	}
-	defer db.Close()
-	key, err := auditKey(cfg)
+	base := "http://" + net.JoinHostPort(host, port)
+	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/healthz", nil)
 	if err != nil {
-		fmt.Fprintln(stderr, "latchkey audit verify: audit key:", err)
-		return 1
+		return ""
 	}
-	rep, err := audit.Verify(db, key)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 1
+		return ""
 	}
-	fmt.Fprintf(stdout, "events %d, seq %d..%d, signed head at %d\n", rep.Events, rep.FirstSeq, rep.LastSeq, rep.HeadSeq)
-	for _, p := range rep.Problems {
-		fmt.Fprintf(stdout, "PROBLEM %+v\n", p)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return ""
 	}
-	if !rep.OK() {
-		fmt.Fprintln(stdout, "FAIL: the audit trail does not verify")
-		return 1
-	}
-	fmt.Fprintln(stdout, "OK: the chain verifies")
-	return 0
+	return base
 }
 
-func cmdAuditExport(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("audit export", stderr)
-	path := fs.String("config", "", "configuration file")
-	format := fs.String("format", "csv", "csv or jsonl")
-	since := fs.String("since", "", "RFC 3339 time or duration ago (e.g. 720h)")
-	until := fs.String("until", "", "RFC 3339 time")
-	if fs.Parse(args) != nil {
-		return 2
+// connectAdmin returns the way to the admin API for cfg.
+func connectAdmin(cfg *conf.Config) (*adminConn, error) {
+	if base := probeAdmin(cfg.Admin.Listen); base != "" {
+		tok, err := adminToken(cfg)
+		if err != nil {
+			return nil, fmt.Errorf("the relay is running but its admin token cannot be read (set %s): %w", adminTokenEnv, err)
+		}
+		return &adminConn{Client: &admin.Client{BaseURL: base, Token: tok, HTTP: &http.Client{}}, Remote: true,
+			close: func() error { return nil }}, nil
 	}
-	var s, u time.Time
-	var err error
-	if s, err = parseWhen(*since); err != nil {
-		fmt.Fprintln(stderr, "-since:", err)
-		return 2
+	return openLocal(cfg)
+}
+
+// openLocal opens the database (the relay is stopped) and serves the admin
+// API in process over it, as the relay would.
+func openLocal(cfg *conf.Config) (*adminConn, error) {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, err
 	}
-	if u, err = parseWhen(*until); err != nil {
-		fmt.Fprintln(stderr, "-until:", err)
-		return 2
+	// The same key file (created the same way) as the relay's boot, so that
+	// events written here continue the relay's chain.
+	keyFile := cfg.Audit.KeyFile
+	if keyFile == "" {
+		keyFile = "audit.key"
 	}
-	_, db, ok := openDB(*path, stderr)
+	key, err := relay.EnsureSecret(cfg.Path(keyFile), 32)
+	if err != nil {
+		return nil, fmt.Errorf("audit key: %w", err)
+	}
+	nop := zerolog.Nop()
+	dir := filepath.Join(cfg.DataDir, "db")
+	st, err := queue.OpenStore(dir, nop)
+	if err != nil {
+		where := "nothing answers at admin.listen"
+		if cfg.Admin.Listen != "" {
+			where = "nothing answers at " + cfg.Admin.Listen
+		}
+		return nil, fmt.Errorf("cannot open the database %s (%s; is a relay running with another admin address?): %w", dir, where, err)
+	}
+	if st.Audit, err = audit.Open(st.DB, key); err != nil {
+		st.Close()
+		return nil, err
+	}
+	q, err := queue.New(st, nop)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	var ob *salesforce.Outbox
+	if cfg.Salesforce.Enabled {
+		// No client: listing and retrying only move items between states;
+		// the relay's worker sends them when it runs.
+		ob = salesforce.NewOutbox(st.DB, nil, salesforce.OutboxOptions{})
+	}
+	var raw [16]byte
+	rand.Read(raw[:])
+	tok := hex.EncodeToString(raw[:])
+	h := admin.Handler(admin.Options{Token: tok, Queue: q, Store: st, AuditKey: key, Outbox: ob, Log: nop})
+	return &adminConn{
+		Client: &admin.Client{BaseURL: "http://latchkey.invalid", Token: tok, HTTP: &http.Client{Transport: admin.Transport(h)}},
+		close:  st.Close,
+	}, nil
+}
+
+// parseInterspersed parses flags that may come before or after the
+// positional arguments (`audit show ID -json`).
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
+// opCmd is the shared frame of an operator command: flags (with -config),
+// a connection, and errors printed as "latchkey NAME: message".
+type opCmd struct {
+	name   string
+	fs     *flag.FlagSet
+	config *string
+	stdout io.Writer
+	stderr io.Writer
+}
+
+func newOp(name string, stdout, stderr io.Writer) *opCmd {
+	fs := newFlags(name, stderr)
+	return &opCmd{name: name, fs: fs, config: fs.String("config", "", "configuration file"), stdout: stdout, stderr: stderr}
+}
+
+// parse parses args and checks the number of positional arguments; usage
+// is printed (and false returned) when they do not fit.
+func (c *opCmd) parse(args []string, nargs int, usage string) ([]string, bool) {
+	pos, err := parseInterspersed(c.fs, args)
+	if err != nil {
+		return nil, false
+	}
+	if len(pos) != nargs {
+		fmt.Fprintf(c.stderr, "usage: latchkey %s %s\n", c.name, usage)
+		return nil, false
+	}
+	return pos, true
+}
+
+// connect loads the configuration and connects; run calls fn with the
+// connection and turns its error into the exit status.
+func (c *opCmd) run(fn func(ctx context.Context, a *adminConn) error) int {
+	cfg, ok := loadConfig(*c.config, c.stderr)
 	if !ok {
+		return 2
+	}
+	a, err := connectAdmin(cfg)
+	if err != nil {
+		c.fail(err)
 		return 1
 	}
-	defer db.Close()
-	if err := audit.Export(db, stdout, *format, s, u); err != nil {
-		fmt.Fprintln(stderr, err)
+	defer a.Close()
+	if err := fn(context.Background(), a); err != nil {
+		if !errors.Is(err, errReported) {
+			c.fail(err)
+		}
 		return 1
 	}
 	return 0
 }
 
+// errReported is returned by a command that printed its failure itself.
+var errReported = errors.New("reported")
+
+func (c *opCmd) fail(err error) {
+	fmt.Fprintf(c.stderr, "latchkey %s: %v\n", c.name, err)
+}
+
+// parseWhen reads a time: RFC 3339, or a duration meaning that long ago.
 func parseWhen(s string) (time.Time, error) {
 	if s == "" {
 		return time.Time{}, nil
@@ -151,79 +250,9 @@ func parseWhen(s string) (time.Time, error) {
 	if d, err := time.ParseDuration(s); err == nil {
 		return time.Now().Add(-d), nil
 	}
-	return time.Parse(time.RFC3339, s)
-}
-
-func cmdQueueList(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("queue list", stderr)
-	path := fs.String("config", "", "configuration file")
-	class := fs.String("class", "", "only this class")
-	state := fs.String("state", "", "queued (default: live items), delivered, bounced, expired, superseded, dropped, or all")
-	if fs.Parse(args) != nil {
-		return 2
-	}
-	cfg, ok := loadConfig(*path, stderr)
-	if !ok {
-		return 2
-	}
-	st, q, ok := openQueue(cfg, stderr)
-	if !ok {
-		return 1
-	}
-	defer st.Close()
-	if *state == "queued" {
-		*state = ""
-	}
-	items, err := q.List(queue.Filter{Class: *class, State: *state})
+	t, err := time.Parse(time.RFC3339, s)
 	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 1
+		return time.Time{}, fmt.Errorf("%q is neither an RFC 3339 time nor a duration", s)
 	}
-	for _, it := range items {
-		fmt.Fprintf(stdout, "%s  %-13s %-10s %-30s attempts=%d due=%s deadline=%s %s\n", it.ID, it.Class, it.State, it.Rcpt,
-			it.Attempts, it.Due.UTC().Format(time.RFC3339), it.Deadline.UTC().Format(time.RFC3339), it.Reason)
-	}
-	return 0
-}
-
-func cmdQueueShow(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("queue show", stderr)
-	path := fs.String("config", "", "configuration file")
-	if fs.Parse(args) != nil || fs.NArg() != 1 {
-		fmt.Fprintln(stderr, "usage: latchkey queue show [-config FILE] ID")
-		return 2
-	}
-	cfg, ok := loadConfig(*path, stderr)
-	if !ok {
-		return 2
-	}
-	st, q, ok := openQueue(cfg, stderr)
-	if !ok {
-		return 1
-	}
-	defer st.Close()
-	it, err := q.Get(fs.Arg(0))
-	if err != nil || it == nil {
-		fmt.Fprintf(stderr, "latchkey queue show: no item %q\n", fs.Arg(0))
-		return 1
-	}
-	enc := json.NewEncoder(stdout)
-	enc.SetIndent("", "  ")
-	enc.Encode(it)
-	return 0
-}
-
-func openQueue(cfg *conf.Config, stderr io.Writer) (*queue.Store, *queue.Queue, bool) {
-	st, err := queue.OpenStore(filepath.Join(cfg.DataDir, "db"), newLogger(&conf.Config{LogLevel: "error", LogFormat: "json"}, io.Discard))
-	if err != nil {
-		fmt.Fprintf(stderr, "latchkey: cannot open the database (is the relay running? stop it first): %v\n", err)
-		return nil, nil, false
-	}
-	q, err := queue.New(st, newLogger(&conf.Config{LogLevel: "error", LogFormat: "json"}, io.Discard))
-	if err != nil {
-		st.Close()
-		fmt.Fprintln(stderr, err)
-		return nil, nil, false
-	}
-	return st, q, true
+	return t, nil
 }
