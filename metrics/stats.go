@@ -489,3 +489,73 @@ func verdict(met, judged bool) string {
 func pct(f float64) string {
 	return strconv.FormatFloat(f*100, 'f', 2, 64) + "%"
 }
+
+// WriteProm writes the report as Prometheus text exposition gauges, for
+// node_exporter's textfile collector (cron: `latchkey stats -prom` or the
+// JSON through a script): the four figures have no live counterpart for
+// completion, and alerting on the audit-based figures needs them as series.
+// Completion gauges appear only where click events exist.
+func (r *Report) WriteProm(w io.Writer) error {
+	var b strings.Builder
+	class := quoteLabel(r.Class)
+	gauge := func(name, help string, v float64, extra ...string) {
+		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s gauge\n", name, help, name)
+		labels := "class=" + class
+		for i := 0; i+1 < len(extra); i += 2 {
+			labels += "," + extra[i] + "=" + quoteLabel(extra[i+1])
+		}
+		fmt.Fprintf(&b, "%s{%s} %s\n", name, labels, strconv.FormatFloat(v, 'g', -1, 64))
+	}
+	b01 := func(x bool) float64 {
+		if x {
+			return 1
+		}
+		return 0
+	}
+	end := r.Until
+	if end.IsZero() {
+		end = time.Now()
+	}
+	gauge("latchkey_stats_window_end_timestamp_seconds", "End of the window the figures cover.", float64(end.Unix()))
+	gauge("latchkey_stats_messages", "Messages (items) queued in the window.", float64(r.Messages))
+	gauge("latchkey_stats_delivered", "Messages delivered in the window.", float64(r.Success.Delivered))
+	if r.Speed.Samples > 0 {
+		gauge("latchkey_stats_delivery_p95_seconds", "p95 accept-to-delivered latency (nearest rank).", time.Duration(r.Speed.P95).Seconds())
+		gauge("latchkey_stats_delivery_p999_seconds", "p99.9 accept-to-delivered latency (nearest rank).", time.Duration(r.Speed.P999).Seconds())
+		gauge("latchkey_stats_delivered_within_60s_ratio", "Share of deliveries within 60 s.", r.Speed.Under60Share)
+	}
+	if r.Success.Finished > 0 {
+		gauge("latchkey_stats_success_ratio", "Delivered / finished (superseded excluded).", r.Success.Rate)
+	}
+	if r.Completion.Available && r.Completion.Delivered > 0 {
+		gauge("latchkey_stats_completion_ratio", "Delivered resets clicked before the deadline / delivered.", r.Completion.Rate)
+	}
+	if r.Messages > 0 {
+		gauge("latchkey_stats_escalation_ratio", "Messages escalated / messages.", r.Escalation.Rate)
+	}
+	gauge("latchkey_stats_cases_opened", "Salesforce Cases opened for messages of the window.", float64(r.Escalation.CasesOpened))
+	fmt.Fprintf(&b, "# HELP latchkey_stats_target_met 1 when the figure meets its target (or has none, or no data).\n# TYPE latchkey_stats_target_met gauge\n")
+	for _, f := range []struct {
+		name string
+		met  bool
+	}{{"speed", r.Speed.Met}, {"success", r.Success.Met}, {"completion", r.Completion.Met}, {"escalation", r.Escalation.Met}} {
+		fmt.Fprintf(&b, "latchkey_stats_target_met{class=%s,figure=%s} %g\n", class, quoteLabel(f.name), b01(f.met))
+	}
+	if r.Calibration.Samples > 0 {
+		gauge("latchkey_stats_recommended_expiry_seconds", "Shortest safe token expiry: p99.9 latency plus margin, rounded up to a minute.",
+			time.Duration(r.Calibration.Recommended).Seconds())
+		gauge("latchkey_stats_expiry_safe", "1 when the configured expiry is at least the recommended one.", b01(r.Calibration.Safe))
+	}
+	if _, err := io.WriteString(w, b.String()); err != nil {
+		return fmt.Errorf("metrics: write report: %w", err)
+	}
+	return nil
+}
+
+// labelEscaper escapes a label value as the text exposition format wants
+// (only backslash, double quote and newline; Go's %q would differ).
+var labelEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
+
+func quoteLabel(s string) string {
+	return `"` + labelEscaper.Replace(strings.ToValidUTF8(s, "\uFFFD")) + `"`
+}

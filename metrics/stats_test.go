@@ -12,6 +12,8 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"github.com/latchkey/latchkey/audit"
 )
@@ -508,6 +510,69 @@ func BenchmarkComputeStats(b *testing.B) {
 	for b.Loop() {
 		if _, err := ComputeStats(db, StatsOptions{Since: T0, Class: "reset", Targets: DefaultTargets()}); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// TestReportProm parses WriteProm's output as the textfile collector would.
+func TestReportProm(t *testing.T) {
+	tr := buildTrail(t)
+	rep, err := ComputeStats(tr.db, StatsOptions{Since: T0, Until: T0.Add(2 * time.Hour), Class: "reset",
+		Targets: DefaultTargets(), Expiry: 5 * time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := rep.WriteProm(&buf); err != nil {
+		t.Fatal(err)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(&buf)
+	if err != nil {
+		t.Fatalf("parse: %v\n%s", err, buf.String())
+	}
+	val := func(name string, labels ...string) float64 {
+		t.Helper()
+	next:
+		for _, m := range fams[name].GetMetric() {
+			got := map[string]string{}
+			for _, l := range m.GetLabel() {
+				got[l.GetName()] = l.GetValue()
+			}
+			for i := 0; i+1 < len(labels); i += 2 {
+				if got[labels[i]] != labels[i+1] {
+					continue next
+				}
+			}
+			if got["class"] != "reset" {
+				t.Errorf("%s: class label %q", name, got["class"])
+			}
+			return m.GetGauge().GetValue()
+		}
+		t.Fatalf("%s%v missing:\n%s", name, labels, buf.String())
+		return 0
+	}
+	for _, c := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"latchkey_stats_messages", nil, 15},
+		{"latchkey_stats_delivery_p95_seconds", nil, 180},
+		{"latchkey_stats_delivered_within_60s_ratio", nil, 0.75},
+		{"latchkey_stats_success_ratio", nil, 7.0 / 12},
+		{"latchkey_stats_completion_ratio", nil, 4.0 / 7},
+		{"latchkey_stats_escalation_ratio", nil, 0.2},
+		{"latchkey_stats_cases_opened", nil, 1},
+		{"latchkey_stats_target_met", []string{"figure", "speed"}, 0},
+		{"latchkey_stats_target_met", []string{"figure", "success"}, 0},
+		{"latchkey_stats_target_met", []string{"figure", "completion"}, 1},
+		{"latchkey_stats_recommended_expiry_seconds", nil, 480},
+		{"latchkey_stats_expiry_safe", nil, 0},
+		{"latchkey_stats_window_end_timestamp_seconds", nil, float64(T0.Add(2 * time.Hour).Unix())},
+	} {
+		if got := val(c.name, c.labels...); got != c.want {
+			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
 		}
 	}
 }
