@@ -14,8 +14,13 @@
 package queue
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -92,8 +97,18 @@ func OpenStore(dir string, log zerolog.Logger) (*Store, error) {
 		WithNumCompactors(2).
 		// All writes come from the committer: there is nothing to conflict.
 		WithDetectConflicts(false)
+	key, err := storeKey(dir, log)
+	if err != nil {
+		return nil, err
+	}
+	if key != nil {
+		opts = opts.WithEncryptionKey(key)
+	}
 	db, err := badger.Open(opts)
 	if err != nil {
+		if key != nil && errors.Is(err, badger.ErrEncryptionKeyMismatch) {
+			return nil, fmt.Errorf("queue: open database %s: %s is not the key it was encrypted with: %w", dir, dir+".key", err)
+		}
 		return nil, fmt.Errorf("queue: open database %s: %w", dir, err)
 	}
 	s := &Store{
@@ -105,6 +120,58 @@ func OpenStore(dir string, log zerolog.Logger) (*Store, error) {
 	}
 	go s.committer()
 	return s, nil
+}
+
+// storeKey returns the database's encryption key, kept in dir+".key".
+// Queued bodies hold live reset links until delivery; encrypted at rest,
+// they never appear in the database files, a backup or a disk image of
+// the data directory without the key. A new database gets a new key; an
+// existing database without one (made before encryption) stays readable,
+// unencrypted, with a warning.
+func storeKey(dir string, log zerolog.Logger) ([]byte, error) {
+	path := dir + ".key"
+	b, err := os.ReadFile(path)
+	if err == nil {
+		key, err := hex.DecodeString(strings.TrimSpace(string(b)))
+		if err != nil || len(key) != 32 {
+			return nil, fmt.Errorf("queue: %s: want 64 hex digits (a 256-bit key)", path)
+		}
+		return key, nil
+	}
+	if !os.IsNotExist(err) {
+		return nil, fmt.Errorf("queue: database key: %w", err)
+	}
+	if entries, err := os.ReadDir(dir); err == nil && len(entries) > 0 {
+		log.Warn().Str("dir", dir).Msg("database has no encryption key file: it was created unencrypted and stays so; queued message bodies are stored in clear")
+		return nil, nil
+	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, fmt.Errorf("queue: database key: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("queue: database key: %w", err)
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(hex.EncodeToString(key)+"\n"), 0o600); err != nil {
+		return nil, fmt.Errorf("queue: database key: %w", err)
+	}
+	if err := syncFile(tmp); err != nil {
+		return nil, fmt.Errorf("queue: database key: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return nil, fmt.Errorf("queue: database key: %w", err)
+	}
+	return key, nil
+}
+
+func syncFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
 }
 
 // ErrClosed is returned by Update after Close.

@@ -12,6 +12,7 @@ import (
 	"github.com/latchkey/latchkey/audit"
 	"github.com/latchkey/latchkey/conf"
 	"github.com/latchkey/latchkey/dkim"
+	"github.com/latchkey/latchkey/metrics"
 	"github.com/latchkey/latchkey/policy"
 	"github.com/latchkey/latchkey/queue"
 )
@@ -71,6 +72,16 @@ func Boot(cfg *conf.Config, log zerolog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	adminFile := cfg.Admin.TokenFile
+	if adminFile == "" {
+		adminFile = "admin.token"
+	}
+	var adminToken []byte
+	if cfg.Admin.Listen != "" {
+		if adminToken, err = EnsureSecret(cfg.Path(adminFile), 32); err != nil {
+			return nil, err
+		}
+	}
 	pol, err := loadPolicy(cfg)
 	if err != nil {
 		return nil, err
@@ -84,11 +95,12 @@ func Boot(cfg *conf.Config, log zerolog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s, err := New(Options{Config: cfg, Log: log, Store: store, Keys: keys, Policy: pol, VERPKey: verpKey,
-		CertFile: certFile, KeyFile: keyFile})
+		CertFile: certFile, KeyFile: keyFile, AdminToken: adminToken, AuditKey: auditKey})
 	if err != nil {
 		store.Close()
 		return nil, err
 	}
+	s.wireMetrics(metrics.New())
 	return s, nil
 }
 

@@ -156,6 +156,19 @@ func (s *Server) bounced(it *queue.Item, body []byte, v bounce.Verdict, remote, 
 		}
 	}
 	out.State, out.Reason, out.Label = queue.StateBounced, fmt.Sprintf("%s %s: %s", v.Status, v.Reason, text), string(v.Reason)
+	if s.cfg.Inbound.NotifySender {
+		prev := out.Extra
+		out.Extra = func(tx *queue.Tx, item *queue.Item) error {
+			if prev != nil {
+				if err := prev(tx, item); err != nil {
+					return err
+				}
+			}
+			snap := *item
+			tx.After(func() { go s.notifySender(&snap, body, v, remote, text, now) })
+			return nil
+		}
+	}
 	if v.Hard && cl.Escalate.HardBounce {
 		s.addEscalation(&out, Escalation{Trigger: "hard_bounce", Item: it, Reason: string(v.Reason), Status: v.Status, Remote: remote, Text: text}, now)
 	}

@@ -51,6 +51,7 @@ type envOpts struct {
 	extra    string // appended to latchkey.toml
 	noSink   bool
 	preStart func(*Server)
+	admin    bool // serve the admin API on a free loopback port
 }
 
 var userHash = func() string {
@@ -90,6 +91,10 @@ backup.test. 300 IN MX 10 mx.dest.test.
 		}
 		policyLine = fmt.Sprintf("policy_file = %q\n", pf)
 	}
+	adminListen := ""
+	if o.admin {
+		adminListen = "127.0.0.1:0"
+	}
 	e.cfgText = fmt.Sprintf(`hostname = "relay.test"
 data_dir = %q
 log_level = "debug"
@@ -126,8 +131,8 @@ command_timeout = "5s"
 dns_timeout = "2s"
 
 [admin]
-listen = ""
-%s`, e.dir, policyLine, testUser, userHash, e.dns.Addr, port, o.extra)
+listen = %q
+%s`, e.dir, policyLine, testUser, userHash, e.dns.Addr, port, adminListen, o.extra)
 	e.start(o.preStart)
 	// Publish the keys the relay generated, as an admin would.
 	for _, k := range e.srv.cfg.KeyEntries() {

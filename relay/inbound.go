@@ -76,8 +76,22 @@ func (s *Server) lateBounce(id string, rep *bounce.Report, log zerolog.Logger) {
 	log = log.With().Str("queue_id", id).Logger()
 	now := s.now()
 	if rep.IsComplaint {
-		ev := &audit.Event{Time: now, Type: audit.Bounced, Fields: map[string]string{"complaint": rep.FeedbackType, "reason": "feedback"}}
-		if _, err := s.Queue.Reopen(id, queue.Outcome{Events: []*audit.Event{ev}}); err != nil && !errors.Is(err, queue.ErrInFlight) {
+		// A spam complaint says nothing about whether the address works
+		// and changes nothing for the message (queued or not): it is put
+		// on record, and the address stops getting marketing mail. Resets
+		// ignore the bulk list.
+		rcpt := it.Rcpt
+		if it.OrigRcpt != "" {
+			rcpt = it.OrigRcpt
+		}
+		err := s.Store.Update(func(tx *queue.Tx) error {
+			if err := tx.Audit(&audit.Event{Time: now, Type: audit.Bounced, QueueID: it.ID, MessageID: it.MessageID,
+				Class: it.Class, Recipient: rcpt, Fields: map[string]string{"complaint": rep.FeedbackType, "reason": "feedback"}}); err != nil {
+				return err
+			}
+			return queue.Suppress(tx, queue.Suppression{List: "bulk", Address: rcpt, Reason: "complaint: " + rep.FeedbackType, Time: now})
+		})
+		if err != nil {
 			log.Error().Err(err).Msg("cannot record complaint")
 		}
 		return

@@ -14,6 +14,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -25,6 +26,8 @@ import (
 	"github.com/latchkey/latchkey/conf"
 	"github.com/latchkey/latchkey/deliver"
 	"github.com/latchkey/latchkey/dkim"
+	"github.com/latchkey/latchkey/dnscheck"
+	"github.com/latchkey/latchkey/metrics"
 	"github.com/latchkey/latchkey/policy"
 	"github.com/latchkey/latchkey/queue"
 	"github.com/latchkey/latchkey/salesforce"
@@ -59,6 +62,20 @@ type Server struct {
 
 	// Hooks for metrics; nil is fine.
 	Observe Observer
+	// DNS holds the latest background DNS check; OnDNS, when set, gets
+	// each new report (metrics).
+	DNS   DNSStatus
+	OnDNS func(*dnscheck.Report)
+	// DNSCheckEvery is the background DNS check's period; 0 turns it off.
+	DNSCheckEvery time.Duration
+	// Metrics is set by Boot (nil in a relay built with New alone).
+	Metrics *metrics.Metrics
+	// AdminAddr is the admin API's address once started.
+	AdminAddr  net.Addr
+	adminSrv   *http.Server
+	adminToken []byte
+	auditKey   []byte
+	started    atomic.Bool
 
 	subs     []*smtp.Server
 	inbounds []*smtp.Server
@@ -105,13 +122,17 @@ type Options struct {
 	VERPKey []byte
 	// CertFile/KeyFile are the resolved TLS files.
 	CertFile, KeyFile string
+	// AdminToken is the admin API's bearer token; AuditKey the audit
+	// trail's key (verification, retention checkpoints).
+	AdminToken, AuditKey []byte
 }
 
 // New prepares a relay; Start opens its listeners and workers.
 func New(o Options) (*Server, error) {
 	s := &Server{
 		cfg: o.Config, log: o.Log, Store: o.Store, Keys: o.Keys, Policy: o.Policy, verpKey: o.VERPKey,
-		deliverers: map[string]*deliver.Deliverer{}, now: time.Now,
+		adminToken: o.AdminToken, auditKey: o.AuditKey,
+		deliverers: map[string]*deliver.Deliverer{}, now: time.Now, DNSCheckEvery: time.Hour,
 	}
 	var err error
 	if s.users, err = loadUsers(o.Config); err != nil {
@@ -190,6 +211,15 @@ func (s *Server) Start(ctx context.Context) error {
 	if s.Outbox != nil {
 		go s.Outbox.Run(ctx)
 	}
+	if s.DNSCheckEvery > 0 {
+		go s.watchDNS(ctx, s.DNSCheckEvery)
+	}
+	go s.pruneAudit(ctx)
+	if err := s.startAdmin(ctx); err != nil {
+		s.Close()
+		return err
+	}
+	s.started.Store(true)
 	if s.Policy.File() != "" {
 		// Edits take effect without SIGHUP too; a broken edit keeps the
 		// running policy and is logged with file, line and key.
@@ -216,6 +246,12 @@ func addrStrings(as []net.Addr) []string {
 // Close stops listening, waits for deliveries in progress and closes the
 // delivery pools. The store is the caller's to close.
 func (s *Server) Close() {
+	s.started.Store(false)
+	if s.adminSrv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		s.adminSrv.Shutdown(ctx)
+		cancel()
+	}
 	for _, srv := range append(s.subs, s.inbounds...) {
 		srv.Close()
 	}

@@ -52,7 +52,9 @@ type submission struct {
 
 func (s *Server) newSubmission(c *smtp.Conn) (smtp.Session, error) {
 	ip := remoteIP(c)
-	if s.Observe != nil {
+	// go-smtp starts a new session after STARTTLS on the same
+	// connection; count connections, not both halves.
+	if _, tlsOn := c.TLSConnectionState(); s.Observe != nil && !tlsOn {
 		s.Observe.Session()
 	}
 	if s.fails.blocked(ip.String()) {

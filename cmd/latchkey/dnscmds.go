@@ -5,15 +5,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/latchkey/latchkey/bounce"
-	"github.com/latchkey/latchkey/conf"
-	"github.com/latchkey/latchkey/dkim"
 	"github.com/latchkey/latchkey/dnscheck"
+	"github.com/latchkey/latchkey/relay"
 )
 
 func init() {
@@ -60,36 +58,6 @@ func cmdBounceParse(args []string, stdout, stderr io.Writer) int {
 	return rc
 }
 
-// dnsInput builds the checker's input from the configuration and the keys.
-func dnsInput(cfg *conf.Config, ips []string, domain string) (dnscheck.Input, error) {
-	in := dnscheck.Input{Hostname: cfg.Hostname, Resolver: cfg.Delivery.Resolver, Timeout: 5 * time.Second}
-	for _, s := range ips {
-		ip := net.ParseIP(s)
-		if ip == nil {
-			return in, fmt.Errorf("-ip %q is not an IP address", s)
-		}
-		in.OutboundIPs = append(in.OutboundIPs, ip)
-	}
-	for _, d := range cfg.Domains {
-		if domain != "" && !strings.EqualFold(domain, d.Name) {
-			continue
-		}
-		dd := dnscheck.Domain{Name: d.Name, BounceDomain: d.BounceDomain}
-		for _, s := range d.DKIM {
-			key, err := dkim.LoadKeyFile(cfg.Path(s.KeyFile))
-			if err != nil {
-				return in, fmt.Errorf("%w (run `latchkey serve` once, or `latchkey dkim keygen`, to create it)", err)
-			}
-			dd.Selectors = append(dd.Selectors, dnscheck.Selector{Name: s.Selector, PublicKey: key.Public()})
-		}
-		in.Domains = append(in.Domains, dd)
-	}
-	if len(in.Domains) == 0 {
-		return in, fmt.Errorf("no transactional domain %q in the configuration", domain)
-	}
-	return in, nil
-}
-
 type multiFlag []string
 
 func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
@@ -117,7 +85,7 @@ func (f *dnsFlags) input(cmd string, stderr io.Writer) (in dnscheck.Input, rc in
 	if !ok {
 		return in, 2, false
 	}
-	in, err := dnsInput(cfg, f.ips, *f.domain)
+	in, err := relay.DNSInput(cfg, f.ips, *f.domain)
 	if err != nil {
 		fmt.Fprintf(stderr, "latchkey %s: %v\n", cmd, err)
 		return in, 1, false

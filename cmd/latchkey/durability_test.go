@@ -94,6 +94,7 @@ type durEnv struct {
 	dir     string
 	cfgPath string
 	sink    *smtpsink.Sink
+	dns     *dnstest.Server // the relay's resolver: recipients' MX and anything a test publishes
 	proc    *relayProc
 	// runs are every run of the binary, for their logs when a test fails.
 	runs []*relayProc
@@ -154,6 +155,7 @@ func newDurEnv(t *testing.T, sinkOpts smtpsink.Options) *durEnv {
 	bin := latchkeyBin(t)
 	e := &durEnv{t: t, dir: t.TempDir()}
 	dns := dnstest.Start(t, "dest.test. 300 IN MX 10 mx.dest.test.\nmx.dest.test. 300 IN A 127.0.0.2\n")
+	e.dns = dns
 	sinkOpts.Addr, sinkOpts.TLS = "127.0.0.2:0", true
 	e.sink = smtpsink.Start(t, sinkOpts)
 	_, sinkPort, err := net.SplitHostPort(e.sink.Addr)
