@@ -78,7 +78,7 @@ type QueueDepth struct {
 
 // DNSResult is one DNS check's latest result.
 type DNSResult struct {
-	Domain, Check, Status string // Status: PASS, WARN, FAIL or UNKNOWN
+	Domain, Check, Status string // Status: PASS, WARN, FAIL or UNKNOWN (ERROR is read as UNKNOWN)
 }
 
 // Metrics holds latchkey's Prometheus metrics. Its methods are safe for
@@ -224,7 +224,8 @@ func (m *Metrics) SetAPIUsageSource(f func() (used, limit int)) {
 }
 
 // SetDNSResults replaces the DNS check results exported, after each check
-// run. Checks absent from rs disappear from the metrics.
+// run. Checks absent from rs disappear from the metrics; several results
+// for one domain and check (DKIM selectors) are exported as the worst.
 func (m *Metrics) SetDNSResults(rs []DNSResult) {
 	m.mu.Lock()
 	m.dns = append([]DNSResult(nil), rs...)
@@ -282,25 +283,43 @@ func (c sourceCollector) Collect(ch chan<- prometheus.Metric) {
 	if !dnsTime.IsZero() {
 		ch <- prometheus.MustNewConstMetric(descDNSTime, prometheus.GaugeValue, float64(dnsTime.UnixNano())/1e9)
 	}
-	seen := map[[2]string]bool{}
+	// One series set per domain and check: several results for the same
+	// pair (one per DKIM selector) fold into the worst status.
+	worst := map[[2]string]string{}
+	var keys [][2]string
 	for _, r := range dns {
 		k := [2]string{clip(r.Domain, 253), label(r.Check)}
-		if seen[k] {
-			continue // a duplicate series would fail the whole scrape
+		st := dnsStatus(r.Status)
+		prev, ok := worst[k]
+		if !ok {
+			keys = append(keys, k)
 		}
-		seen[k] = true
-		status := r.Status
-		if !slices.Contains(dnsStatuses, status) {
-			status = "UNKNOWN"
+		if !ok || dnsSeverity[st] > dnsSeverity[prev] {
+			worst[k] = st
 		}
+	}
+	for _, k := range keys {
 		for _, s := range dnsStatuses {
 			v := 0.0
-			if s == status {
+			if s == worst[k] {
 				v = 1
 			}
 			ch <- prometheus.MustNewConstMetric(descDNS, prometheus.GaugeValue, v, k[0], k[1], s)
 		}
 	}
+}
+
+// dnsSeverity orders statuses for folding: a check that could not be made
+// (UNKNOWN) is worse than a warning, better than a failure.
+var dnsSeverity = map[string]int{"PASS": 0, "WARN": 1, "UNKNOWN": 2, "FAIL": 3}
+
+// dnsStatus maps a check status to an exported one; dnscheck's ERROR (no
+// answer from DNS) and anything unexpected are UNKNOWN.
+func dnsStatus(s string) string {
+	if slices.Contains(dnsStatuses, s) {
+		return s
+	}
+	return "UNKNOWN"
 }
 
 // collectQueue merges the source's rows by normalised labels, so that two

@@ -249,8 +249,9 @@ func TestSources(t *testing.T) {
 	m.SetDNSResults([]DNSResult{
 		{Domain: "mail.example.test", Check: "spf", Status: "PASS"},
 		{Domain: "mail.example.test", Check: "dmarc", Status: "WARN"},
-		{Domain: "mail.example.test", Check: "dmarc", Status: "FAIL"}, // duplicate: ignored
-		{Domain: "mail.example.test", Check: "ptr", Status: "bogus"},
+		{Domain: "mail.example.test", Check: "dmarc", Status: "FAIL"}, // same check: the worst wins
+		{Domain: "mail.example.test", Check: "dmarc", Status: "PASS"},
+		{Domain: "", Check: "ptr", Status: "ERROR"},
 	})
 
 	fams = scrape(t, url)
@@ -268,8 +269,8 @@ func TestSources(t *testing.T) {
 		{"latchkey_salesforce_outbox_items", map[string]string{"state": "dead"}, 1},
 		{"latchkey_dns_check_status", map[string]string{"check": "spf", "status": "PASS"}, 1},
 		{"latchkey_dns_check_status", map[string]string{"check": "spf", "status": "FAIL"}, 0},
-		{"latchkey_dns_check_status", map[string]string{"check": "dmarc", "status": "WARN"}, 1},
-		{"latchkey_dns_check_status", map[string]string{"check": "dmarc", "status": "FAIL"}, 0},
+		{"latchkey_dns_check_status", map[string]string{"check": "dmarc", "status": "WARN"}, 0},
+		{"latchkey_dns_check_status", map[string]string{"check": "dmarc", "status": "FAIL"}, 1},
 		{"latchkey_dns_check_status", map[string]string{"check": "ptr", "status": "UNKNOWN"}, 1},
 	} {
 		if s := find(t, fams, c.name, c.labels); s.value != c.want {
