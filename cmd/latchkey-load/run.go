@@ -34,13 +34,14 @@ type runOptions struct {
 	settle      time.Duration
 	label       string
 	cpuProfile  string
-	// stopRelay ends a relay the tool started when the run is over.
-	stopRelay bool
+	// prefillBulk bulk messages are submitted (closed loop, not measured)
+	// before the measured load, which must then be resets only: the run
+	// waits for the resets, not for the bulk backlog (see -bulk-delay).
+	prefillBulk int
 }
 
-// doRun runs one measurement and returns its report. When it starts a
-// relay and keep is set, the relay is left running only if stopRelay is
-// false; the returned stop function ends it.
+// doRun runs one measurement and returns its report. A relay it starts is
+// stopped at the end; its directory is kept with -workdir or -keep.
 func doRun(o runOptions) (rep RunReport, err error) {
 	mxAddr := o.mxListen
 	if mxAddr == "" {
@@ -127,9 +128,20 @@ func doRun(o runOptions) (rep RunReport, err error) {
 	} else {
 		rep.Mode = fmt.Sprintf("closed loop, %d connections", o.send.conns)
 	}
+	if o.prefillBulk > 0 {
+		pre := o.send
+		pre.rate, pre.n, pre.duration, pre.bulkShare, pre.seqBase = 0, o.prefillBulk, 0, 1, 1_000_000_000
+		pr, _ := runSend(pre)
+		fmt.Fprintf(os.Stderr, "latchkey-load: prefill: %d bulk messages accepted in %.1fs (%d failed)\n", pr.Accepted, pr.Seconds, pr.Failed)
+		o.send.bulkShare = 0
+	}
 	var start time.Time
 	rep.Send, start = runSend(o.send)
-	if o.mxDefer {
+	if o.prefillBulk > 0 {
+		if !sk.waitClass("reset", rep.Send.Accepted, o.timeout) {
+			fmt.Fprintf(os.Stderr, "latchkey-load: not every reset arrived within %v\n", o.timeout)
+		}
+	} else if o.mxDefer {
 		time.Sleep(o.settle)
 	} else if !sk.wait(rep.Send.Accepted, o.timeout) {
 		fmt.Fprintf(os.Stderr, "latchkey-load: only %d of %d accepted messages arrived within %v\n", sk.count(), rep.Send.Accepted, o.timeout)

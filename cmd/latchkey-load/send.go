@@ -28,6 +28,9 @@ type sendOptions struct {
 	to        string  // recipient pattern, "{n}" replaced by the sequence number
 	from      string
 	runID     string
+	// seqBase is added to every sequence number, so that two phases of
+	// one run never share an X-Load-ID.
+	seqBase int64
 }
 
 // job is one message to send; due is its scheduled send time.
@@ -76,7 +79,7 @@ func runSend(o sendOptions) (SendReport, time.Time) {
 			if o.duration > 0 && due.Sub(start) >= o.duration {
 				return
 			}
-			jobs <- job{seq: i, due: due}
+			jobs <- job{seq: o.seqBase + i, due: due}
 		}
 	}()
 	var wg sync.WaitGroup

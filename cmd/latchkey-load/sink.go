@@ -167,6 +167,19 @@ func (s *sink) wait(n int, timeout time.Duration) bool {
 	return len(s.seen) >= n
 }
 
+// waitClass is wait for the messages of one X-Load-Class only.
+func (s *sink) waitClass(class string, n int, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	t := time.AfterFunc(timeout, func() { s.mu.Lock(); s.cond.Broadcast(); s.mu.Unlock() })
+	defer t.Stop()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for len(s.byClass[class]) < n && time.Now().Before(deadline) {
+		s.cond.Wait()
+	}
+	return len(s.byClass[class]) >= n
+}
+
 // count is the number of distinct messages received.
 func (s *sink) count() int {
 	s.mu.Lock()
