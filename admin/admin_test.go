@@ -250,7 +250,7 @@ func TestQueue(t *testing.T) {
 			var evs []audit.Event
 			call(t, c, "GET", "/api/v1/audit/messages/"+bulk.ID, nil, &evs)
 			last := evs[len(evs)-1]
-			if last.Type != audit.Dropped || last.Fields["by"] != "alice: test send" {
+			if last.Type != audit.Dropped || last.Fields["by"] != "alice" || last.Fields["reason"] != "test send" {
 				t.Errorf("audit after drop: last event %+v", last)
 			}
 		})
@@ -327,11 +327,20 @@ func TestSuppressions(t *testing.T) {
 	if st, _ := status(t, c, "DELETE", "/api/v1/suppressions/bulk/two@example.test", nil); st != 404 {
 		t.Errorf("remove twice: %d, want 404", st)
 	}
-	// Every addition is in the audit trail.
+	// Every addition and the removal are in the audit trail.
 	var evs []audit.Event
 	call(t, c, "GET", "/api/v1/audit/events?type=suppressed", nil, &evs)
-	if len(evs) != 4 {
-		t.Errorf("%d suppressed events, want 4 (1 added + 3 imported)", len(evs))
+	removed := 0
+	for _, ev := range evs {
+		if ev.Fields["action"] == "removed" {
+			removed++
+			if ev.Recipient != "two@example.test" || ev.Fields["list"] != "bulk" || ev.Fields["by"] != "admin-api" {
+				t.Errorf("removal event %+v", ev)
+			}
+		}
+	}
+	if len(evs) != 5 || removed != 1 {
+		t.Errorf("%d suppressed events (%d removals), want 5: 1 added + 3 imported + 1 removed", len(evs), removed)
 	}
 }
 

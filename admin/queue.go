@@ -132,12 +132,7 @@ func (s *server) queueDrop(w http.ResponseWriter, r *http.Request) {
 	if by == "" {
 		by = "admin-api"
 	}
-	// queue.Drop records one "by" detail; the reason travels in it so that
-	// the audit event and the item's reason both say why.
-	if reason := strings.TrimSpace(req.Reason); reason != "" {
-		by += ": " + reason
-	}
-	if err := s.o.Queue.Drop(it.ID, by); err != nil {
+	if err := s.o.Queue.Drop(it.ID, by, strings.TrimSpace(req.Reason)); err != nil {
 		s.queueConflict(w, r, it.ID, err)
 		return
 	}

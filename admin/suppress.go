@@ -132,7 +132,11 @@ func (s *server) suppressRemove(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	found, err := s.o.Queue.RemoveSuppression(list, addr)
+	by := strings.TrimSpace(r.URL.Query().Get("by"))
+	if by == "" {
+		by = "admin-api"
+	}
+	found, err := s.o.Queue.RemoveSuppression(list, addr, by)
 	if err != nil {
 		s.internal(w, r, err)
 		return

@@ -103,6 +103,10 @@ type Escalate struct {
 type Targets struct {
 	DeliveryP95 time.Duration
 	SuccessRate float64
+	// CompletionRate is the minimum share of delivered links used before
+	// the deadline; MaxEscalationRate the most escalations per message.
+	CompletionRate    float64
+	MaxEscalationRate float64
 }
 
 // Rule is one compiled classification rule.
@@ -216,8 +220,10 @@ type rawClass struct {
 		Suppressed bool `toml:"suppressed"`
 	} `toml:"escalate"`
 	Targets struct {
-		DeliveryP95 string  `toml:"delivery_p95"`
-		SuccessRate float64 `toml:"success_rate"`
+		DeliveryP95       string  `toml:"delivery_p95"`
+		SuccessRate       float64 `toml:"success_rate"`
+		CompletionRate    float64 `toml:"completion_rate"`
+		MaxEscalationRate float64 `toml:"max_escalation_rate"`
 	} `toml:"targets"`
 }
 
@@ -427,8 +433,16 @@ func (v *validator) class(key string, rc *rawClass) *Class {
 	}
 	c.Targets.DeliveryP95 = v.duration(key+".targets.delivery_p95", rc.Targets.DeliveryP95, false)
 	c.Targets.SuccessRate = rc.Targets.SuccessRate
-	if sr := rc.Targets.SuccessRate; sr < 0 || sr > 1 || sr != sr {
-		v.addf("%s.targets.success_rate: must be between 0 and 1", key)
+	c.Targets.CompletionRate = rc.Targets.CompletionRate
+	c.Targets.MaxEscalationRate = rc.Targets.MaxEscalationRate
+	for _, t := range []struct {
+		name string
+		r    float64
+	}{{"success_rate", rc.Targets.SuccessRate}, {"completion_rate", rc.Targets.CompletionRate},
+		{"max_escalation_rate", rc.Targets.MaxEscalationRate}} {
+		if t.r < 0 || t.r > 1 || t.r != t.r {
+			v.addf("%s.targets.%s: must be between 0 and 1", key, t.name)
+		}
 	}
 	return c
 }

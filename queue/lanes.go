@@ -48,6 +48,10 @@ func (ls *lanes) lane(class string) *lane {
 func (ls *lanes) put(class, id string, due time.Time) {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
+	ls.putLocked(class, id, due)
+}
+
+func (ls *lanes) putLocked(class, id string, due time.Time) {
 	s := ls.where[id]
 	if s == nil {
 		s = &slot{id: id, index: -1}
@@ -66,6 +70,16 @@ func (ls *lanes) put(class, id string, due time.Time) {
 	// Broadcast: every idle worker of the lane looks again.
 	close(l.sig)
 	l.sig = make(chan struct{})
+}
+
+// putIdle moves id to due unless a worker leased it meanwhile (whose
+// outcome will schedule it).
+func (ls *lanes) putIdle(class, id string, due time.Time) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if s := ls.where[id]; s == nil || !s.inflight && !s.claimed {
+		ls.putLocked(class, id, due)
+	}
 }
 
 // forget removes id from the schedule for good (it reached a final state).

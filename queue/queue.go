@@ -673,11 +673,16 @@ func (q *Queue) Retry(id string) error {
 		if it == nil || Final(it.State) {
 			return ErrNotFound
 		}
+		// A leased item is being delivered: putting it back on its lane
+		// would let a second worker deliver it at the same time.
+		if q.lanes.inflight(id) {
+			return ErrInFlight
+		}
 		it.Due = q.now()
 		if err := q.writeLive(tx, it); err != nil {
 			return err
 		}
-		tx.After(func() { q.lanes.put(it.Class, it.ID, it.Due) })
+		tx.After(func() { q.lanes.putIdle(it.Class, it.ID, it.Due) })
 		return nil
 	})
 }
@@ -686,7 +691,7 @@ func (q *Queue) Retry(id string) error {
 var ErrInFlight = errors.New("queue: item is being delivered; try again")
 
 // Drop ends a queued item with state dropped, recording who did it.
-func (q *Queue) Drop(id, by string) error {
+func (q *Queue) Drop(id, by, reason string) error {
 	return q.store.Update(func(tx *Tx) error {
 		it, err := q.getItem(tx.Txn, id)
 		if err != nil {
@@ -700,11 +705,19 @@ func (q *Queue) Drop(id, by string) error {
 		}
 		tx.OnAbort(func() { q.lanes.unclaim(id) })
 		now := q.now()
-		if err := q.finish(tx, it, StateDropped, "dropped by "+by, "dropped", now); err != nil {
+		why := "dropped by " + by
+		if reason != "" {
+			why += ": " + reason
+		}
+		if err := q.finish(tx, it, StateDropped, why, "dropped", now); err != nil {
 			return err
 		}
+		f := map[string]string{"by": by}
+		if reason != "" {
+			f["reason"] = reason
+		}
 		return tx.Audit(&audit.Event{Time: now, Type: audit.Dropped, QueueID: it.ID, MessageID: it.MessageID,
-			Class: it.Class, Recipient: it.Rcpt, Fields: map[string]string{"by": by}})
+			Class: it.Class, Recipient: it.Rcpt, Fields: f})
 	})
 }
 
@@ -815,8 +828,9 @@ func (q *Queue) AddSuppression(s Suppression) error {
 	return q.store.Update(func(tx *Tx) error { return Suppress(tx, s) })
 }
 
-// RemoveSuppression takes addr off list; it reports whether it was there.
-func (q *Queue) RemoveSuppression(list, addr string) (bool, error) {
+// RemoveSuppression takes addr off list, on record with who did it; it
+// reports whether the address was there.
+func (q *Queue) RemoveSuppression(list, addr, by string) (bool, error) {
 	found := false
 	err := q.store.Update(func(tx *Tx) error {
 		k := key(pSuppress, list+"/"+strings.ToLower(addr))
@@ -826,7 +840,11 @@ func (q *Queue) RemoveSuppression(list, addr string) (bool, error) {
 			return err
 		}
 		found = true
-		return tx.Delete(k)
+		if err := tx.Delete(k); err != nil {
+			return err
+		}
+		return tx.Audit(&audit.Event{Time: q.now(), Type: audit.Suppressed, Recipient: strings.ToLower(addr),
+			Fields: map[string]string{"list": list, "action": "removed", "by": by}})
 	})
 	return found, err
 }

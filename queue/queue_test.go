@@ -3,6 +3,7 @@ package queue
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -267,5 +268,49 @@ func TestBodiesEncryptedAtRest(t *testing.T) {
 	}
 	if _, err := OpenStore(dir, zerolog.Nop()); err == nil || !strings.Contains(err.Error(), "db.key") {
 		t.Errorf("opening with the wrong key: %v", err)
+	}
+}
+
+// Retry of an item a worker is delivering is refused: putting it back on
+// its lane would let a second worker deliver it too. Once delivered, it
+// is delivered exactly once.
+func TestRetryInFlightRefused(t *testing.T) {
+	st, q := openTest(t, t.TempDir())
+	defer st.Close()
+	rec := &recorder{gate: make(chan struct{})}
+	m := testMsg("a@x.test", "", time.Now())
+	if _, err := q.Enqueue(m); err != nil {
+		t.Fatal(err)
+	}
+	id := m.Items[0].ID
+	q.Start(context.Background(), rec, map[string]int{"reset": 2})
+	defer q.Stop()
+	for i := 0; !q.lanes.inflight(id); i++ {
+		if i > 500 {
+			t.Fatal("worker never leased the item")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := q.Retry(id); !errors.Is(err, ErrInFlight) {
+		t.Errorf("Retry of a leased item: %v, want ErrInFlight", err)
+	}
+	close(rec.gate)
+	for i := 0; ; i++ {
+		if it, _ := q.Get(id); it.State == StateDelivered {
+			break
+		}
+		if i > 500 {
+			t.Fatal("not delivered")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond)
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.seen) != 1 {
+		t.Errorf("delivered %d times", len(rec.seen))
+	}
+	if err := q.Retry(id); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Retry of a delivered item: %v, want ErrNotFound", err)
 	}
 }

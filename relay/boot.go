@@ -82,7 +82,7 @@ func Boot(cfg *conf.Config, log zerolog.Logger) (*Server, error) {
 			return nil, err
 		}
 	}
-	pol, err := loadPolicy(cfg)
+	pol, err := LoadPolicy(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -104,8 +104,8 @@ func Boot(cfg *conf.Config, log zerolog.Logger) (*Server, error) {
 	return s, nil
 }
 
-// loadPolicy reads the configured policy file, or the shipped one.
-func loadPolicy(cfg *conf.Config) (*policy.Store, error) {
+// LoadPolicy reads the configured policy file, or the shipped one.
+func LoadPolicy(cfg *conf.Config) (*policy.Store, error) {
 	if cfg.PolicyFile == "" {
 		p, err := policy.Parse("(embedded) policy.toml", conf.DefaultPolicy)
 		if err != nil {

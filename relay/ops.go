@@ -78,7 +78,7 @@ func (s *Server) startAdmin(ctx context.Context) error {
 	}
 	extra := map[string]http.Handler{
 		"GET /api/v1/dns":   http.HandlerFunc(s.serveDNSStatus),
-		"GET /api/v1/stats": http.HandlerFunc(s.serveStats),
+		"GET /api/v1/stats": StatsHandler(s.Store.DB, s.Policy.Get),
 	}
 	if s.Metrics != nil {
 		extra["GET /metrics"] = s.Metrics.Handler()
@@ -135,8 +135,4 @@ func (s *Server) pruneAudit(ctx context.Context) {
 		case <-t.C:
 		}
 	}
-}
-
-func (s *Server) serveStats(w http.ResponseWriter, r *http.Request) {
-	http.Error(w, "not yet", http.StatusNotImplemented)
 }

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"bytes"
+	"encoding/json"
 	"io"
 	"net/http"
 	"os"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/latchkey/latchkey/audit"
 	"github.com/latchkey/latchkey/bounce"
+	"github.com/latchkey/latchkey/metrics"
 	"github.com/latchkey/latchkey/queue"
 	"github.com/latchkey/latchkey/testutil/smtpsink"
 )
@@ -104,6 +106,24 @@ func TestAdminAPIAndMetrics(t *testing.T) {
 		if v, ok := metricValue(text, m.name, m.want...); v != m.val {
 			t.Errorf("%s%v = %q (found %v), want %s", m.name, m.want, v, ok, m.val)
 		}
+	}
+	// The four figures, from the audit trail: one delivered, one bounced.
+	code, body := adminGet(t, e, "/api/v1/stats?since=1h&class=reset", true)
+	var rep metrics.Report
+	if err := json.Unmarshal([]byte(body), &rep); code != 200 || err != nil {
+		t.Fatalf("/api/v1/stats = %d %v\n%s", code, err, body)
+	}
+	if rep.Success.Delivered != 1 || rep.Success.Bounced != 1 || rep.Success.Rate != 0.5 ||
+		rep.Speed.Samples != 1 || rep.Escalation.ByTrigger["hard_bounce"] != 1 {
+		t.Errorf("stats: %+v", rep)
+	}
+	// fastPolicy's 4 s expiry is far shorter than latency + the default
+	// 5 min margin: the calibration says so.
+	if c := rep.Calibration; c.Safe || time.Duration(c.Recommended) < 5*time.Minute || time.Duration(c.Configured) != 4*time.Second {
+		t.Errorf("calibration: %+v", c)
+	}
+	if code, _ := adminGet(t, e, "/api/v1/stats?class=nosuch", true); code != 400 {
+		t.Errorf("stats for an unknown class = %d, want 400", code)
 	}
 	// The DNS check ran at start against the test DNS, where nothing is
 	// published but DKIM: failures, exported per domain and check.

@@ -215,6 +215,7 @@ func (s *Server) Start(ctx context.Context) error {
 		go s.watchDNS(ctx, s.DNSCheckEvery)
 	}
 	go s.pruneAudit(ctx)
+	go s.calibrate(ctx, time.Hour)
 	if err := s.startAdmin(ctx); err != nil {
 		s.Close()
 		return err

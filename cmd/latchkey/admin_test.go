@@ -145,7 +145,7 @@ func (e *cliEnv) exercise(t *testing.T, items []*queue.Item) {
 	}
 	// The flag after the id works too.
 	code, out, _ = e.run(t, "audit show", items[1].ID, "-json")
-	if code != 0 || !strings.Contains(out, `"type":"dropped"`) || !strings.Contains(out, `"by":"alice: test send"`) {
+	if code != 0 || !strings.Contains(out, `"type":"dropped"`) || !strings.Contains(out, `"by":"alice"`) || !strings.Contains(out, `"reason":"test send"`) {
 		t.Errorf("audit show -json after drop: %d\n%s", code, out)
 	}
 

@@ -222,7 +222,7 @@ func cmdSuppressRemove(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	return c.run(func(ctx context.Context, a *adminConn) error {
-		if err := a.JSON(ctx, "DELETE", suppressPath(*list, pos[0]), nil, nil); err != nil {
+		if err := a.JSON(ctx, "DELETE", suppressPath(*list, pos[0])+"?by="+url.QueryEscape(operator()), nil, nil); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "%s removed from %s\n", strings.ToLower(pos[0]), *list)

@@ -161,7 +161,11 @@ func openLocal(cfg *conf.Config) (*adminConn, error) {
 	var raw [16]byte
 	rand.Read(raw[:])
 	tok := hex.EncodeToString(raw[:])
-	h := admin.Handler(admin.Options{Token: tok, Queue: q, Store: st, AuditKey: key, Outbox: ob, Log: nop})
+	extra := map[string]http.Handler{}
+	if pol, err := relay.LoadPolicy(cfg); err == nil {
+		extra["GET /api/v1/stats"] = relay.StatsHandler(st.DB, pol.Get)
+	}
+	h := admin.Handler(admin.Options{Token: tok, Queue: q, Store: st, AuditKey: key, Outbox: ob, Log: nop, Extra: extra})
 	return &adminConn{
 		Client: &admin.Client{BaseURL: "http://latchkey.invalid", Token: tok, HTTP: &http.Client{Transport: admin.Transport(h)}},
 		close:  st.Close,
