@@ -9,6 +9,7 @@
 //	latchkey-load send -addr 127.0.0.1:587 -user U -pass-file F [send flags]
 //	latchkey-load sink -listen 127.0.0.2:2525 [-dns-listen 127.0.0.1:5353] [-expect N]
 //	latchkey-load restart -latchkey ./latchkey -workdir DIR
+//	latchkey-load fill -workdir DIR -n 1000000
 //
 // run is the one the benchmarks use: everything in one process, with the
 // relay either started from its binary (so its CPU time and memory can be
@@ -53,6 +54,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdSink(args[1:], stdout, stderr)
 	case "restart":
 		return cmdRestart(args[1:], stdout, stderr)
+	case "fill":
+		return cmdFill(args[1:], stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "latchkey-load: unknown command %q\n", args[0])
 	return 2
@@ -355,5 +358,27 @@ func cmdRestart(args []string, stdout, stderr io.Writer) int {
 	} else {
 		fmt.Fprintf(stdout, "serving after %.2fs; RSS %.1f MB\n", r.ReadySeconds, r.RSSMB)
 	}
+	return 0
+}
+
+func cmdFill(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("latchkey-load fill", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dir := fs.String("workdir", "", "directory written by `latchkey-load run -workdir` (the relay must be stopped)")
+	n := fs.Int("n", 100000, "messages to add")
+	workers := fs.Int("workers", 16, "concurrent enqueues (they share fsyncs)")
+	if fs.Parse(args) != nil {
+		return 2
+	}
+	if *dir == "" {
+		fmt.Fprintln(stderr, "latchkey-load fill: -workdir is required")
+		return 2
+	}
+	d, err := fillQueue(*dir+"/latchkey.toml", *n, *workers)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "queued %d bulk messages in %.1fs (%.0f/s)\n", *n, d.Seconds(), float64(*n)/d.Seconds())
 	return 0
 }
