@@ -236,7 +236,7 @@ run_latchkey() { # scenario run
 run_postfix() { # scenario run
 	# shellcheck disable=SC2046
 	"$LOAD" run -json -label "postfix $1 #$2" -addr "$PF_SUBMIT" -user load -pass-file "$PF/password" \
-		-mx-listen "$MX" -dkim-record "$PF_DKIM" -relay-pid "$PFPID" -verify-every "$VERIFY" \
+		-mx-listen "$MX" -dkim-record "$PF_DKIM" -verify-every "$VERIFY" \
 		$(scenario_args "$1") >"$WORK/results/postfix-$1-$2.json" || log "postfix $1 #$2: the run reported failures"
 }
 
