@@ -168,6 +168,7 @@ func doRun(o runOptions) (rep RunReport, err error) {
 	if msgs > 0 {
 		u.CPUPerMsgMs = u.CPUSeconds * 1000 / msgs
 		u.MachinePerMsg = u.MachineCPUSecs * 1000 / msgs
+		u.ToolPerMsg = (self1.cpu - self0.cpu) * 1000 / msgs
 	}
 	rep.Relay = u
 	// The verifier finishes before the report's DKIM figures are final.
