@@ -87,8 +87,8 @@ type RelayUsage struct {
 	// ToolPerMsg is the load tool's own CPU (sender, sink, DNS, DKIM
 	// checks): what the harness takes from the machine.
 	ToolPerMsg float64 `json:"load_tool_cpu_per_msg_ms"`
-	RSSMB          float64 `json:"relay_rss_mb"`
-	MaxRSSMB       float64 `json:"relay_max_rss_mb"`
+	RSSMB      float64 `json:"relay_rss_mb"`
+	MaxRSSMB   float64 `json:"relay_max_rss_mb"`
 }
 
 // RunReport is the whole of `latchkey-load run`.
