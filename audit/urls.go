@@ -127,6 +127,12 @@ func qpFallback(b []byte) []byte {
 	return bytes.ReplaceAll(b, []byte("=3d"), []byte("="))
 }
 
+// RedactURLs replaces every http(s) URL in v by its keyed hash. The relay
+// applies it to remote replies before storing or logging them: a content
+// filter may quote the reset link it refused. Unlike Append, it is safe
+// for concurrent use (it reads only the key).
+func (l *Log) RedactURLs(v string) string { return l.redactURLs(v) }
+
 // redactURLs replaces every http(s) URL in a detail value by its keyed hash,
 // so a URL passed in by mistake (a remote reply quoting a link) is not stored.
 func (l *Log) redactURLs(v string) string {

@@ -267,7 +267,11 @@ func (d *Deliverer) Deliver(ctx context.Context, from string, rcpts []string, da
 func (d *Deliverer) logResults(domain string, results []Result, todo []int) {
 	if e := d.log.Debug(); e.Enabled() {
 		for _, i := range todo {
-			d.log.Debug().Str("domain", domain).Str("result", results[i].String()).Msg("deliver: result")
+			// Not the reply text: a content filter may quote the message's
+			// links (a live reset link) in it. The relay logs a redacted one.
+			r := results[i]
+			d.log.Debug().Str("domain", domain).Str("rcpt", r.Rcpt).Bool("delivered", r.Delivered).Bool("permanent", r.Permanent).
+				Int("code", r.Code).Str("enhanced", r.Enhanced).Str("mx", r.Host).Str("tls", r.TLS).Msg("deliver: result")
 		}
 	}
 }

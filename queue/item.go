@@ -88,6 +88,7 @@ var (
 	pRefs      = []byte("q/c/") // q/c/<msg id> → live items of the message (uint32)
 	pLive      = []byte("q/l/") // q/l/<item id> → schedule (class, due, cutoff)
 	pSupersede = []byte("q/s/") // q/s/<key>\x00<item id> → ""
+	pNewest    = []byte("q/n/") // q/n/<key> → newest item id for a supersede key (TTL: its deadline)
 	pDedupe    = []byte("q/d/") // q/d/<key> → msg id (TTL)
 	pRate      = []byte("q/r/") // q/r/<key> → window counter (TTL)
 	pSuppress  = []byte("sup/") // sup/<list>/<address> → Suppression JSON

@@ -199,6 +199,12 @@ func (q *Queue) Enqueue(m *Message) (*Result, error) {
 				if err := tx.Set(key(pSupersede, it.SupersedeKey, it.ID), nil); err != nil {
 					return err
 				}
+				// Remembered after the newer item is finished too: an older
+				// one being delivered right now is ended when its attempt
+				// comes back deferred (see Complete).
+				if err := tx.SetEntry(entry(key(pNewest, it.SupersedeKey), []byte(it.ID), it.Deadline.Sub(now)+time.Hour)); err != nil {
+					return err
+				}
 			}
 			it.State = StateQueued
 			if err := q.writeLive(tx, it); err != nil {
@@ -574,6 +580,19 @@ func (q *Queue) Complete(id string, out Outcome) error {
 		if out.State != "" {
 			return q.finish(tx, it, out.State, out.Reason, out.Label, now)
 		}
+		// A newer message for the same key arrived while this one was
+		// being delivered (supersede could not touch it then): it must
+		// not be tried again, or the user gets the dead link last.
+		if newer, err := q.newerThan(tx.Txn, it); err != nil {
+			return err
+		} else if newer != "" {
+			it.SupersededBy = newer
+			if err := q.finish(tx, it, StateSuperseded, "superseded by "+newer, "superseded", now); err != nil {
+				return err
+			}
+			return tx.Audit(&audit.Event{Time: now, Type: audit.Superseded, QueueID: it.ID, MessageID: it.MessageID,
+				Class: it.Class, Recipient: it.Rcpt, Fields: map[string]string{"by": newer}})
+		}
 		if out.Redirect != "" {
 			if it.OrigRcpt == "" {
 				it.OrigRcpt = it.Rcpt
@@ -588,6 +607,23 @@ func (q *Queue) Complete(id string, out Outcome) error {
 		tx.After(func() { q.lanes.put(class, id, due) })
 		return nil
 	})
+}
+
+// newerThan returns the id of a message accepted after it under the same
+// supersede key, or "".
+func (q *Queue) newerThan(txn *badger.Txn, it *Item) (string, error) {
+	if it.SupersedeKey == "" {
+		return "", nil
+	}
+	v, err := getValue(txn, key(pNewest, it.SupersedeKey))
+	if err != nil || v == nil {
+		return "", err
+	}
+	newest := string(v)
+	if MsgIDOf(newest) == it.MsgID || !AcceptedAt(newest).After(AcceptedAt(it.ID)) {
+		return "", nil
+	}
+	return newest, nil
 }
 
 func (q *Queue) getItem(txn *badger.Txn, id string) (*Item, error) {

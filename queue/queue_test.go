@@ -314,3 +314,69 @@ func TestRetryInFlightRefused(t *testing.T) {
 		t.Errorf("Retry of a delivered item: %v, want ErrNotFound", err)
 	}
 }
+
+// deferOnce defers the item named old (after gate opens) and delivers the rest.
+type deferOnce struct {
+	recorder
+	old string
+}
+
+func (d *deferOnce) Deliver(ctx context.Context, it *Item, body []byte) Outcome {
+	if it.ID != d.old {
+		d.mu.Lock()
+		d.seen = append(d.seen, it.ID)
+		d.mu.Unlock()
+		return Outcome{State: StateDelivered, Attempt: &Attempt{Time: time.Now(), Code: 250}}
+	}
+	<-d.gate
+	return Outcome{Retry: time.Now(), Reason: "451 try later", Attempt: &Attempt{Time: time.Now(), Code: 451}}
+}
+
+// An older reset being delivered when a newer one arrives cannot be
+// superseded then; when its attempt comes back deferred it must end as
+// superseded, not be retried after the newer one (a dead link last).
+func TestSupersededWhileInFlightThenDeferred(t *testing.T) {
+	st, q := openTest(t, t.TempDir())
+	defer st.Close()
+	old := testMsg("a@x.test", "k", time.Now().Add(-time.Second))
+	h := &deferOnce{recorder: recorder{gate: make(chan struct{})}, old: old.Items[0].ID}
+	if _, err := q.Enqueue(old); err != nil {
+		t.Fatal(err)
+	}
+	q.Start(context.Background(), h, map[string]int{"reset": 2})
+	defer q.Stop()
+	for i := 0; !q.lanes.inflight(old.Items[0].ID); i++ {
+		if i > 500 {
+			t.Fatal("worker never leased the item")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	newer := testMsg("a@x.test", "k", time.Now())
+	if _, err := q.Enqueue(newer); err != nil {
+		t.Fatal(err)
+	}
+	// The newer one is delivered (and finished) before the old attempt ends.
+	for i := 0; ; i++ {
+		if it, _ := q.Get(newer.Items[0].ID); it.State == StateDelivered {
+			break
+		}
+		if i > 500 {
+			t.Fatal("newer not delivered")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	close(h.gate)
+	for i := 0; ; i++ {
+		it, _ := q.Get(old.Items[0].ID)
+		if it.State == StateSuperseded {
+			if it.SupersededBy != newer.Items[0].ID {
+				t.Errorf("superseded by %q, want %q", it.SupersededBy, newer.Items[0].ID)
+			}
+			break
+		}
+		if i > 300 || it.State == StateDelivered {
+			t.Fatalf("old item ended %s, want superseded", it.State)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -44,7 +44,7 @@ func (s *Server) Deliver(ctx context.Context, it *queue.Item, body []byte) queue
 	defer cancel()
 	r := d.Deliver(dctx, it.Sender, []string{it.Rcpt}, body)[0]
 	now := s.now()
-	att := attemptOf(r, now)
+	att := s.attemptOf(r, now)
 	ev := &audit.Event{Time: now, Type: audit.Attempt, Recipient: it.Rcpt, Fields: map[string]string{
 		"mx": r.Host, "ip": r.IP, "tls": r.TLS, "reply": att.Text, "code": strconv.Itoa(r.Code), "enhanced": r.Enhanced,
 		"attempt": strconv.Itoa(it.Attempts + 1),
@@ -86,16 +86,26 @@ func (s *Server) Deliver(ctx context.Context, it *queue.Item, body []byte) queue
 	}
 }
 
-func attemptOf(r deliver.Result, now time.Time) *queue.Attempt {
+func (s *Server) attemptOf(r deliver.Result, now time.Time) *queue.Attempt {
 	a := &queue.Attempt{Time: now, Host: r.Host, IP: r.IP, TLS: r.TLS, Code: r.Code, Enhanced: r.Enhanced,
-		Text: oneLine(r.Text), Permanent: r.Permanent}
+		Text: s.redact(oneLine(r.Text)), Permanent: r.Permanent}
 	if r.Err != nil {
-		a.Error = oneLine(r.Err.Error())
+		a.Error = s.redact(oneLine(r.Err.Error()))
 		if a.Text == "" {
 			a.Text = a.Error
 		}
 	}
 	return a
+}
+
+// redact replaces URLs in a remote server's text by their keyed hashes
+// before the text is stored in the queue, logged or sent to Salesforce:
+// a content filter may quote the reset link it refused.
+func (s *Server) redact(text string) string {
+	if s.Store != nil && s.Store.Audit != nil {
+		return s.Store.Audit.RedactURLs(text)
+	}
+	return text
 }
 
 func oneLine(s string) string {

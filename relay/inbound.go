@@ -115,7 +115,7 @@ func (s *Server) lateBounce(id string, rep *bounce.Report, log zerolog.Logger) {
 		v.Permanent = true
 	}
 	body, _ := s.Queue.Body(it.MsgID)
-	out := s.bounced(it, body, v, rr.RemoteMTA, oneLine(rr.Diagnostic), queue.Outcome{}, now)
+	out := s.bounced(it, body, v, rr.RemoteMTA, s.redact(oneLine(rr.Diagnostic)), queue.Outcome{}, now)
 	if !queue.Final(it.State) {
 		if err := s.Queue.Complete(id, out); err != nil {
 			log.Error().Err(err).Msg("cannot record bounce")

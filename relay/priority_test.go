@@ -424,11 +424,6 @@ func TestRateLimitEndToEnd(t *testing.T) {
 // reset is still queued and must end superseded, never delivered after the
 // newer one (whose link is the only one that works).
 func TestSupersedeInFlightThenDeferred(t *testing.T) {
-	t.Skip("BUG: queue.Enqueue/supersede skips an item a worker holds (lanes.claim fails for in-flight " +
-		"items) and nothing supersedes it later: when that attempt is deferred, queue.Complete puts it back " +
-		"in its lane and it is delivered after the newer reset, a dead link. Fix: in Queue.Complete, for a " +
-		"non-final outcome of an item with a SupersedeKey, look for a newer id under q/s/<key> (ids sort by " +
-		"acceptance time) and finish the item as superseded by it instead of requeueing")
 	held, release := make(chan struct{}), make(chan struct{})
 	var calls atomic.Int32
 	e := newEnv(t, envOpts{policy: fastPolicy, sink: smtpsink.Options{Rcpt: func(string) *smtp.SMTPError {
