@@ -47,15 +47,9 @@ func New(zone string) (*Server, error) {
 	if err := s.Add(zone); err != nil {
 		return nil, err
 	}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	pc, l, err := listenPair()
 	if err != nil {
-		return nil, fmt.Errorf("dnstest: listen udp: %w", err)
-	}
-	port := pc.LocalAddr().(*net.UDPAddr).Port
-	l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-	if err != nil {
-		pc.Close()
-		return nil, fmt.Errorf("dnstest: listen tcp: %w", err)
+		return nil, err
 	}
 	s.Addr = pc.LocalAddr().String()
 	started := make(chan struct{}, 2)
@@ -66,6 +60,27 @@ func New(zone string) (*Server, error) {
 	<-started
 	<-started
 	return s, nil
+}
+
+// listenPair binds UDP and TCP on the same free loopback port. The UDP
+// port the kernel picks may be taken for TCP by another process (tests run
+// in parallel), so it tries again with a new port.
+func listenPair() (net.PacketConn, net.Listener, error) {
+	var err error
+	for range 20 {
+		var pc net.PacketConn
+		pc, err = net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			return nil, nil, fmt.Errorf("dnstest: listen udp: %w", err)
+		}
+		var l net.Listener
+		l, err = net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", pc.LocalAddr().(*net.UDPAddr).Port))
+		if err == nil {
+			return pc, l, nil
+		}
+		pc.Close()
+	}
+	return nil, nil, fmt.Errorf("dnstest: listen tcp: %w", err)
 }
 
 // Add parses zone-file lines and adds their records.
