@@ -42,10 +42,7 @@ func scanURLs(s string) []string {
 		} else if j >= 4 && strings.EqualFold(s[j-4:j], "http") {
 			start = j - 4
 		}
-		// \b: the scheme must not continue a word. "xhttps://" has no
-		// boundary before the "h" of "https", but the regexp then tries the
-		// "http" starting one later... which would need "s://" to follow
-		// "http": impossible, so no match at all.
+		// \b: the scheme must not continue a word ("xhttp://" is no URL).
 		if start > 0 && isWord(s[start-1]) {
 			start = -1
 		}
@@ -66,6 +63,7 @@ func isWord(c byte) bool {
 	return c == '_' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
 }
 
+// isStop is the pattern's [^\s<>"'`] negated; RE2's \s is [\t\n\f\r ] (no \v).
 func isStop(c byte) bool {
 	switch c {
 	case ' ', '\t', '\n', '\f', '\r', '<', '>', '"', '\'', '`':
