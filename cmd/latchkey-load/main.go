@@ -304,9 +304,14 @@ func cmdSink(args []string, stdout, stderr io.Writer) int {
 		<-sig
 	}
 	sk.close()
-	// Latency runs from each message's send time, so the window starts at
-	// the earliest possible send: the sink's start.
-	r := sk.report(sk.start)
+	// The window starts at the earliest send time the messages carry.
+	sk.mu.Lock()
+	since := sk.minSent
+	sk.mu.Unlock()
+	if since.IsZero() {
+		since = sk.start
+	}
+	r := sk.report(since)
 	if *jsonFile != "" {
 		f, err := os.Create(*jsonFile)
 		if err == nil {

@@ -44,6 +44,9 @@ type sink struct {
 	lat     []time.Duration
 	byClass map[string][]time.Duration
 	first   time.Time
+	// minSent is the earliest send time seen: the start of the window when
+	// the sender runs in another process.
+	minSent time.Time
 	last    time.Time
 	dup     int
 	noID    int
@@ -98,6 +101,9 @@ func (s *sink) data(_ string, _ []string, msg []byte) *smtp.SMTPError {
 		s.dup++
 	default:
 		s.seen[seq] = true
+		if s.minSent.IsZero() || sent.Before(s.minSent) {
+			s.minSent = sent
+		}
 		d := now.Sub(sent)
 		s.lat = append(s.lat, d)
 		s.byClass[class] = append(s.byClass[class], d)
