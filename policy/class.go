@@ -76,10 +76,12 @@ func (c *Class) Cutoff(deadline time.Time) time.Time { return deadline.Add(-c.Ma
 // so that messages deferred together do not retry together.
 //
 // When the wait would end past the cut-off (deadline − Margin), one last
-// attempt is scheduled at the cut-off if at least the first retry interval is
-// left — a reset delivered with exactly its margin to spare is still useful;
-// otherwise ok is false and the message should end as expired. A zero
-// deadline means accepted+Expiry.
+// attempt is scheduled half the first retry interval before the cut-off, if
+// at least that interval is left — a reset delivered with its margin to
+// spare is still useful, and the attempt needs time to finish before the
+// cut-off (a delivery never starts or runs past it); otherwise ok is false
+// and the message should end as expired. A zero deadline means
+// accepted+Expiry.
 func (c *Class) NextRetry(attempt int, accepted, now, deadline time.Time, rnd func(n int64) int64) (next time.Time, ok bool) {
 	if deadline.IsZero() {
 		deadline = accepted.Add(c.Expiry)
@@ -101,7 +103,7 @@ func (c *Class) NextRetry(attempt int, accepted, now, deadline time.Time, rnd fu
 		if cutoff.Sub(now) < c.Retry[0] {
 			return time.Time{}, false
 		}
-		next = cutoff
+		next = cutoff.Add(-c.Retry[0] / 2)
 	}
 	return next, true
 }

@@ -358,6 +358,7 @@ func TestNextRetry(t *testing.T) {
 	acc := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 	deadline := acc.Add(30 * time.Minute)
 	cutoff := acc.Add(28 * time.Minute)
+	lastTry := cutoff.Add(-15 * time.Second / 2) // half the first interval before it
 	zero := func(int64) int64 { return 0 }
 	maxJ := func(n int64) int64 { return n - 1 }
 
@@ -374,8 +375,8 @@ func TestNextRetry(t *testing.T) {
 		{5, acc, zero, acc.Add(4 * time.Minute), true},
 		{50, acc, zero, acc.Add(4 * time.Minute), true}, // the last wait repeats
 		{1, acc, maxJ, acc.Add(15*time.Second + 1500*time.Millisecond - 1), true},
-		{9, cutoff.Add(-3 * time.Minute), zero, cutoff, true},        // capped: one last try at the cut-off
-		{9, cutoff.Add(-15 * time.Second), zero, cutoff, true},       // exactly the first interval left
+		{9, cutoff.Add(-3 * time.Minute), zero, lastTry, true},       // capped: one last try, finishing by the cut-off
+		{9, cutoff.Add(-15 * time.Second), zero, lastTry, true},      // exactly the first interval left
 		{9, cutoff.Add(-10 * time.Second), zero, time.Time{}, false}, // too little left
 		{1, cutoff, zero, time.Time{}, false},                        // at the cut-off
 		{1, deadline.Add(time.Minute), zero, time.Time{}, false},     // past the deadline
@@ -387,7 +388,7 @@ func TestNextRetry(t *testing.T) {
 	}
 
 	// Walk an MX that defers forever: every attempt is before the cut-off,
-	// the schedule ends, and the last attempt is at the cut-off.
+	// the schedule ends, and the last attempt is just before the cut-off.
 	now, attempts := acc, 0
 	var times []time.Duration
 	for {
@@ -405,8 +406,8 @@ func TestNextRetry(t *testing.T) {
 			t.Fatal("retry schedule does not end")
 		}
 	}
-	if !now.Equal(cutoff) || len(times) < 8 {
-		t.Errorf("retries at %v; want the last at the cut-off +28m", times)
+	if !now.Equal(lastTry) || len(times) < 8 {
+		t.Errorf("retries at %v; want the last 7.5s before the cut-off +28m", times)
 	}
 }
 
