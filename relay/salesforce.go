@@ -21,7 +21,7 @@ func (s *Server) connectSalesforce() error {
 	}
 	log := s.log.With().Str("component", "salesforce").Logger()
 	s.Outbox = salesforce.NewOutbox(s.Store.DB, client, salesforce.OutboxOptions{
-		Log: &log,
+		Log: &log, InitialBackoff: cfg.RetryBackoff, MaxBackoff: cfg.MaxBackoff,
 		OnDone: func(e salesforce.Escalation, caseID string) {
 			err := s.Store.Update(func(tx *queue.Tx) error {
 				return tx.Audit(&audit.Event{Type: audit.Escalated, QueueID: e.QueueID, MessageID: e.MessageID, Class: e.Class,

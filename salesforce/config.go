@@ -62,6 +62,10 @@ type Config struct {
 	// MaxAttempts is how many times the outbox tries an escalation before
 	// moving it to the dead letters.
 	MaxAttempts int `toml:"max_attempts"`
+	// RetryBackoff is the outbox's wait after a failed attempt; it doubles
+	// with each further failure up to MaxBackoff.
+	RetryBackoff time.Duration `toml:"retry_backoff"`
+	MaxBackoff   time.Duration `toml:"max_backoff"`
 	// BackupCacheTTL is how long a backup-address answer (found or not) is
 	// reused before Salesforce is asked again.
 	BackupCacheTTL time.Duration `toml:"backup_cache_ttl"`
@@ -106,6 +110,8 @@ func DefaultConfig() Config {
 		SetBounceFields: true,
 		Timeout:         20 * time.Second,
 		MaxAttempts:     12,
+		RetryBackoff:    30 * time.Second,
+		MaxBackoff:      30 * time.Minute,
 		BackupCacheTTL:  10 * time.Minute,
 	}
 }
@@ -201,6 +207,12 @@ func (c Config) Validate() error {
 	}
 	if c.MaxAttempts < 1 {
 		bad("max_attempts", "must be at least 1")
+	}
+	if c.RetryBackoff <= 0 {
+		bad("retry_backoff", "must be positive, e.g. \"30s\"")
+	}
+	if c.MaxBackoff < c.RetryBackoff {
+		bad("max_backoff", "must be at least retry_backoff")
 	}
 	if c.BackupCacheTTL < 0 {
 		bad("backup_cache_ttl", "must not be negative")

@@ -53,6 +53,9 @@ func newSFDurEnv(t *testing.T, sf *sftest.Server, expiry string, sink smtpsink.O
 		t.Fatal(err)
 	}
 	sfc.Timeout = 5 * time.Second
+	// Retries a second apart (the default is 30 s, doubling), so a test
+	// sees several failed attempts in a few seconds.
+	sfc.RetryBackoff, sfc.MaxBackoff = time.Second, 2*time.Second
 	var buf bytes.Buffer
 	if err := toml.NewEncoder(&buf).Encode(map[string]any{"salesforce": sfc}); err != nil {
 		t.Fatal(err)
@@ -84,9 +87,8 @@ func (e *durEnv) logged(msg string, d time.Duration) bool {
 // for rcpt, with the fields an escalation sets.
 func checkOneCase(t *testing.T, sf *sftest.Server, rcpt, trigger string) {
 	t.Helper()
-	// Long enough for one outbox back-off (15-30s after the first failure).
-	if !waitFor(45*time.Second, func() bool { return len(sf.Cases()) >= 1 }) {
-		t.Fatal("no Case within 45s")
+	if !waitFor(20*time.Second, func() bool { return len(sf.Cases()) >= 1 }) {
+		t.Fatal("no Case within 20s")
 	}
 	// A duplicate would come from the same retry: give it a moment.
 	time.Sleep(time.Second)
@@ -101,8 +103,8 @@ func checkOneCase(t *testing.T, sf *sftest.Server, rcpt, trigger string) {
 	}
 }
 
-// Issue #5: Salesforce is down for the first attempt, latchkey is killed
-// (kill -9) before the retry, and the restarted relay opens the Case once
+// Issue #5: Salesforce is down for the first attempts, latchkey is killed
+// (kill -9) in between, and the restarted relay opens the Case once
 // Salesforce is back.
 func TestSalesforceDownAcrossKill(t *testing.T) {
 	t.Parallel()
@@ -111,8 +113,16 @@ func TestSalesforceDownAcrossKill(t *testing.T) {
 	e := newSFDurEnv(t, sf, "10m", smtpsink.Options{Rcpt: unknownUser})
 	e.start()
 	e.submitOne("gone@dest.test", "sf-down@example.com")
+	if !waitFor(20*time.Second, func() bool {
+		return strings.Count(e.proc.log.String(), `"message":"salesforce escalation failed"`) >= 3
+	}) {
+		t.Fatal("the outbox did not try Salesforce three times")
+	}
+	e.kill()
+	// Down for the first attempts of the restarted relay too.
+	e.start()
 	if !e.logged("salesforce escalation failed", 20*time.Second) {
-		t.Fatal("the outbox never tried Salesforce")
+		t.Fatal("the restarted relay never tried Salesforce")
 	}
 	e.kill()
 	if n := len(sf.Cases()); n != 0 {
