@@ -33,7 +33,7 @@ const (
 // env is a relay under test with its world: a DNS server serving the
 // recipients' MX and our DKIM keys, and a recipient MX on 127.0.0.2.
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	dir    string
 	dns    *dnstest.Server
 	sink   *smtpsink.Sink
@@ -43,6 +43,7 @@ type env struct {
 	// records holds the DKIM TXT records published in dns.
 	records map[string]string
 	cfgText string
+	quiet   bool
 }
 
 type envOpts struct {
@@ -52,6 +53,7 @@ type envOpts struct {
 	noSink   bool
 	preStart func(*Server)
 	admin    bool // serve the admin API on a free loopback port
+	quiet    bool // no log (benchmarks: the test log would hold every line)
 }
 
 var userHash = func() string {
@@ -59,9 +61,9 @@ var userHash = func() string {
 	return string(h)
 }()
 
-func newEnv(t *testing.T, o envOpts) *env {
+func newEnv(t testing.TB, o envOpts) *env {
 	t.Helper()
-	e := &env{t: t, dir: t.TempDir(), records: map[string]string{}}
+	e := &env{t: t, dir: t.TempDir(), records: map[string]string{}, quiet: o.quiet}
 	e.dns = dnstest.Start(t, "")
 	port := 0
 	if !o.noSink {
@@ -163,6 +165,9 @@ func (e *env) start(pre func(*Server)) {
 	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)
 	if testing.Verbose() {
 		log = log.Level(zerolog.DebugLevel)
+	}
+	if e.quiet {
+		log = zerolog.Nop()
 	}
 	srv, err := Boot(cfg, log)
 	if err != nil {

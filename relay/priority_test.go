@@ -6,12 +6,9 @@ package relay
 // refuse the one reset too many without touching other recipients.
 
 import (
-	"context"
 	"crypto/tls"
 	"fmt"
 	"net"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -21,12 +18,9 @@ import (
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
-	"github.com/rs/zerolog"
 
 	"github.com/latchkey/latchkey/audit"
-	"github.com/latchkey/latchkey/conf"
 	"github.com/latchkey/latchkey/queue"
-	"github.com/latchkey/latchkey/testutil/dnstest"
 	"github.com/latchkey/latchkey/testutil/smtpsink"
 )
 
@@ -303,55 +297,12 @@ func BenchmarkResetUnderBulkBacklog(b *testing.B) {
 	}
 }
 
-// benchRelay boots a relay for a benchmark (newEnv needs a *testing.T): the
-// same world as newEnv (DNS, the MX on 127.0.0.2, one signing key) without
-// the DKIM records, which delivery does not need.
+// benchRelay boots a relay for a benchmark in the usual test world (DNS,
+// the MX on 127.0.0.2) and returns its submission address.
 func benchRelay(b *testing.B, policyText string, so smtpsink.Options) (string, func()) {
 	b.Helper()
-	dir := b.TempDir()
-	dns := dnstest.Start(b, "dest.test. 300 IN MX 10 mx.dest.test.\nmx.dest.test. 300 IN A 127.0.0.2\n")
-	so.Addr, so.TLS = "127.0.0.2:0", true
-	sink := smtpsink.Start(b, so)
-	_, port, _ := net.SplitHostPort(sink.Addr)
-	pf := filepath.Join(dir, "policy.toml")
-	if err := os.WriteFile(pf, []byte(policyText), 0o600); err != nil {
-		b.Fatal(err)
-	}
-	text := fmt.Sprintf(`hostname = "relay.test"
-data_dir = %q
-policy_file = %q
-[submission]
-listen = ["127.0.0.1:0"]
-[[submission.users]]
-name = %q
-password_hash = %q
-[[domains]]
-name = "example.com"
-[[domains.dkim]]
-selector = "ed1"
-algo = "ed25519"
-key_file = "dkim/ed1.pem"
-[delivery]
-resolver = %q
-port = %s
-insecure_skip_verify = true
-[admin]
-listen = ""
-`, dir, pf, testUser, userHash, dns.Addr, port)
-	cfg, err := conf.Parse("bench.toml", []byte(text), false)
-	if err != nil {
-		b.Fatal(err)
-	}
-	srv, err := Boot(cfg, zerolog.Nop())
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := srv.Start(ctx); err != nil {
-		cancel()
-		b.Fatal(err)
-	}
-	return srv.SubmissionAddrs[0].String(), func() { cancel(); srv.Shutdown() }
+	e := newEnv(b, envOpts{policy: policyText, sink: so, quiet: true})
+	return e.submitAddr(), e.stop
 }
 
 // rateLimitPolicy allows two resets per recipient per minute.
