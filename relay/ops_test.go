@@ -2,6 +2,7 @@ package relay
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -235,4 +236,31 @@ func TestComplaintOnQueuedMessage(t *testing.T) {
 		it := itemState(e, iid)
 		return it != nil && it.State == queue.StateDelivered
 	})
+}
+
+// The received event records the keyed hash of the reset link also when it
+// sits in a base64-encoded part of a multipart message (the parts can only
+// be found with the message's own Content-Type).
+func TestURLHashOfBase64Part(t *testing.T) {
+	e := newEnv(t, envOpts{policy: fastPolicy})
+	link := "https://acme.my.site.com/s/reset?token=B64PartToken42"
+	part := base64.StdEncoding.EncodeToString([]byte("Reset here: " + link + "\r\n"))
+	msg := "From: Acme <noreply@example.com>\r\nTo: <jane@dest.test>\r\nSubject: Reset your password\r\n" +
+		"Message-ID: <b64@sfdc.net>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=\"XX\"\r\n\r\n" +
+		"--XX\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n" + part + "\r\n--XX--\r\n"
+	id := e.sendID(e.client("PLAIN"), "noreply@example.com", []string{"jane@dest.test"}, []byte(msg))
+	evs, err := audit.Show(e.srv.Store.DB, "<b64@sfdc.net>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := e.srv.Store.Audit.URLHash(link)
+	for _, ev := range evs {
+		if ev.Type == audit.Received {
+			if ev.Fields["url_hashes"] != want {
+				t.Errorf("url_hashes = %q, want %q (message %s)", ev.Fields["url_hashes"], want, id)
+			}
+			return
+		}
+	}
+	t.Fatalf("no received event for %s", id)
 }

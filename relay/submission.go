@@ -324,7 +324,7 @@ func (s *Server) accept(ss *submission, data []byte) error {
 		}
 	}
 	if s.Store.Audit != nil {
-		if hs := s.Store.Audit.URLHashes(body); len(hs) > 0 {
+		if hs := s.Store.Audit.URLHashes(data); len(hs) > 0 { // the whole message: its parts need its Content-Type
 			recv.Fields["url_hashes"] = strings.Join(hs, ",")
 		}
 	}
