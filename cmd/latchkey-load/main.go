@@ -10,6 +10,7 @@
 //	latchkey-load sink -listen 127.0.0.2:2525 [-dns-listen 127.0.0.1:5353] [-expect N]
 //	latchkey-load restart -latchkey ./latchkey -workdir DIR
 //	latchkey-load fill -workdir DIR -n 1000000
+//	latchkey-load relay -workdir DIR -resolver 127.0.0.1:5400 -mx-port 2700 -cpuprofile relay.prof
 //
 // run is the one the benchmarks use: everything in one process, with the
 // relay either started from its binary (so its CPU time and memory can be
@@ -23,6 +24,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -56,6 +58,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdRestart(args[1:], stdout, stderr)
 	case "fill":
 		return cmdFill(args[1:], stdout, stderr)
+	case "relay":
+		return cmdRelay(args[1:], stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "latchkey-load: unknown command %q\n", args[0])
 	return 2
@@ -130,6 +134,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	var recs listFlag
 	sendFlags(fs, &o.send, &passFile, &mix)
 	fs.StringVar(&o.latchkeyBin, "latchkey", "", "run this latchkey binary as the relay under test (config written to -workdir)")
+	fs.BoolVar(&o.direct, "direct", false, "no relay: send straight to the sink (the harness's own ceiling)")
 	fs.BoolVar(&o.inProcess, "inprocess", false, "boot the relay inside this process instead (for -cpuprofile)")
 	fs.StringVar(&o.workdir, "workdir", "", "relay config and data directory (default: a temporary one, removed afterwards)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary relay directory")
@@ -140,6 +145,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.mxListen, "mx-listen", "", "sink address (default 127.0.0.2 on a free port)")
 	fs.StringVar(&o.dnsListen, "dns-listen", "", "DNS address (default 127.0.0.1 on a free port)")
 	fs.Var(&recs, "dkim-record", "external relay: \"selector._domainkey.domain=v=DKIM1; k=rsa; p=...\" (repeatable)")
+	recFile := fs.String("dkim-records", "", "external relay: file of such records, one a line")
 	fs.IntVar(&o.verifyEvery, "verify-every", 1, "verify DKIM of every n-th arrival (0: none)")
 	fs.BoolVar(&o.mxDefer, "mx-defer", false, "the sink answers 451 to every RCPT (fill the queue)")
 	fs.DurationVar(&o.bulkDelay, "bulk-delay", 0, "the sink holds each bulk message this long (a slow MX)")
@@ -152,12 +158,20 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	if fs.Parse(args) != nil {
 		return 2
 	}
+	if *recFile != "" {
+		more, err := readRecords(*recFile)
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 2
+		}
+		recs = append(recs, more...)
+	}
 	o.dkimRecords = recs
 	if err := finishSend(&o.send, passFile, mix); err != nil {
 		fmt.Fprintln(stderr, err)
 		return 2
 	}
-	if o.latchkeyBin == "" && !o.inProcess {
+	if o.latchkeyBin == "" && !o.inProcess && !o.direct {
 		if err := loopbackOnly(o.send.addr); err != nil {
 			fmt.Fprintln(stderr, err)
 			return 2
@@ -252,16 +266,12 @@ func cmdSink(args []string, stdout, stderr io.Writer) int {
 		o.verifyEvery = 0
 	}
 	if *recFile != "" {
-		b, err := os.ReadFile(*recFile)
+		more, err := readRecords(*recFile)
 		if err != nil {
 			fmt.Fprintln(stderr, err)
 			return 2
 		}
-		for _, l := range strings.Split(string(b), "\n") {
-			if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
-				recs = append(recs, l)
-			}
-		}
+		recs = append(recs, more...)
 	}
 	zone, txt, err := txtRecords(recs)
 	if err != nil {
@@ -385,5 +395,74 @@ func cmdFill(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	fmt.Fprintf(stdout, "queued %d bulk messages in %.1fs (%.0f/s)\n", *n, d.Seconds(), float64(*n)/d.Seconds())
+	return 0
+}
+
+// readRecords reads name=value DKIM records, one a line; # starts a comment.
+func readRecords(path string) ([]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("latchkey-load: %w", err)
+	}
+	var recs []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
+			recs = append(recs, l)
+		}
+	}
+	return recs, nil
+}
+
+// cmdRelay boots a load-test relay inside this process and serves until
+// SIGINT/SIGTERM, so that -cpuprofile sees the relay alone while
+// `latchkey-load run -addr` drives it from another process.
+func cmdRelay(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("latchkey-load relay", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dir := fs.String("workdir", "", "relay config and data directory")
+	algo := fs.String("dkim", "rsa", "rsa, ed25519 or both")
+	resolver := fs.String("resolver", "127.0.0.1:5400", "DNS server the relay resolves dest.test with (run -dns-listen)")
+	mxPort := fs.String("mx-port", "2700", "port of the MX (run -mx-listen)")
+	prof := fs.String("cpuprofile", "", "write a CPU profile of the relay here")
+	if fs.Parse(args) != nil {
+		return 2
+	}
+	if *dir == "" {
+		fmt.Fprintln(stderr, "latchkey-load relay: -workdir is required")
+		return 2
+	}
+	env, err := writeRelayEnv(relaySetup{dir: *dir, dkimAlgo: *algo, resolver: *resolver, mxPort: *mxPort})
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	if err := os.WriteFile(*dir+"/dkim-records", []byte(strings.Join(env.records, "\n")+"\n"), 0o600); err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	p, err := startRelayInProcess(env)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	defer p.stop()
+	if *prof != "" {
+		f, err := os.Create(*prof)
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		defer pprof.StopCPUProfile()
+	}
+	fmt.Fprintf(stdout, "relay pid %d on %s; user %s, -pass-file %s/password, -dkim-records %s/dkim-records\n",
+		os.Getpid(), p.addr, env.user, *dir, *dir)
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	<-sig
 	return 0
 }
