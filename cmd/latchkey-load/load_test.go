@@ -180,3 +180,17 @@ func TestFillThenRestart(t *testing.T) {
 		t.Fatalf("relay did not load the 30 filled items; its log:\n%s", log)
 	}
 }
+
+// TestRunDirect: the harness ceiling mode sends to the sink alone and still
+// accounts for every message.
+func TestRunDirect(t *testing.T) {
+	o := runOptions{direct: true, verifyEvery: 1, timeout: 20 * time.Second}
+	o.send = sendOptions{conns: 2, n: 20, size: 1024, to: "user{n}@dest.test", from: "noreply@example.com", runID: "t3"}
+	rep, err := doRun(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Send.Accepted != 20 || rep.Sink.E2E.N != 20 || rep.Sink.DKIMFail != 0 || rep.E2EMsgPerSec <= 0 {
+		t.Fatalf("direct run: %+v", rep)
+	}
+}
