@@ -6,9 +6,12 @@
 #
 # Sections (default: all, in this order):
 #   gobench   Go benchmarks: DKIM, raw signatures, queue group commit,
-#             classification, DSN parsing, fsync rate (-count=RUNS)
+#             classification, DSN parsing, fsync rate, Badger synced commit
+#             CPU, URL hashing (-count=RUNS)
+#   ceiling   the load tool straight to its sink: the harness's own ceiling
 #   ed25519   e2e closed loop, 8 clients, 10,000 messages, Ed25519-only signing
 #   dual      the same with the shipped dual RSA + Ed25519 signing
+#   workers   rsa-2048 closed loop with 10 reset delivery workers instead of 4
 #   backlog   resets at 20 msg/s behind 20,000 bulk messages queued for a slow MX
 #   rss100k   100,000 messages submitted over SMTP to an MX that defers all: RSS
 #   restart   restart on that queue, then on 1,000,000 (filled directly), RUNS times
@@ -30,7 +33,7 @@ while [ $# -gt 0 ]; do
 	esac
 	shift
 done
-[ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=(gobench ed25519 dual backlog rss100k restart profile)
+[ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=(gobench ceiling ed25519 dual workers backlog rss100k restart profile)
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 R="$WORK/results"
@@ -51,8 +54,23 @@ for s in "${SECTIONS[@]}"; do
 		go test -run='^$' -bench=EnqueueParallel -benchtime=2000x -count="$RUNS" ./queue | tee "$R/bench-queue.txt"
 		go test -run='^$' -bench=Classify -count="$RUNS" ./policy | tee "$R/bench-policy.txt"
 		go test -run='^$' -bench='Parse$' -count="$RUNS" ./bounce | tee "$R/bench-bounce.txt"
-		LATCHKEY_BENCH_DIR="$WORK" go test -run='^$' -bench=Fsync -count="$RUNS" ./bench | tee "$R/bench-fsync.txt"
+		LATCHKEY_BENCH_DIR="$WORK" go test -run='^$' -bench='Fsync|BadgerSync' -count="$RUNS" ./bench | tee "$R/bench-fsync.txt"
+		go test -run='^$' -bench='URL' -count="$RUNS" ./bench | tee "$R/bench-urls.txt"
 		cd - >/dev/null
+		;;
+	ceiling)
+		for i in $(seq "$RUNS"); do
+			log "harness ceiling, run $i"
+			"$LOAD" run -json -label "harness ceiling #$i" -direct -conns 8 -n 20000 >"$R/ceiling-$i.json"
+		done
+		;;
+	workers)
+		sed '0,/^workers = 4/s//workers = 10/' "$REPO/conf/policy.toml" >"$WORK/policy-workers10.toml"
+		for i in $(seq "$RUNS"); do
+			log "closed loop, rsa, 10 reset workers, run $i"
+			"$LOAD" run -json -label "latchkey rsa workers=10 closed #$i" -latchkey "$LK" -dkim rsa -policy "$WORK/policy-workers10.toml" \
+				-conns 8 -n 10000 -verify-every 10 >"$R/latchkey-workers10-closed-$i.json" || log "run reported failures"
+		done
 		;;
 	ed25519|dual)
 		algo=ed25519; [ "$s" = dual ] && algo=both
