@@ -72,6 +72,12 @@ const (
 	prefixMsgID      = "a/m/"
 	prefixCheckpoint = "a/c/"
 	keyHead          = "a/h"
+	// prefixMinute indexes time: a/t/<unix minute> → the first sequence
+	// number written in that minute, so a query for a time window seeks
+	// instead of reading the whole chain. keyMinuteStart holds the first
+	// sequence number the index covers (older events predate it).
+	prefixMinute   = "a/t/"
+	keyMinuteStart = "a/ts"
 )
 
 // MinKeyLen is the shortest HMAC key Open accepts: a shorter one would make
@@ -219,11 +225,40 @@ func (l *Log) Append(txn *badger.Txn, ev *Event) error {
 			return fmt.Errorf("audit: write message-id index %d: %w", ev.Seq, err)
 		}
 	}
+	if err := l.indexMinute(txn, ev); err != nil {
+		return err
+	}
 	if err := txn.Set([]byte(keyHead), encodeHead(l.signKey, ev.Seq, ev.Hash)); err != nil {
 		return fmt.Errorf("audit: write chain head %d: %w", ev.Seq, err)
 	}
 	l.seq, l.hash = ev.Seq, ev.Hash
 	return nil
+}
+
+// indexMinute records ev.Seq as the first of its minute unless an earlier
+// event of that minute did (reading the transaction's own writes, so an
+// aborted batch leaves no stale state behind).
+func (l *Log) indexMinute(txn *badger.Txn, ev *Event) error {
+	k := minuteKey(ev.Time)
+	if _, err := txn.Get(k); err == nil {
+		return nil
+	} else if !errors.Is(err, badger.ErrKeyNotFound) {
+		return fmt.Errorf("audit: time index: %w", err)
+	}
+	seq := binary.BigEndian.AppendUint64(nil, ev.Seq)
+	if err := txn.Set(k, seq); err != nil {
+		return fmt.Errorf("audit: time index: %w", err)
+	}
+	if _, err := txn.Get([]byte(keyMinuteStart)); errors.Is(err, badger.ErrKeyNotFound) {
+		return txn.Set([]byte(keyMinuteStart), seq)
+	} else if err != nil {
+		return fmt.Errorf("audit: time index: %w", err)
+	}
+	return nil
+}
+
+func minuteKey(t time.Time) []byte {
+	return binary.BigEndian.AppendUint64([]byte(prefixMinute), uint64(t.Unix()/60))
 }
 
 // sanitize makes the event storable as it will be hashed: JSON would turn

@@ -512,8 +512,11 @@ func TestPruneEverything(t *testing.T) {
 	if err != nil || n != 2500 {
 		t.Fatalf("Prune = %d, %v; want 2500", n, err)
 	}
-	if k := countKeys(t, db, "a/"); k != 2 { // the head and the checkpoint
-		t.Errorf("%d audit keys left, want 2", k)
+	if k := countKeys(t, db, "a/"); k != 3 { // the head, the checkpoint and where the time index starts
+		t.Errorf("%d audit keys left, want 3", k)
+	}
+	if k := countKeys(t, db, prefixMinute); k != 0 {
+		t.Errorf("%d minutes of the time index left after pruning everything", k)
 	}
 	wantClean(t, db)
 	// A Log opened now finds no event: it continues from the signed head.

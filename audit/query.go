@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -83,10 +84,15 @@ func walkIndex(txn *badger.Txn, prefix []byte, fn func(*Event) error) error {
 // walkEvents calls fn for every stored event in seq order. Undecodable
 // events are an error here; Verify is the tool that reports them in detail.
 func walkEvents(txn *badger.Txn, fn func(*Event) error) error {
+	return walkEventsFrom(txn, 0, fn)
+}
+
+// walkEventsFrom is walkEvents from sequence number from on.
+func walkEventsFrom(txn *badger.Txn, from uint64, fn func(*Event) error) error {
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixEvent), PrefetchValues: true, PrefetchSize: 100})
 	defer it.Close()
 	var ev Event
-	for it.Rewind(); it.Valid(); it.Next() {
+	for it.Seek(eventKey(from)); it.Valid(); it.Next() {
 		item := it.Item()
 		if err := item.Value(func(v []byte) error { return ev.decodeStored(v) }); err != nil {
 			return fmt.Errorf("audit: event at key %x: %w", item.Key(), err)
@@ -148,14 +154,68 @@ func Scan(db *badger.DB, f Filter, fn func(*Event) error) error {
 		if f.QueueID != "" {
 			return walkIndex(txn, indexPrefix(prefixQueue, f.QueueID), visit)
 		}
-		// Event times follow the chain only as well as the clock did, so a
-		// time window is a filter over the whole chain, not a seek.
-		return walkEvents(txn, visit)
+		from, err := firstSeqSince(txn, f.Since)
+		if err != nil {
+			return err
+		}
+		return walkEventsFrom(txn, from, visit)
 	})
 	if errors.Is(err, errStop) {
 		return nil
 	}
 	return err
+}
+
+// firstSeqSince returns a sequence number at or before that of every event
+// stamped at or after since, from the minute index: the smallest first-seq
+// of the minutes from since's on. Event times follow the chain only as well
+// as the clock did, which is why it takes the minimum over every later
+// minute rather than the first one found. Without the index (events older
+// than it, or no since) it returns 0: the whole chain.
+func firstSeqSince(txn *badger.Txn, since time.Time) (uint64, error) {
+	if since.IsZero() {
+		return 0, nil
+	}
+	item, err := txn.Get([]byte(keyMinuteStart))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return 0, nil
+	} else if err != nil {
+		return 0, fmt.Errorf("audit: time index: %w", err)
+	}
+	var start uint64
+	if err := item.Value(func(v []byte) error { start = seqValue(v); return nil }); err != nil {
+		return 0, err
+	}
+	// Events before the index began are not covered: walk them too while
+	// any remain.
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixEvent)})
+	it.Rewind()
+	older := it.Valid() && binary.BigEndian.Uint64(it.Item().Key()[len(prefixEvent):]) < start
+	it.Close()
+	if older {
+		return 0, nil
+	}
+	min := uint64(math.MaxUint64)
+	mit := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixMinute), PrefetchValues: true})
+	defer mit.Close()
+	for mit.Seek(minuteKey(since)); mit.Valid(); mit.Next() {
+		if err := mit.Item().Value(func(v []byte) error {
+			if s := seqValue(v); s < min {
+				min = s
+			}
+			return nil
+		}); err != nil {
+			return 0, err
+		}
+	}
+	return min, nil
+}
+
+func seqValue(v []byte) uint64 {
+	if len(v) != 8 {
+		return 0 // unreadable: fall back to the whole chain
+	}
+	return binary.BigEndian.Uint64(v)
 }
 
 // Query returns the events matching f, in chain order.

@@ -403,7 +403,40 @@ func Prune(db *badger.DB, key []byte, before time.Time) (removed int, err error)
 		}
 		removed += n
 		if n < pruneBatch {
-			return removed, nil
+			return removed, pruneMinutes(db, before)
+		}
+	}
+}
+
+// pruneMinutes deletes the time index of the minutes before before's. An
+// event of such a minute kept back by Prune (stamped out of order) is still
+// found: the minute of the first retained event is not before before's,
+// and its first sequence number is at most that event's.
+func pruneMinutes(db *badger.DB, before time.Time) error {
+	end := minuteKey(before)
+	for {
+		n := 0
+		err := update(db, func(txn *badger.Txn) error {
+			n = 0
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixMinute)})
+			defer it.Close()
+			for it.Rewind(); it.Valid() && n < pruneBatch; it.Next() {
+				k := it.Item().KeyCopy(nil)
+				if bytes.Compare(k, end) >= 0 {
+					break
+				}
+				if err := txn.Delete(k); err != nil {
+					return err
+				}
+				n++
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("audit: prune: time index: %w", err)
+		}
+		if n < pruneBatch {
+			return nil
 		}
 	}
 }
