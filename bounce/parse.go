@@ -29,6 +29,14 @@ const (
 	// maxScan bounds the text read by patterns in a free-text bounce: the
 	// report is at its top, and the patterns are not cheap.
 	maxScan = 256 << 10
+	// maxNest bounds how deep Parse looks into attached messages for a
+	// wrapped bounce (a gateway's notice around a relay's bounce around
+	// ...); maxInner and maxInnerMsgs bound the bytes and the number of
+	// attached messages kept at each level, so nesting cannot multiply
+	// the work of a hostile message beyond a small constant.
+	maxNest      = 3
+	maxInner     = 1 << 20
+	maxInnerMsgs = 4
 )
 
 // ErrNotMessage is returned (wrapped) when the input has no parseable header.
@@ -80,8 +88,13 @@ type parts struct {
 	feedback  [][]byte // message/feedback-report bodies
 	texts     []string // human-readable parts, in order
 	orig      *textproto.MIMEHeader
+	inner     [][]byte // attached messages, which may be wrapped bounces
 	raw       []byte
 	n         int
+	depth     int // nesting level of this message (0 for the one given to Parse)
+	// guessed is set when the recipients were taken from the quoted
+	// original's To for want of any named in the report.
+	guessed bool
 }
 
 // Parse reads a message and reports whether it is a bounce, a complaint or
@@ -93,6 +106,12 @@ func Parse(r io.Reader) (*Report, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bounce: reading message: %w", err)
 	}
+	return parse(data, 0)
+}
+
+// parse parses one message; depth is how many attached messages deep it
+// is.
+func parse(data []byte, depth int) (*Report, error) {
 	// An mbox separator line ("From sender date") is not a header.
 	if bytes.HasPrefix(data, []byte("From ")) {
 		if i := bytes.IndexByte(data, '\n'); i >= 0 {
@@ -103,7 +122,7 @@ func Parse(r io.Reader) (*Report, error) {
 	if ent == nil {
 		return nil, fmt.Errorf("%w: %w", ErrNotMessage, err)
 	}
-	p := &parts{top: ent.Header, raw: data}
+	p := &parts{top: ent.Header, raw: data, depth: depth}
 	if _, params, err := ent.Header.ContentType(); err == nil {
 		p.reportTyp = strings.ToLower(params["report-type"])
 	}
@@ -116,7 +135,9 @@ func Parse(r io.Reader) (*Report, error) {
 			p.texts = append(p.texts, string(data[i+2:]))
 		}
 	}
-	return p.report(), nil
+	rep := p.report()
+	p.unwrap(rep)
+	return rep, nil
 }
 
 // walk visits the MIME tree and keeps the parts that matter. Errors inside
@@ -150,14 +171,21 @@ func (p *parts) walk(e *message.Entity, depth int) {
 		p.status = append(p.status, readBody(e.Body))
 	case mt == "message/feedback-report":
 		p.feedback = append(p.feedback, readBody(e.Body))
-	case mt == "message/rfc822" || mt == "message/global" || mt == "text/rfc822-headers" ||
-		mt == "text/rfc822-header" || mt == "message/rfc822-headers" || mt == "message/global-headers":
+	case mt == "message/rfc822" || mt == "message/global" || isMessageAttachment(e.Header):
+		// A whole attached message: usually the original, but a gateway
+		// may attach the bounce it received instead, so it is kept for
+		// unwrap.
+		b, _ := io.ReadAll(io.LimitReader(e.Body, maxInner))
+		if len(p.inner) < maxInnerMsgs {
+			p.inner = append(p.inner, b)
+		}
 		if p.orig == nil {
-			br := bufio.NewReader(io.LimitReader(e.Body, 1<<20))
-			h, err := textproto.NewReader(br).ReadMIMEHeader()
-			if len(h) > 0 || err == nil {
-				p.orig = &h
-			}
+			p.readOrig(bytes.NewReader(b))
+		}
+	case mt == "text/rfc822-headers" || mt == "text/rfc822-header" || mt == "message/rfc822-headers" ||
+		mt == "message/global-headers":
+		if p.orig == nil {
+			p.readOrig(io.LimitReader(e.Body, 1<<20))
 		}
 	case strings.HasPrefix(mt, "text/") || mt == "":
 		b := readBody(e.Body)
@@ -166,6 +194,111 @@ func (p *parts) walk(e *message.Entity, depth int) {
 			s = stripHTML(s)
 		}
 		p.texts = append(p.texts, s)
+	}
+}
+
+// readOrig keeps the header of the quoted original message.
+func (p *parts) readOrig(r io.Reader) {
+	h, err := textproto.NewReader(bufio.NewReader(r)).ReadMIMEHeader()
+	if len(h) > 0 || err == nil {
+		p.orig = &h
+	}
+}
+
+// isMessageAttachment reports whether a part that is not typed
+// message/rfc822 is still a whole message: an attachment named *.eml,
+// which is how some gateways and clients attach a bounce.
+func isMessageAttachment(h message.Header) bool {
+	_, params, err := h.ContentDisposition()
+	if err != nil {
+		return false
+	}
+	name := params["filename"]
+	if name == "" {
+		_, ctp, _ := h.ContentType()
+		name = ctp["name"]
+	}
+	return strings.HasSuffix(strings.ToLower(name), ".eml")
+}
+
+// unwrap completes an inconclusive report from a bounce attached to it.
+// Security gateways and some relays do not report a failure themselves:
+// they send a notice of their own ("unable to deliver message to <x>") and
+// attach the bounce they received, which alone says why. So where the
+// report found no recipient, or left one without a reason (Other), each
+// attached message that is itself a bounce is parsed in turn, and its
+// verdict for the same address is taken: the inner report is nearer to the
+// server that refused. An inner recipient the outer report does not name
+// is taken only when the outer named none (or only guessed from the
+// attachment's To), since an attachment naming
+// others may be about another message. Attachments that are not bounces
+// (the usual quoted original) change nothing.
+func (p *parts) unwrap(rep *Report) {
+	if p.depth >= maxNest || len(p.inner) == 0 || rep.IsComplaint || rep.IsAutoReply {
+		return
+	}
+	if len(rep.Recipients) == 0 || p.guessed {
+		// With no recipient of its own, only a message that presents
+		// itself as a failure notice may speak through its attachment: a
+		// person forwarding a bounce is not reporting one.
+		text := strings.Join(p.texts, "\n")
+		if len(text) > maxScan {
+			text = text[:maxScan]
+		}
+		if !p.looksLikeBounce() && !textLooksLikeBounce(text) {
+			return
+		}
+	}
+	open := len(rep.Recipients) == 0 || p.guessed
+	for _, r := range rep.Recipients {
+		if r.Reason == Other {
+			open = true
+		}
+	}
+	if !open {
+		return
+	}
+	for _, b := range p.inner {
+		in, err := parse(b, p.depth+1)
+		if err != nil || !in.IsBounce {
+			continue
+		}
+		if len(rep.Recipients) == 0 || p.guessed {
+			// The To of an attached bounce is the sender it went back
+			// to, not a recipient: its own report names them.
+			rep.Recipients = in.Recipients
+			rep.IsBounce = true
+			rep.Format = in.Format
+			if rep.ReportingMTA == "" {
+				rep.ReportingMTA = in.ReportingMTA
+			}
+			return
+		}
+		for i := range rep.Recipients {
+			r := &rep.Recipients[i]
+			if r.Reason != Other {
+				continue
+			}
+			for _, ir := range in.Recipients {
+				if !strings.EqualFold(ir.Recipient, r.Recipient) || ir.Reason == Other ||
+					(ir.Action != "failed" && ir.Action != "delayed") {
+					continue
+				}
+				r.Action, r.Status, r.Permanent, r.Hard, r.Reason = ir.Action, ir.Status, ir.Permanent, ir.Hard, ir.Reason
+				if ir.Diagnostic != "" {
+					r.Diagnostic = ir.Diagnostic
+				}
+				if ir.RemoteMTA != "" {
+					r.RemoteMTA = ir.RemoteMTA
+				}
+				break
+			}
+		}
+	}
+	for _, r := range rep.Recipients {
+		if r.Action == "failed" || r.Action == "delayed" {
+			rep.IsBounce = true
+		}
 	}
 }
 
@@ -241,6 +374,7 @@ func (p *parts) report() *Report {
 				to = quotedTo(text)
 			}
 			rc := reasonCache{}
+			p.guessed = len(to) > 0
 			for _, a := range to {
 				rep.Recipients = append(rep.Recipients, textRecipient(a, "", text, rc))
 			}

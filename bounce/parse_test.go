@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -410,5 +411,83 @@ func BenchmarkParseHostile(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// wrapped builds a gateway's notice about rcpt with inner attached as the
+// given part type (and, for an attachment, file name).
+func wrapped(notice, partHeader, inner string) string {
+	return wrappedB("w", notice, partHeader, inner)
+}
+
+// wrappedB is wrapped with the MIME boundary b.
+func wrappedB(b, notice, partHeader, inner string) string {
+	return "From: postmaster@gw.example\nTo: s@example.com\nSubject: Mail could not be delivered\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=" + b + "\n\n--" + b + "\nContent-Type: text/plain\n\n" +
+		notice + "\n--" + b + "\n" + partHeader + "\n\n" + inner + "\n--" + b + "--\n"
+}
+
+// A bounce attached to an inconclusive notice gives the verdict; an
+// attachment that is not a bounce, or one about another address, does not.
+func TestParseWrappedBounce(t *testing.T) {
+	const notice = "The following mail could not be delivered.\nReason: Unable to deliver message to <a@b.example> (and other recipients in the same domain).\n"
+	const innerText = "From: s@example.com\nTo: a@b.example\nSubject: hi\n\n----- The following addresses had permanent fatal errors -----\n<a@b.example>\n\n----- Transcript of the session follows -----\n>>> RCPT To:<a@b.example>\n<<< 550 5.1.1 <a@b.example>... Invalid recipient\n"
+	innerDSN := strings.Replace(dsn("failed", "Final-Recipient: rfc822;a@b.example\nAction: failed\nStatus: 5.2.2\nDiagnostic-Code: smtp; 552 5.2.2 Mailbox full\n"), "From:", "To: s@example.com\nFrom:", 1)
+	tests := []struct {
+		name, msg string
+		want      Recipient // Diagnostic and RemoteMTA not compared
+	}{
+		{"free-text bounce as message/rfc822", wrapped(notice, "Content-Type: message/rfc822", innerText),
+			Recipient{Recipient: "a@b.example", Action: "failed", Status: "5.1.1", Permanent: true, Hard: true, Reason: UserUnknown}},
+		{"DSN as an .eml attachment", wrapped(notice, "Content-Type: application/octet-stream\nContent-Disposition: attachment; filename=\"bounce.eml\"", innerDSN),
+			Recipient{Recipient: "a@b.example", Action: "failed", Status: "5.2.2", Permanent: true, Reason: MailboxFull}},
+		// A notice that names no recipient takes the inner one.
+		{"notice naming nobody", wrapped("Your mail could not be delivered.", "Content-Type: message/rfc822", innerDSN),
+			Recipient{Recipient: "a@b.example", Action: "failed", Status: "5.2.2", Permanent: true, Reason: MailboxFull}},
+		// The usual quoted original is not a bounce: the outer verdict stands.
+		{"quoted original", wrapped(notice, "Content-Type: message/rfc822", "From: s@example.com\nTo: a@b.example\nSubject: hi\n\nhello\n"),
+			Recipient{Recipient: "a@b.example", Action: "failed", Status: "5.0.0", Permanent: true, Reason: Other}},
+		// An inner bounce about another address says nothing about this one.
+		{"inner about another address", wrapped(notice, "Content-Type: message/rfc822", strings.ReplaceAll(innerText, "a@b.example", "z@b.example")),
+			Recipient{Recipient: "a@b.example", Action: "failed", Status: "5.0.0", Permanent: true, Reason: Other}},
+		// A conclusive outer report is not second-guessed by its attachment.
+		{"conclusive outer", wrapped("Unable to deliver message to <a@b.example>: 550 5.7.1 message refused by policy", "Content-Type: message/rfc822", innerText),
+			Recipient{Recipient: "a@b.example", Action: "failed", Status: "5.7.1", Permanent: true, Reason: Policy}},
+	}
+	for _, tt := range tests {
+		rep := parseString(t, tt.msg)
+		if len(rep.Recipients) != 1 || !rep.IsBounce {
+			t.Errorf("%s: bounce=%v recipients = %+v", tt.name, rep.IsBounce, rep.Recipients)
+			continue
+		}
+		got := rep.Recipients[0]
+		got.Diagnostic, got.RemoteMTA = "", ""
+		if got != tt.want {
+			t.Errorf("%s: recipient = %+v, want %+v", tt.name, got, tt.want)
+		}
+	}
+	// A person forwarding a bounce is not reporting one.
+	fwd := "From: alice@example.org\nTo: s@example.com\nSubject: look at this\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=w\n\n--w\nContent-Type: text/plain\n\nFYI\n--w\nContent-Type: message/rfc822\n\n" + innerText + "\n--w--\n"
+	if rep := parseString(t, fwd); rep.IsBounce || len(rep.Recipients) != 0 {
+		t.Errorf("forwarded bounce: %+v", rep)
+	}
+}
+
+// Nesting is bounded: a bounce wrapped deeper than maxNest is not reached,
+// and a hostile chain of wrappers costs no more than that.
+func TestParseWrappedDepth(t *testing.T) {
+	// A free-text bounce: a delivery-status block would also be found by
+	// the raw search meant for broken MIME, at any depth.
+	msg := "From: MAILER-DAEMON@x.example\nTo: s@example.com\nSubject: failure notice\n\nI wasn't able to deliver your message to the following addresses.\n\n<a@b.example>:\n550 5.1.1 user unknown\n"
+	for i := 0; i <= maxNest; i++ {
+		msg = wrappedB("w"+strconv.Itoa(i), "Your mail could not be delivered.", "Content-Type: message/rfc822", msg)
+		if rep := parseString(t, msg); i < maxNest && (len(rep.Recipients) != 1 || rep.Recipients[0].Recipient != "a@b.example" || !rep.Recipients[0].Hard) {
+			t.Fatalf("wrapped %d times: %+v", i+1, rep.Recipients)
+		}
+	}
+	// Too deep: the outermost notice is left to what it says itself.
+	for _, r := range parseString(t, msg).Recipients {
+		if r.Recipient == "a@b.example" || r.Reason != Other {
+			t.Errorf("wrapped %d times: %+v, want the inner bounce unread", maxNest+1, r)
+		}
 	}
 }
