@@ -225,6 +225,8 @@ func FuzzParse(f *testing.F) {
 	for _, s := range []string{eximBounce, qmailBounce, arfReport, plainMail, "", "\n\n", "Content-Type: multipart/report; boundary=a\n\n--a\nContent-Type: message/delivery-status\n\nFinal-Recipient: rfc822; x@y.z\nStatus: 5.1.1\n--a--\n"} {
 		f.Add([]byte(s))
 	}
+	// A notice wrapping a bounce, so that the fuzzer reaches unwrap.
+	f.Add([]byte(wrapped("Unable to deliver message to <a@b.example>.", "Content-Type: message/rfc822", qmailBounce)))
 	// Only small corpus files seed the fuzzer. Each input that finds new
 	// coverage is minimised in the worker (up to -fuzzminimizetime, 60 s by
 	// default) before the exec count moves, and minimising a multi-KB input
