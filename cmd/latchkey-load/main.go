@@ -154,6 +154,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.prefillBulk, "prefill-bulk", 0, "first submit this many bulk messages (not measured), then measure the resets only; use with -bulk-delay")
 	fs.StringVar(&o.label, "label", "", "label printed with the report")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (with -inprocess: the relay too)")
+	fs.StringVar(&o.memProfile, "memprofile", "", "write a heap profile of this process at the end (with -inprocess: the relay's memory)")
 	jsonOut := fs.Bool("json", false, "print the report as JSON")
 	if fs.Parse(args) != nil {
 		return 2

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime"
 	"runtime/pprof"
 	"time"
 )
@@ -34,6 +35,7 @@ type runOptions struct {
 	settle      time.Duration
 	label       string
 	cpuProfile  string
+	memProfile  string
 	// prefillBulk bulk messages are submitted (closed loop, not measured)
 	// before the measured load, which must then be resets only: the run
 	// waits for the resets, not for the bulk backlog (see -bulk-delay).
@@ -180,6 +182,24 @@ func doRun(o runOptions) (rep RunReport, err error) {
 		u.ToolPerMsg = (self1.cpu - self0.cpu) * 1000 / msgs
 	}
 	rep.Relay = u
+	if o.memProfile != "" {
+		// After a GC, so that the profile shows what is live, not garbage.
+		runtime.GC()
+		f, err := os.Create(o.memProfile)
+		if err != nil {
+			return rep, fmt.Errorf("latchkey-load: %w", err)
+		}
+		err = pprof.WriteHeapProfile(f)
+		f.Close()
+		if err != nil {
+			return rep, fmt.Errorf("latchkey-load: %w", err)
+		}
+		// Goroutine stacks are memory too, and a leak shows here first.
+		if g, err := os.Create(o.memProfile + ".goroutine"); err == nil {
+			pprof.Lookup("goroutine").WriteTo(g, 1)
+			g.Close()
+		}
+	}
 	// The verifier finishes before the report's DKIM figures are final.
 	sk.close()
 	fin := sk.report(start)
