@@ -63,7 +63,7 @@ func TestShippedPolicy(t *testing.T) {
 	if r.Expiry != 30*time.Minute || r.Margin != 2*time.Minute || !slices.Equal(r.Retry, wantRetry) ||
 		!r.Supersede || !slices.Equal(r.SupersedeKey, []string{"recipient"}) || r.DedupeWindow != 10*time.Minute ||
 		!slices.Equal(r.Suppression, []string{"bounce"}) || r.RateLimit != 5 || r.RateWindow != 15*time.Minute ||
-		r.Workers != 4 || !r.Escalate.HardBounce || !r.Escalate.Expired ||
+		r.Workers != 10 || !r.Escalate.HardBounce || !r.Escalate.Expired ||
 		r.Targets.DeliveryP95 != time.Minute || r.Targets.SuccessRate != 0.98 {
 		t.Errorf("reset class = %+v", *r)
 	}
