@@ -71,7 +71,7 @@ func (s *Server) ready() error {
 
 // startAdmin serves the admin HTTP API: probes, /metrics and /api/v1/…
 // behind the bearer token.
-func (s *Server) startAdmin(ctx context.Context) error {
+func (s *Server) startAdmin() error {
 	addr := s.cfg.Admin.Listen
 	if addr == "" {
 		return nil

@@ -216,7 +216,7 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	go s.pruneAudit(ctx)
 	go s.calibrate(ctx, time.Hour)
-	if err := s.startAdmin(ctx); err != nil {
+	if err := s.startAdmin(); err != nil {
 		s.Close()
 		return err
 	}
