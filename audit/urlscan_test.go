@@ -57,3 +57,42 @@ func FuzzFindURLSpans(f *testing.F) {
 		}
 	})
 }
+
+// resetText is the decoded text of a ~4 KB reset message (plain + HTML)
+// with one link, twice.
+func resetText() string {
+	link := "https://login.example.com/secur/forgotpassword.jsp?r=AbCdEfGhIjKlMnOpQrStUvWxYz0123456789"
+	var b strings.Builder
+	b.WriteString("Hello,\r\n\r\nWe received a request to reset your password.\r\nUse this link within 30 minutes:\r\n\r\n" + link + "\r\n\r\n")
+	for b.Len() < 1900 {
+		b.WriteString("Keep your account safe: never share your password, and check the address bar.\r\n")
+	}
+	b.WriteString(`<html><body><p><a href="` + link + `">Reset your password</a></p>` + "\r\n")
+	for b.Len() < 3800 {
+		b.WriteString("<p>Keep your account safe: never share your password, and check the addre</p>\r\n")
+	}
+	b.WriteString("</body></html>\r\n")
+	return b.String()
+}
+
+// BenchmarkURLRegexp is the regular expression findURLSpans replaced, for
+// comparison (docs/benchmarks.md).
+func BenchmarkURLRegexp(b *testing.B) {
+	s := resetText()
+	b.SetBytes(int64(len(s)))
+	for b.Loop() {
+		if len(urlRegexp.FindAllStringIndex(s, -1)) != 2 {
+			b.Fatal("expected 2 URLs")
+		}
+	}
+}
+
+func BenchmarkFindURLSpans(b *testing.B) {
+	s := resetText()
+	b.SetBytes(int64(len(s)))
+	for b.Loop() {
+		if len(findURLSpans(s)) != 2 {
+			b.Fatal("expected 2 URLs")
+		}
+	}
+}

@@ -55,7 +55,7 @@ for s in "${SECTIONS[@]}"; do
 		go test -run='^$' -bench=Classify -count="$RUNS" ./policy | tee "$R/bench-policy.txt"
 		go test -run='^$' -bench='Parse$' -count="$RUNS" ./bounce | tee "$R/bench-bounce.txt"
 		LATCHKEY_BENCH_DIR="$WORK" go test -run='^$' -bench='Fsync|BadgerSync' -count="$RUNS" ./bench | tee "$R/bench-fsync.txt"
-		go test -run='^$' -bench='URL' -count="$RUNS" ./bench | tee "$R/bench-urls.txt"
+		go test -run='^$' -bench='URL' -count="$RUNS" ./audit ./bench | tee "$R/bench-urls.txt"
 		cd - >/dev/null
 		;;
 	ceiling)
