@@ -269,6 +269,12 @@ func TestBodiesEncryptedAtRest(t *testing.T) {
 	if _, err := OpenStore(dir, zerolog.Nop()); err == nil || !strings.Contains(err.Error(), "db.key") {
 		t.Errorf("opening with the wrong key: %v", err)
 	}
+	if err := os.Remove(dir + ".key"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenStore(dir, zerolog.Nop()); err == nil || !strings.Contains(err.Error(), "missing") {
+		t.Errorf("opening without the key file: %v", err)
+	}
 }
 
 // Retry of an item a worker is delivering is refused: putting it back on

@@ -110,7 +110,10 @@ func OpenStore(dir string, log zerolog.Logger) (*Store, error) {
 	}
 	db, err := badger.Open(opts)
 	if err != nil {
-		if key != nil && errors.Is(err, badger.ErrEncryptionKeyMismatch) {
+		if errors.Is(err, badger.ErrEncryptionKeyMismatch) {
+			if key == nil {
+				return nil, fmt.Errorf("queue: open database %s: it is encrypted and its key file %s is missing (restore it from the backup of the data directory): %w", dir, dir+".key", err)
+			}
 			return nil, fmt.Errorf("queue: open database %s: %s is not the key it was encrypted with: %w", dir, dir+".key", err)
 		}
 		return nil, fmt.Errorf("queue: open database %s: %w", dir, err)
