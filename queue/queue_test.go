@@ -77,6 +77,17 @@ func TestAcceptedAtRoundTrip(t *testing.T) {
 	}
 }
 
+// waitLeased waits until a worker holds item id.
+func waitLeased(t *testing.T, q *Queue, id string) {
+	t.Helper()
+	for i := 0; !q.lanes.inflight(id); i++ {
+		if i > 500 {
+			t.Fatal("worker never leased the item")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 type recorder struct {
 	mu   sync.Mutex
 	seen []string
@@ -107,12 +118,7 @@ func TestSupersedeInFlight(t *testing.T) {
 	q.Start(context.Background(), rec, map[string]int{"reset": 1})
 	defer q.Stop()
 	// Wait until the worker holds the old item.
-	for i := 0; !q.lanes.inflight(old.Items[0].ID); i++ {
-		if i > 500 {
-			t.Fatal("worker never leased the item")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitLeased(t, q, old.Items[0].ID)
 	newer := testMsg("a@x.test", "k", time.Now())
 	res, err := q.Enqueue(newer)
 	if err != nil {
@@ -291,12 +297,7 @@ func TestRetryInFlightRefused(t *testing.T) {
 	id := m.Items[0].ID
 	q.Start(context.Background(), rec, map[string]int{"reset": 2})
 	defer q.Stop()
-	for i := 0; !q.lanes.inflight(id); i++ {
-		if i > 500 {
-			t.Fatal("worker never leased the item")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitLeased(t, q, id)
 	if err := q.Retry(id); !errors.Is(err, ErrInFlight) {
 		t.Errorf("Retry of a leased item: %v, want ErrInFlight", err)
 	}
@@ -351,12 +352,7 @@ func TestSupersededWhileInFlightThenDeferred(t *testing.T) {
 	}
 	q.Start(context.Background(), h, map[string]int{"reset": 2})
 	defer q.Stop()
-	for i := 0; !q.lanes.inflight(old.Items[0].ID); i++ {
-		if i > 500 {
-			t.Fatal("worker never leased the item")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitLeased(t, q, old.Items[0].ID)
 	newer := testMsg("a@x.test", "k", time.Now())
 	if _, err := q.Enqueue(newer); err != nil {
 		t.Fatal(err)
