@@ -278,7 +278,11 @@ var textRules = []struct {
 var (
 	dataPhaseRe = regexp.MustCompile(`(?i)after end of data|end of data command|>>> data|after data|in reply to end of data|after the data|data command`)
 	mailFromRe  = regexp.MustCompile(`(?i)after mail from|in reply to mail from|>>> mail from`)
-	rcptPhaseRe = regexp.MustCompile(`(?i)rcpt to`)
+	rcptPhaseRe = regexp.MustCompile(`(?i)\brcpt(?:[ _]to)?\b`)
+	// addressRe is wording that only a failed recipient check produces:
+	// the reporting MTA saying it was the address that was refused or not
+	// found, or the final server saying its directory has no such name.
+	addressRe = regexp.MustCompile(`(?i)rejected (?:the )?address|recipient address rejected|address (?:couldn't|could not|can't|cannot) be found|address not found|no valid recipients|invalid recipient|recipient name is not recognized|not listed in .{0,40}directory|address (?:is )?(?:unknown|invalid)`)
 )
 
 // dataPhase corrects a verdict for the SMTP phase the rejection came in.
@@ -288,12 +292,20 @@ var (
 // and a "does not exist" at MAIL FROM is about the sender. Either way the
 // address is not condemned.
 //
+// A bare "user unknown" that names no phase at all is not proof either:
+// the same words come from those filters. The address is condemned only
+// when something else says the recipient check failed: an X.1.x status
+// (given is true when v.Status came from the report or the reply, not from
+// the reason), or words only a recipient check produces (addressRe). A
+// reply latchkey met itself is classified by ClassifyReply, which knows
+// the phase and does not come here.
+//
 // text is what the report says about this recipient; wider, if not empty,
 // the whole report. The phase is read from text; only where text names no
 // phase at all is it read from wider, and then only if wider names a
 // single one: a transcript of several sessions (sendmail's) may show DATA
 // for one recipient and RCPT TO for another.
-func dataPhase(v Verdict, text, wider string) Verdict {
+func dataPhase(v Verdict, given bool, text, wider string) Verdict {
 	if v.Reason != UserUnknown && v.Reason != HostUnknown && v.Reason != Other {
 		return v
 	}
@@ -311,9 +323,16 @@ func dataPhase(v Verdict, text, wider string) Verdict {
 		// ">>> DATA"; a DATA refused for want of recipients proves it.
 		data = false
 	}
-	if mail && !rcpt && (v.Reason != Other || v.Permanent) || v.Reason == UserUnknown && data && !addressingStatus(v.Status, text) {
-		v.Reason, v.Hard = Policy, false
+	switch {
+	case mail && !rcpt && (v.Reason != Other || v.Permanent):
+	case v.Reason != UserUnknown:
+		return v
+	case data && !addressingStatus(v.Status, text):
+	case !mail && !data && !rcpt && !(given && isAddressing(v.Status)) && !addressRe.MatchString(text):
+	default:
+		return v
 	}
+	v.Reason, v.Hard = Policy, false
 	return v
 }
 
@@ -321,10 +340,15 @@ func dataPhase(v Verdict, text, wider string) Verdict {
 // accepted.
 var pipelinedRe = regexp.MustCompile(`(?i)need rcpt|no valid recipients|no recipients`)
 
+// isAddressing reports whether status is an X.1.x (addressing) status.
+func isAddressing(status string) bool {
+	return len(status) > 3 && status[2] == '1' && status[3] == '.'
+}
+
 // addressingStatus reports whether the server itself gave an X.1.x status
 // (status came from the reply, not from the reason).
 func addressingStatus(status, text string) bool {
-	return len(status) > 3 && status[2] == '1' && status[3] == '.' && strings.Contains(text, status)
+	return isAddressing(status) && strings.Contains(text, status)
 }
 
 // reasonCache maps texts to the reasons they suggest, for one report.

@@ -123,22 +123,22 @@ func TestSisimaiReason(t *testing.T) {
 
 func TestDataPhase(t *testing.T) {
 	v := ClassifyReply(550, "", "User unknown")
-	got := dataPhase(v, "SMTP error from remote mail server after end of data: 550 User unknown", "")
+	got := dataPhase(v, false, "SMTP error from remote mail server after end of data: 550 User unknown", "")
 	if got.Hard || got.Reason != Policy || !got.Permanent {
 		t.Errorf("user unknown at end of DATA: got %+v, want permanent, soft, policy", got)
 	}
-	if got := dataPhase(v, "after RCPT TO: 550 User unknown", ""); got != v {
+	if got := dataPhase(v, false, "after RCPT TO: 550 User unknown", ""); got != v {
 		t.Errorf("user unknown at RCPT: got %+v, want %+v", got, v)
 	}
 	// An addressing status given by the server itself stands after DATA
 	// (sendmail reports pipelined RCPT replies after ">>> DATA").
 	v = ClassifyReply(550, "5.1.1", "User unknown")
-	if got := dataPhase(v, ">>> DATA\n<<< 550 5.1.1 <a@b.example>... User unknown", ""); got != v {
+	if got := dataPhase(v, false, ">>> DATA\n<<< 550 5.1.1 <a@b.example>... User unknown", ""); got != v {
 		t.Errorf("5.1.1 after DATA: got %+v, want %+v", got, v)
 	}
 	// At MAIL FROM, "does not exist" is about the sender.
 	v = ClassifyReply(553, "", "neko.example.com does not exist")
-	got = dataPhase(v, "SMTP error from remote mail server after MAIL FROM:<s@neko.example.com>: 553 neko.example.com does not exist", "")
+	got = dataPhase(v, false, "SMTP error from remote mail server after MAIL FROM:<s@neko.example.com>: 553 neko.example.com does not exist", "")
 	if got.Hard || got.Reason != Policy {
 		t.Errorf("does not exist at MAIL FROM: got %+v, want soft policy", got)
 	}
@@ -163,17 +163,50 @@ func TestDataPhaseFromReport(t *testing.T) {
 		{"pipelined", "550 Unknown user a@b.example", ">>> DATA\n<<< 550 Unknown user a@b.example\n<<< 554 5.5.1 Error: no valid recipients", UserUnknown},
 	}
 	for _, tt := range tests {
-		if got := dataPhase(v, tt.text, tt.wider); got.Reason != tt.want || got.Hard != (tt.want == UserUnknown) {
+		if got := dataPhase(v, true, tt.text, tt.wider); got.Reason != tt.want || got.Hard != (tt.want == UserUnknown) {
 			t.Errorf("%s: got %+v, want reason %s", tt.name, got, tt.want)
 		}
 	}
 	// An unexplained permanent refusal at MAIL FROM is about the sender;
 	// a temporary one (greylisting) is left alone.
-	if got := dataPhase(ClassifyReply(550, "", "Unroutable sender address"), "after MAIL FROM:<s@x.example>: 550 Unroutable sender address", ""); got.Reason != Policy {
+	if got := dataPhase(ClassifyReply(550, "", "Unroutable sender address"), false, "after MAIL FROM:<s@x.example>: 550 Unroutable sender address", ""); got.Reason != Policy {
 		t.Errorf("refusal at MAIL FROM: got %+v, want policy", got)
 	}
-	if got := dataPhase(ClassifyReply(451, "", "try later"), "after MAIL FROM:<s@x.example>: 451 please come back", ""); got.Reason != Other {
+	if got := dataPhase(ClassifyReply(451, "", "try later"), false, "after MAIL FROM:<s@x.example>: 451 please come back", ""); got.Reason != Other {
 		t.Errorf("temporary at MAIL FROM: got %+v, want other", got)
+	}
+}
+
+// TestUnknownPhase covers a "user unknown" whose report names no SMTP
+// phase: only an addressing status or wording that only a recipient check
+// produces condemns the address.
+func TestUnknownPhase(t *testing.T) {
+	bare := ClassifyReply(550, "", "User unknown") // status 5.1.1 derived from the words
+	tests := []struct {
+		name        string
+		given       bool
+		text, wider string
+		want        Reason
+	}{
+		{"bare words", false, "550 <a@b.example>: User unknown", "SMTP transmission failure has occurred", Policy},
+		{"bare words, no report", false, "550 user unknown", "", Policy},
+		{"status given", true, "550 user unknown", "", UserUnknown},
+		{"rcpt command", false, "after RCPT command: 550 User unknown", "", UserUnknown},
+		{"rcpt tag", false, "550 User Unknown [RCPT_TO]", "", UserUnknown},
+		{"reporter says address", false, "550 <a@b.example>: User unknown", "Remote SMTP server has rejected address", UserUnknown},
+		{"address not found", false, "550 user unknown", "** Address not found ** the address couldn't be found", UserUnknown},
+		{"directory", false, "User a (a@b.example) not listed in Domino Directory", "", UserUnknown},
+		{"pipelined data refusal", false, "550 Invalid recipient", "554 5.5.1 Error: no valid recipients", UserUnknown},
+	}
+	for _, tt := range tests {
+		got := dataPhase(bare, tt.given, tt.text, tt.wider)
+		if got.Reason != tt.want || got.Hard != (tt.want == UserUnknown) || !got.Permanent {
+			t.Errorf("%s: got %+v, want permanent %s", tt.name, got, tt.want)
+		}
+	}
+	// Other reasons are left alone when the phase is unknown.
+	if v := ClassifyReply(550, "", "mailbox full"); dataPhase(v, false, "550 mailbox full", "") != v {
+		t.Errorf("mailbox full changed by an unknown phase")
 	}
 }
 

@@ -804,7 +804,7 @@ func finish(r Recipient, text string, local bool, rc reasonCache) Recipient {
 		// diagnostic: the same string each time, so rc remembers it.
 		why = clip(text)
 	}
-	v := dataPhase(classify(class, enh, why, own, rc), why, clip(text))
+	v := dataPhase(classify(class, enh, why, own, rc), enh != "", why, clip(text))
 	if local && v.Reason != Delivered && v.Reason != MailboxFull {
 		v.Reason, v.Hard = SystemError, false
 	}

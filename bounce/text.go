@@ -254,7 +254,7 @@ func textRecipient(addr, diag, whole string, rc reasonCache) Recipient {
 		// nothing: the same text for each, so rc remembers its reason.
 		why = clip(whole)
 	}
-	v := dataPhase(classify(class, enh, why, enh != "" && strings.Contains(diag, enh), rc), diag, clip(whole))
+	v := dataPhase(classify(class, enh, why, enh != "" && strings.Contains(diag, enh), rc), enh != "", diag, clip(whole))
 	action := "failed"
 	if class == 4 {
 		action = "delayed"
