@@ -16,6 +16,7 @@ import (
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
+	"github.com/latchkey/latchkey/audit"
 	"github.com/latchkey/latchkey/bounce"
 	"github.com/latchkey/latchkey/dkim"
 	"github.com/latchkey/latchkey/dkim/dkimtest"
@@ -228,6 +229,32 @@ func TestRejections(t *testing.T) {
 	items, _ := e.srv.Queue.List(queue.Filter{State: "all"})
 	if len(items) != 0 {
 		t.Errorf("%d items queued by rejected sessions", len(items))
+	}
+	// Messages refused after DATA are in the audit trail, as the class
+	// they would have been; sessions refused before DATA are not.
+	evs, err := audit.Query(e.srv.Store.DB, audit.Filter{Type: audit.Rejected})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]audit.Event{}
+	for _, ev := range evs {
+		got[ev.Fields["reason"]] = ev
+		if strings.Contains(fmt.Sprint(ev), "token=") {
+			t.Errorf("rejected event holds the link: %+v", ev)
+		}
+	}
+	if len(evs) != 3 || len(got) != 3 {
+		t.Errorf("rejected events %+v, want from_domain, from_header and too_large", evs)
+	}
+	fd := got["from_domain"]
+	if fd.Class != "reset" || fd.MessageID != "<neg.abc@sfdc.net>" || fd.Recipient != "jane@dest.test" ||
+		fd.Sender != "noreply@example.com" || fd.Fields["code"] != "550" || fd.Fields["enhanced"] != "5.7.1" ||
+		fd.Fields["from"] != "ceo@evil.test" || fd.Fields["auth_user"] != testUser || fd.Fields["sfdc_user"] != "0055g00000ABCDEAAB" ||
+		len(fd.Fields["body_sha256"]) != 64 || !strings.Contains(fd.Fields["reply"], "evil.test") {
+		t.Errorf("from_domain refusal recorded as %+v", fd)
+	}
+	if tl := got["too_large"]; tl.Class != "" || tl.Recipient != "jane@dest.test" || tl.Fields["code"] != "" {
+		t.Errorf("oversize refusal recorded as %+v", tl)
 	}
 	if e.sink.Count() != 0 {
 		t.Errorf("sink got %d messages", e.sink.Count())

@@ -12,6 +12,7 @@ import (
 	"io"
 	"net/mail"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -154,7 +155,7 @@ func (ss *submission) Data(r io.Reader) error {
 	data, err := io.ReadAll(r)
 	if err != nil {
 		if errors.Is(err, smtp.ErrDataTooLarge) {
-			ss.s.reject("too_large")
+			ss.s.refuse(ss, &refusal{reason: "too_large"}, nil)
 		}
 		return err
 	}
@@ -217,14 +218,71 @@ func normalizeLineEndings(b []byte) []byte {
 	return out
 }
 
+// refusal describes a message refused after DATA, for the audit trail.
+type refusal struct {
+	reason    string // short code, as in the metrics
+	class     string // "" when the message was refused before it could be classified
+	messageID string
+	from      string // the From header's address
+	bodySum   string
+	sfdc      map[string]string
+}
+
+// refuse counts a message refused after DATA and records it in the audit
+// trail: a reset that Salesforce sent and latchkey refused is part of that
+// reset's story, and the auditor must see it next to the accepted ones.
+// Refusals before DATA (no AUTH, a network not allowed, a sender domain not
+// ours) come before any message exists and are in the metrics and the log
+// only, so that the trail never grows from a session that sent nothing.
+// reply is the answer the client gets (nil for one go-smtp gives itself).
+func (s *Server) refuse(ss *submission, r *refusal, reply *smtp.SMTPError) error {
+	var answer error // never a typed nil
+	if reply != nil {
+		answer = reply
+	}
+	s.reject(r.reason)
+	log := ss.log.Warn().Str("reason", r.reason)
+	if r.class != "" {
+		log = log.Str("class", r.class).Str("message_id", r.messageID)
+	}
+	if reply != nil {
+		log = log.Int("code", reply.Code).Str("reply", reply.Message)
+	}
+	log.Msg("message refused")
+	if s.Store == nil || s.Store.Audit == nil {
+		return answer
+	}
+	ev := &audit.Event{Time: s.now(), Type: audit.Rejected, MessageID: r.messageID, Class: r.class,
+		Recipient: strings.Join(ss.rcpts, ","), Sender: ss.from, Fields: map[string]string{
+			"reason": r.reason, "client_ip": ss.ip.String(), "auth_user": ss.user,
+		}}
+	if reply != nil {
+		ev.Fields["code"] = strconv.Itoa(reply.Code)
+		ev.Fields["enhanced"] = fmt.Sprintf("%d.%d.%d", reply.EnhancedCode[0], reply.EnhancedCode[1], reply.EnhancedCode[2])
+		ev.Fields["reply"] = reply.Message
+	}
+	if r.from != "" {
+		ev.Fields["from"] = r.from
+	}
+	if r.bodySum != "" {
+		ev.Fields["body_sha256"] = r.bodySum
+	}
+	for k, v := range r.sfdc {
+		ev.Fields[k] = v
+	}
+	if err := s.Store.Update(func(tx *queue.Tx) error { return tx.Audit(ev) }); err != nil {
+		// The refusal stands either way; the log line above keeps it.
+		ss.log.Error().Err(err).Msg("recording a refused message in the audit trail failed")
+	}
+	return answer
+}
+
 // accept runs the accept path for one message and answers it.
 func (s *Server) accept(ss *submission, data []byte) error {
 	now := s.now()
 	if !checkLineEndings(data) {
 		if s.cfg.Submission.BareLineEndings != "normalize" {
-			s.reject("bare_line_ending")
-			ss.log.Warn().Msg("rejected: bare CR/LF or NUL in message")
-			return errBareLineEnding
+			return s.refuse(ss, &refusal{reason: "bare_line_ending", bodySum: sha256Hex(data)}, errBareLineEnding)
 		}
 		data = normalizeLineEndings(data)
 	}
@@ -233,30 +291,38 @@ func (s *Server) accept(ss *submission, data []byte) error {
 	}
 	hdr, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(data)))
 	if err != nil {
-		s.reject("bad_header")
-		return errBadHeader
+		return s.refuse(ss, &refusal{reason: "bad_header", bodySum: sha256Hex(data)}, errBadHeader)
 	}
 	body := data
 	if i := bytes.Index(data, []byte("\r\n\r\n")); i >= 0 {
 		body = data[i+4:]
+	}
+	bodyHex := sha256Hex(body)
+
+	// Classified first, so that a refused reset is recorded as a reset.
+	pol := s.Policy.Get()
+	meta := &policy.Meta{EnvelopeFrom: ss.from, AuthUser: ss.user, Rcpts: ss.rcpts, Header: hdr}
+	class := pol.Classify(meta)
+	refused := &refusal{class: class.Name, messageID: strings.TrimSpace(hdr.Get("Message-Id")), bodySum: bodyHex, sfdc: sfdcFields(hdr)}
+	refuse := func(reason string, reply *smtp.SMTPError) error {
+		refused.reason = reason
+		return s.refuse(ss, refused, reply)
 	}
 
 	// The From header decides the signing domain, so it must be one of ours
 	// and there must be exactly one (RFC 5322; DMARC refuses several).
 	froms := hdr.Values("From")
 	if len(froms) != 1 {
-		s.reject("from_header")
-		return smtpErr(550, [3]int{5, 7, 1}, "Message must have exactly one From: header")
+		return refuse("from_header", smtpErr(550, [3]int{5, 7, 1}, "Message must have exactly one From: header"))
 	}
 	fromAddr, err := mail.ParseAddress(froms[0])
 	if err != nil {
-		s.reject("from_header")
-		return smtpErr(550, [3]int{5, 7, 1}, "From: header is not a valid address")
+		return refuse("from_header", smtpErr(550, [3]int{5, 7, 1}, "From: header is not a valid address"))
 	}
+	refused.from = fromAddr.Address
 	dom := s.cfg.Domain(domainOf(fromAddr.Address))
 	if dom == nil {
-		s.reject("from_domain")
-		return smtpErr(550, [3]int{5, 7, 1}, fmt.Sprintf("From: domain %q is not a transactional domain of this relay; its mail would fail DMARC", domainOf(fromAddr.Address)))
+		return refuse("from_domain", smtpErr(550, [3]int{5, 7, 1}, fmt.Sprintf("From: domain %q is not a transactional domain of this relay; its mail would fail DMARC", domainOf(fromAddr.Address))))
 	}
 	if ids := s.cfg.Submission.OrgIDs; len(ids) > 0 {
 		org := hdr.Get("X-SFDC-LK")
@@ -264,14 +330,10 @@ func (s *Server) accept(ss *submission, data []byte) error {
 			org = hdr.Get("X-SFDCOrgRelay")
 		}
 		if !orgMatch(ids, org) {
-			s.reject("org_id")
-			return smtpErr(550, [3]int{5, 7, 1}, "Message is not from an allowed Salesforce org")
+			return refuse("org_id", smtpErr(550, [3]int{5, 7, 1}, "Message is not from an allowed Salesforce org"))
 		}
 	}
 
-	pol := s.Policy.Get()
-	meta := &policy.Meta{EnvelopeFrom: ss.from, AuthUser: ss.user, Rcpts: ss.rcpts, Header: hdr}
-	class := pol.Classify(meta)
 	deadline, warn := class.Deadline(meta, now)
 	if warn != "" {
 		ss.log.Warn().Str("class", class.Name).Msg(warn)
@@ -309,8 +371,6 @@ func (s *Server) accept(ss *submission, data []byte) error {
 	signed := make([]byte, 0, len(sig)+len(unsigned))
 	signed = append(append(signed, sig...), unsigned...)
 
-	bodySum := sha256.Sum256(body)
-	bodyHex := hex.EncodeToString(bodySum[:])
 	m := &queue.Message{MsgID: msgID, Body: signed, DedupeWindow: class.DedupeWindow}
 	recv := &audit.Event{Time: now, Type: audit.Received, MessageID: messageID, Class: class.Name,
 		Recipient: strings.Join(ss.rcpts, ","), Sender: ss.from, Fields: map[string]string{
@@ -318,10 +378,8 @@ func (s *Server) accept(ss *submission, data []byte) error {
 			"deadline": deadline.UTC().Format(time.RFC3339), "body_sha256": bodyHex, "queue_id": msgID,
 			"from": fromAddr.Address,
 		}}
-	for k, h := range map[string]string{"sfdc_org": "X-SFDC-LK", "sfdc_user": "X-SFDC-User", "sfdc_entity": "X-SFDC-EntityId"} {
-		if v := hdr.Get(h); v != "" {
-			recv.Fields[k] = v
-		}
+	for k, v := range refused.sfdc {
+		recv.Fields[k] = v
 	}
 	if s.Store.Audit != nil {
 		if hs := s.Store.Audit.URLHashes(data); len(hs) > 0 { // the whole message: its parts need its Content-Type
@@ -412,6 +470,25 @@ func (s *Server) accept(ss *submission, data []byte) error {
 	}
 	log.Info().Int("rcpts", len(m.Items)).Time("deadline", deadline).Strs("superseded", res.Superseded).Msg("queued")
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "OK: queued as " + msgID}
+}
+
+// sfdcFields returns the Salesforce org, user and record the headers name,
+// as audit fields.
+func sfdcFields(hdr textproto.Header) map[string]string {
+	out := map[string]string{}
+	for k, h := range map[string]string{"sfdc_org": "X-SFDC-LK", "sfdc_user": "X-SFDC-User", "sfdc_entity": "X-SFDC-EntityId"} {
+		if v := hdr.Get(h); v != "" {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// sha256Hex is the hex SHA-256 of b: how the trail names a body without
+// holding it.
+func sha256Hex(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }
 
 // outcome counts a decision taken at acceptance (not a queue item's end).
