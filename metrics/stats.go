@@ -56,6 +56,10 @@ type Report struct {
 	Class    string    `json:"class,omitempty"`
 	Messages int       `json:"messages"` // items (message × recipient) queued in the window
 	Pending  int       `json:"pending"`  // not finished at the end of the window
+	// Refused counts submissions refused at acceptance in the window
+	// (rejected and rate_limited events): Salesforce was answered with an
+	// error at once and nothing was queued, so they are in no rate.
+	Refused int `json:"refused"`
 
 	Speed       Speed       `json:"speed"`
 	Success     Success     `json:"success"`
@@ -152,7 +156,7 @@ func ComputeStats(db *badger.DB, o StatsOptions) (*Report, error) {
 	type recv struct{ at, deadline time.Time }
 	received := map[string]recv{} // message id → its received event
 	var order []string            // queue ids in queueing order, for stable output
-	clicks := 0
+	clicks, refused := 0, 0
 	get := func(ev *audit.Event) *item {
 		if it := items[ev.QueueID]; it != nil {
 			return it
@@ -204,6 +208,11 @@ func ComputeStats(db *badger.DB, o StatsOptions) (*Report, error) {
 			// is its first and last event.
 			if it := start(ev); it != nil && it.state == "" {
 				it.state = audit.Suppressed
+			}
+			return nil
+		case audit.Rejected, audit.RateLimited:
+			if o.Class == "" || ev.Class == o.Class {
+				refused++
 			}
 			return nil
 		case audit.Clicked:
@@ -258,7 +267,9 @@ func ComputeStats(db *badger.DB, o StatsOptions) (*Report, error) {
 	if err != nil {
 		return nil, fmt.Errorf("metrics: stats: %w", err)
 	}
-	return buildReport(o, items, order, clicks), nil
+	r := buildReport(o, items, order, clicks)
+	r.Refused = refused
+	return r, nil
 }
 
 // Item ids are the 16-character message id plus two characters for the
@@ -388,7 +399,7 @@ func (r *Report) WriteText(w io.Writer) error {
 		until = r.Until.UTC().Format(time.RFC3339)
 	}
 	fmt.Fprintf(&b, "latchkey stats: %s, %s to %s\n", class, r.Since.UTC().Format(time.RFC3339), until)
-	fmt.Fprintf(&b, "messages: %d (pending %d)\n\n", r.Messages, r.Pending)
+	fmt.Fprintf(&b, "messages: %d (pending %d); refused at submission: %d\n\n", r.Messages, r.Pending, r.Refused)
 
 	sp := r.Speed
 	fmt.Fprintf(&b, "Delivery speed%s\n", verdict(sp.Met, sp.Samples > 0 && (sp.TargetP95 > 0 || sp.TargetShare > 0)))
@@ -519,6 +530,7 @@ func (r *Report) WriteProm(w io.Writer) error {
 	gauge("latchkey_stats_window_end_timestamp_seconds", "End of the window the figures cover.", float64(end.Unix()))
 	gauge("latchkey_stats_messages", "Messages (items) queued in the window.", float64(r.Messages))
 	gauge("latchkey_stats_delivered", "Messages delivered in the window.", float64(r.Success.Delivered))
+	gauge("latchkey_stats_refused", "Submissions refused at acceptance in the window (nothing queued).", float64(r.Refused))
 	if r.Speed.Samples > 0 {
 		gauge("latchkey_stats_delivery_p95_seconds", "p95 accept-to-delivered latency (nearest rank).", time.Duration(r.Speed.P95).Seconds())
 		gauge("latchkey_stats_delivery_p999_seconds", "p99.9 accept-to-delivered latency (nearest rank).", time.Duration(r.Speed.P999).Seconds())

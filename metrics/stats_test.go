@@ -233,6 +233,15 @@ func buildTrail(t *testing.T) *trail {
 	r := tr.accept("rrrrrrrrrrrrrrrr", "reset", T0.Add(110*minute), 1)
 	r.delivered(0, 15*minute)
 
+	// Refused at submission: a reset with a foreign From domain and one
+	// over its rate limit count for the reset class, a refused bulk
+	// message only for all classes, and a malformed message (no class
+	// known) only for all classes.
+	tr.commit(&audit.Event{Time: T0.Add(14 * minute), Type: audit.Rejected, Class: "reset", Fields: map[string]string{"reason": "from_domain"}},
+		&audit.Event{Time: T0.Add(15 * minute), Type: audit.RateLimited, Class: "reset", Recipient: "user@example.test"},
+		&audit.Event{Time: T0.Add(16 * minute), Type: audit.Rejected, Class: "bulk", Fields: map[string]string{"reason": "org_id"}},
+		&audit.Event{Time: T0.Add(17 * minute), Type: audit.Rejected, Fields: map[string]string{"reason": "bad_header"}})
+
 	// Q: accepted after the window.
 	q := tr.accept("qqqqqqqqqqqqqqqq", "reset", T0.Add(3*time.Hour), 1)
 	q.delivered(0, time.Second)
@@ -262,7 +271,7 @@ func TestComputeStats(t *testing.T) {
 	}
 	s := time.Second
 	want := &Report{
-		Since: T0, Until: T0.Add(2 * time.Hour), Class: "reset", Messages: 15, Pending: 2,
+		Since: T0, Until: T0.Add(2 * time.Hour), Class: "reset", Messages: 15, Pending: 2, Refused: 2,
 		Speed: Speed{Samples: 8, P50: Duration(20 * s), P95: Duration(180 * s), P99: Duration(180 * s), P999: Duration(180 * s),
 			Under60Share: 0.75, TargetP95: Duration(60 * s), TargetShare: 0.95, Met: false},
 		Success: Success{Rate: 7.0 / 12, Delivered: 7, Finished: 12, Bounced: 2, Expired: 1, Suppressed: 1, Dropped: 1,
@@ -312,9 +321,9 @@ func TestComputeStatsAllClasses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.Messages != 16 || rep.Success.Delivered != 8 || rep.Speed.Samples != 9 || rep.Speed.P50 != Duration(20*time.Second) {
-		t.Errorf("all classes: messages %d delivered %d samples %d p50 %v; want 16 8 9 20s",
-			rep.Messages, rep.Success.Delivered, rep.Speed.Samples, time.Duration(rep.Speed.P50))
+	if rep.Messages != 16 || rep.Success.Delivered != 8 || rep.Speed.Samples != 9 || rep.Speed.P50 != Duration(20*time.Second) || rep.Refused != 4 {
+		t.Errorf("all classes: messages %d delivered %d samples %d p50 %v refused %d; want 16 8 9 20s 4",
+			rep.Messages, rep.Success.Delivered, rep.Speed.Samples, time.Duration(rep.Speed.P50), rep.Refused)
 	}
 	// No Until: R's delivery, 15 min later, now counts; Q too.
 	rep, err = ComputeStats(tr.db, StatsOptions{Since: T0, Class: "reset"})
@@ -558,6 +567,7 @@ func TestReportProm(t *testing.T) {
 		want   float64
 	}{
 		{"latchkey_stats_messages", nil, 15},
+		{"latchkey_stats_refused", nil, 2},
 		{"latchkey_stats_delivery_p95_seconds", nil, 180},
 		{"latchkey_stats_delivered_within_60s_ratio", nil, 0.75},
 		{"latchkey_stats_success_ratio", nil, 7.0 / 12},
