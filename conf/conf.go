@@ -72,6 +72,10 @@ type Submission struct {
 	MaxAuthFailures   int           `toml:"max_auth_failures"`
 	AuthFailureWindow time.Duration `toml:"auth_failure_window"`
 	BareLineEndings   string        `toml:"bare_line_endings"`
+	// MaxConnections caps open connections in all, MaxConnectionsPerIP
+	// per client address; 0 is no limit. More are answered 421 4.7.0.
+	MaxConnections      int `toml:"max_connections"`
+	MaxConnectionsPerIP int `toml:"max_connections_per_ip"`
 
 	// Prefixes is AllowCIDRs parsed.
 	Prefixes []netip.Prefix `toml:"-"`
@@ -89,6 +93,9 @@ type Inbound struct {
 	MaxMessageBytes int64    `toml:"max_message_bytes"`
 	NotifySender    bool     `toml:"notify_sender"`
 	BackupHeader    string   `toml:"backup_header"`
+	// As in Submission: caps on open connections, 0 is no limit.
+	MaxConnections      int `toml:"max_connections"`
+	MaxConnectionsPerIP int `toml:"max_connections_per_ip"`
 }
 
 // Domain is a transactional domain.
@@ -142,8 +149,10 @@ func Defaults() Config {
 			MaxAuthFailures:   5,
 			AuthFailureWindow: 15 * time.Minute,
 			BareLineEndings:   "reject",
+			MaxConnections:    100,
 		},
-		Inbound:    Inbound{MaxMessageBytes: 10 << 20, BackupHeader: "X-LK-Backup-Email"},
+		Inbound: Inbound{MaxMessageBytes: 10 << 20, BackupHeader: "X-LK-Backup-Email",
+			MaxConnections: 200, MaxConnectionsPerIP: 20},
 		Delivery:   d,
 		Admin:      Admin{Listen: "127.0.0.1:8025"},
 		Audit:      Audit{Retention: 400 * 24 * time.Hour},
@@ -279,6 +288,17 @@ func (c *Config) validate() error {
 	for _, a := range c.Inbound.Listen {
 		if _, _, err := net.SplitHostPort(a); err != nil {
 			add("inbound.listen", "%q is not host:port", a)
+		}
+	}
+	for _, l := range []struct {
+		key string
+		n   int
+	}{
+		{"submission.max_connections", s.MaxConnections}, {"submission.max_connections_per_ip", s.MaxConnectionsPerIP},
+		{"inbound.max_connections", c.Inbound.MaxConnections}, {"inbound.max_connections_per_ip", c.Inbound.MaxConnectionsPerIP},
+	} {
+		if l.n < 0 {
+			add(l.key, "must be 0 (no limit) or more, got %d", l.n)
 		}
 	}
 	if len(c.Domains) == 0 {

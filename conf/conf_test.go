@@ -47,6 +47,7 @@ key_file = "k.pem"
 		{"no domains", "hostname = \"h.example\"\n[submission]\nlisten = [\"127.0.0.1:1\"]\n", []string{"domains: at least one transactional domain is needed"}},
 		{"bad delivery tls", base + "[delivery]\ntls = \"maybe\"\n", []string{"t.toml:11: delivery.tls:"}},
 		{"bad duration", base + "[audit]\nretention = \"1h\"\n", []string{"t.toml:11: audit.retention: must be at least a day"}},
+		{"negative connection limit", base + "[inbound]\nmax_connections_per_ip = -1\n", []string{"t.toml:11: inbound.max_connections_per_ip: must be 0 (no limit) or more, got -1"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -168,6 +168,7 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 		s.deliverers[cl.Name] = d
 	}
+	subLimit := newConnLimit(c.Submission.MaxConnections, c.Submission.MaxConnectionsPerIP)
 	for _, addr := range c.Submission.Listen {
 		srv := smtp.NewServer(smtp.BackendFunc(s.newSubmission))
 		srv.Domain = c.Hostname
@@ -177,7 +178,7 @@ func (s *Server) Start(ctx context.Context) error {
 		srv.WriteTimeout = c.Submission.CommandTimeout
 		srv.TLSConfig = s.certs.tlsConfig(c.Submission.MinTLS)
 		srv.ErrorLog = zlogAdapter{s.log}
-		l, err := s.listen(addr)
+		l, err := s.listen(addr, subLimit)
 		if err != nil {
 			s.Close()
 			return err
@@ -186,6 +187,7 @@ func (s *Server) Start(ctx context.Context) error {
 		s.SubmissionAddrs = append(s.SubmissionAddrs, l.Addr())
 		go srv.Serve(l)
 	}
+	inLimit := newConnLimit(c.Inbound.MaxConnections, c.Inbound.MaxConnectionsPerIP)
 	for _, addr := range c.Inbound.Listen {
 		srv := smtp.NewServer(smtp.BackendFunc(s.newInbound))
 		srv.Domain = c.Hostname
@@ -195,7 +197,7 @@ func (s *Server) Start(ctx context.Context) error {
 		srv.WriteTimeout = 2 * time.Minute
 		srv.TLSConfig = s.certs.tlsConfig("1.2")
 		srv.ErrorLog = zlogAdapter{s.log}
-		l, err := s.listen(addr)
+		l, err := s.listen(addr, inLimit)
 		if err != nil {
 			s.Close()
 			return err
@@ -264,32 +266,45 @@ func (s *Server) Close() {
 
 // listen opens a TCP listener whose connections can be closed right after
 // their next reply (used to end a session after too many failed AUTHs).
-func (s *Server) listen(addr string) (net.Listener, error) {
+// listen opens a listener whose connections are tracked and limited by
+// limit (shared by every address of one listener kind).
+func (s *Server) listen(addr string, limit *connLimit) (net.Listener, error) {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("relay: listen %s: %w", addr, err)
 	}
-	return &trackedListener{Listener: l, s: s}, nil
+	return &trackedListener{Listener: l, s: s, limit: limit}, nil
 }
 
 type trackedListener struct {
 	net.Listener
-	s *Server
+	s     *Server
+	limit *connLimit
 }
 
 func (l *trackedListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		ip := addrIP(c.RemoteAddr())
+		if why := l.limit.acquire(ip); why != "" {
+			l.s.reject("too_many_connections")
+			l.s.log.Warn().Str("client", ip.String()).Str("listener", l.Addr().String()).Msg(why)
+			go turnAway(c, l.s.cfg.Hostname, why)
+			continue
+		}
+		tc := &trackedConn{Conn: c, s: l.s, release: func() { l.limit.release(ip) }}
+		l.s.conns.Store(c.RemoteAddr().String(), tc)
+		return tc, nil
 	}
-	tc := &trackedConn{Conn: c, s: l.s}
-	l.s.conns.Store(c.RemoteAddr().String(), tc)
-	return tc, nil
 }
 
 type trackedConn struct {
 	net.Conn
 	s         *Server
+	release   func() // gives back the connection's slot
 	closeNext atomic.Bool
 	closed    atomic.Bool
 }
@@ -305,6 +320,7 @@ func (c *trackedConn) Write(b []byte) (int, error) {
 func (c *trackedConn) Close() error {
 	if c.closed.CompareAndSwap(false, true) {
 		c.s.conns.Delete(c.Conn.RemoteAddr().String())
+		c.release()
 	}
 	return c.Conn.Close()
 }
@@ -316,14 +332,7 @@ func (s *Server) tracked(c *smtp.Conn) *trackedConn {
 	return nil
 }
 
-func remoteIP(c *smtp.Conn) netip.Addr {
-	if ta, ok := c.Conn().RemoteAddr().(*net.TCPAddr); ok {
-		if ip, ok := netip.AddrFromSlice(ta.IP); ok {
-			return ip.Unmap()
-		}
-	}
-	return netip.Addr{}
-}
+func remoteIP(c *smtp.Conn) netip.Addr { return addrIP(c.Conn().RemoteAddr()) }
 
 // zlogAdapter routes go-smtp's own error log lines (accept errors, panics)
 // to zerolog.
