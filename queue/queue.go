@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"sync"
@@ -533,21 +534,72 @@ func (q *Queue) handle(ctx context.Context, h Handler, id string) {
 		}
 		return
 	}
-	var out Outcome
-	if now := q.now(); !now.Before(it.Cutoff) {
-		out = h.Expire(it, now)
-	} else {
-		out = h.Deliver(ctx, it, body)
-		if ctx.Err() != nil && out.State == "" {
-			// Shutting down mid-delivery: leave the item as it was on disk;
-			// it is tried again after restart.
-			return
+	now := q.now()
+	expiring := !now.Before(it.Cutoff)
+	out, p := guard(func() Outcome {
+		if expiring {
+			return h.Expire(it, now)
 		}
+		return h.Deliver(ctx, it, body)
+	})
+	switch {
+	case p != nil:
+		log.Error().Str("panic", fmt.Sprint(p.value)).Str("stack", p.stack).Msg("delivery handler panicked")
+		out = afterPanic(it, expiring, q.now())
+	case !expiring && ctx.Err() != nil && out.State == "":
+		// Shutting down mid-delivery: leave the item as it was on disk;
+		// it is tried again after restart.
+		return
 	}
 	if err := q.Complete(it.ID, out); err != nil {
 		log.Error().Err(err).Msg("cannot record outcome; retrying in a minute")
 		q.lanes.put(it.Class, id, q.now().Add(time.Minute))
 	}
+}
+
+// handlerPanic is a panic caught in a delivery handler.
+type handlerPanic struct {
+	value any
+	stack string
+}
+
+// guard runs f and catches a panic in it. A bug met by one message (a
+// reply or a body no test had) must not take the relay down: after the
+// restart the same item would be tried again and crash it again, and no
+// reset would go out at all.
+func guard(f func() Outcome) (out Outcome, p *handlerPanic) {
+	defer func() {
+		if v := recover(); v != nil {
+			p = &handlerPanic{value: v, stack: string(debug.Stack())}
+		}
+	}()
+	return f(), nil
+}
+
+// panicRetry is how long an item whose handler panicked waits before the
+// next try: long enough not to spin, short enough for a reset's window.
+const panicRetry = time.Minute
+
+// afterPanic is the outcome of an attempt whose handler panicked. A
+// delivery is tried again (the panic text stays in the log; the queue
+// record and the trail say only "internal error"), until the cut-off,
+// when the handler expires and escalates it as usual. If expiring itself
+// panicked, the item ends expired here, without the handler's escalation,
+// rather than be tried forever.
+func afterPanic(it *Item, expiring bool, now time.Time) Outcome {
+	const reason = "internal error (see the relay log)"
+	if expiring {
+		return Outcome{State: StateExpired, Reason: "expired; " + reason, Label: "internal_error",
+			Events: []*audit.Event{{Time: now, Type: audit.Expired,
+				Fields: map[string]string{"reason": reason, "deadline": it.Deadline.UTC().Format(time.RFC3339)}}}}
+	}
+	next := now.Add(panicRetry)
+	if next.After(it.Cutoff) {
+		next = it.Cutoff
+	}
+	return Outcome{Retry: next, Reason: reason, Label: "internal_error",
+		Events: []*audit.Event{{Time: now, Type: audit.Deferred,
+			Fields: map[string]string{"reply": reason, "next": next.UTC().Format(time.RFC3339)}}}}
 }
 
 func (q *Queue) classOf(id string) string {

@@ -382,3 +382,88 @@ func TestSupersededWhileInFlightThenDeferred(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// panicky is a handler with a bug: it panics on items to "boom…"
+// addresses, while delivering or (for boom-expire@) while expiring.
+type panicky struct{ recorder }
+
+func (p *panicky) Deliver(ctx context.Context, it *Item, body []byte) Outcome {
+	if strings.HasPrefix(it.Rcpt, "boom") {
+		var xs []int
+		_ = xs[len(it.Rcpt)] // index out of range, as a real bug would
+	}
+	return p.recorder.Deliver(ctx, it, body)
+}
+
+func (p *panicky) Expire(it *Item, now time.Time) Outcome {
+	if it.Rcpt == "boom-expire@x.test" {
+		panic("expire bug")
+	}
+	return Outcome{State: StateExpired, Reason: "deadline passed"}
+}
+
+// waitItem waits until item id satisfies ok.
+func waitItem(t *testing.T, q *Queue, id string, ok func(*Item) bool) *Item {
+	t.Helper()
+	for i := 0; ; i++ {
+		it, err := q.Get(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if it != nil && ok(it) {
+			return it
+		}
+		if i > 1000 {
+			t.Fatalf("item %s never reached the expected state: %+v", id, it)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A panic in the delivery handler is caught: the worker goes on with the
+// next item, the item is tried again later, and it still ends in a
+// recorded outcome (expired at its cut-off) rather than crash the relay
+// at every restart.
+func TestHandlerPanic(t *testing.T) {
+	st, q := openTest(t, t.TempDir())
+	defer st.Close()
+	var mu sync.Mutex
+	now := time.Now()
+	clock := now
+	q.SetClock(func() time.Time { mu.Lock(); defer mu.Unlock(); return clock })
+
+	bad := testMsg("boom@x.test", "", now)
+	good := testMsg("ok@x.test", "", now)
+	badExpire := testMsg("boom-expire@x.test", "", now)
+	badExpire.Items[0].Cutoff = now.Add(-time.Second) // due for expiry at once
+	for _, m := range []*Message{bad, good, badExpire} {
+		if _, err := q.Enqueue(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	q.Start(context.Background(), &panicky{}, map[string]int{"reset": 1}) // one worker: it must survive
+	defer q.Stop()
+
+	waitItem(t, q, good.Items[0].ID, func(it *Item) bool { return it.State == StateDelivered })
+	it := waitItem(t, q, bad.Items[0].ID, func(it *Item) bool { return it.Reason != "" })
+	if d := it.Due.Sub(now.Add(panicRetry)); it.State != StateQueued || !strings.Contains(it.Reason, "internal error") || d < -time.Millisecond || d > time.Millisecond {
+		t.Errorf("after a panic: state %q reason %q due %v; want queued, internal error, due in %v", it.State, it.Reason, it.Due, panicRetry)
+	}
+	it = waitItem(t, q, badExpire.Items[0].ID, func(it *Item) bool { return Final(it.State) })
+	if it.State != StateExpired || !strings.Contains(it.Reason, "internal error") {
+		t.Errorf("expiry panicked: state %q reason %q; want expired, internal error", it.State, it.Reason)
+	}
+
+	// Past its cut-off, the item that kept panicking is expired by the
+	// handler as usual.
+	mu.Lock()
+	clock = bad.Items[0].Cutoff.Add(time.Second)
+	mu.Unlock()
+	if err := q.Retry(bad.Items[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	it = waitItem(t, q, bad.Items[0].ID, func(it *Item) bool { return Final(it.State) })
+	if it.State != StateExpired || it.Reason != "deadline passed" {
+		t.Errorf("at the cut-off: state %q reason %q; want expired by the handler", it.State, it.Reason)
+	}
+}
