@@ -58,6 +58,10 @@ type Config struct {
 	// InsecureSkipVerify accepts any certificate even under "verify"; for
 	// tests only.
 	InsecureSkipVerify bool `toml:"insecure_skip_verify"`
+	// MTASTS honours the recipient domains' MTA-STS policies (RFC 8461): under
+	// a policy in enforce mode, only the policy's MX hosts are tried, over
+	// TLS with a certificate that verifies, whatever TLS says.
+	MTASTS bool `toml:"mta_sts"`
 	// SourceIP, if set, is the local address outbound connections come from.
 	SourceIP string `toml:"source_ip"`
 }
@@ -82,6 +86,7 @@ func DefaultConfig() Config {
 		IdleTimeout:        30 * time.Second,
 		MaxMessagesPerConn: 100,
 		DNSTimeout:         5 * time.Second,
+		MTASTS:             true,
 	}
 }
 

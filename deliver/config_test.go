@@ -9,8 +9,12 @@ import (
 )
 
 func TestDefaultConfigValid(t *testing.T) {
-	if err := DefaultConfig().Validate(); err != nil {
+	c := DefaultConfig()
+	if err := c.Validate(); err != nil {
 		t.Fatal(err)
+	}
+	if !c.MTASTS {
+		t.Fatal("MTA-STS is off by default")
 	}
 }
 
@@ -58,6 +62,7 @@ max_messages_per_conn = 50
 dns_timeout = "3s"
 insecure_skip_verify = false
 source_ip = "127.0.0.9"
+mta_sts = false
 `, &c)
 	if err != nil {
 		t.Fatal(err)
@@ -66,7 +71,7 @@ source_ip = "127.0.0.9"
 		t.Fatalf("keys without a field: %v", md.Undecoded())
 	}
 	if c.Port != 2525 || c.TLS != TLSVerify || c.CommandTimeout != time.Minute || c.IdleTimeout != 15*time.Second ||
-		c.MaxPerDomain != 4 || c.SourceIP != "127.0.0.9" {
+		c.MaxPerDomain != 4 || c.SourceIP != "127.0.0.9" || c.MTASTS {
 		t.Fatalf("decoded %+v", c)
 	}
 	if err := c.Validate(); err != nil {

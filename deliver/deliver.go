@@ -103,6 +103,11 @@ type Deliverer struct {
 	localAddr net.Addr
 	roots     *x509.CertPool // nil: the system roots; tests set their own
 
+	sts     stsCache
+	stsPort int             // HTTPS port of MTA-STS policy hosts; 0 means 443 (tests set their own)
+	stsCtx  context.Context // ends fetches in flight on Close
+	stsStop context.CancelFunc
+
 	semMu sync.Mutex
 	sems  map[string]*domainSem
 
@@ -129,7 +134,9 @@ func New(cfg Config, log zerolog.Logger) (*Deliverer, error) {
 		res:  res,
 		pool: newPool(cfg.MaxIdle, cfg.IdleTimeout, cfg.MaxMessagesPerConn),
 		sems: map[string]*domainSem{},
+		sts:  stsCache{entries: map[string]*stsEntry{}},
 	}
+	d.stsCtx, d.stsStop = context.WithCancel(context.Background())
 	if cfg.SourceIP != "" {
 		d.localAddr = &net.TCPAddr{IP: net.ParseIP(cfg.SourceIP)}
 	}
@@ -142,7 +149,12 @@ func (d *Deliverer) Resolver() *Resolver { return d.res }
 // Close ends the pooled connections. Deliveries still running finish, and
 // their connections are closed instead of pooled.
 func (d *Deliverer) Close() {
-	d.closeOnce.Do(d.pool.close)
+	d.closeOnce.Do(func() {
+		if d.stsStop != nil {
+			d.stsStop()
+		}
+		d.pool.close()
+	})
 }
 
 // acquire waits for a slot of domain's concurrency limit.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -65,6 +66,74 @@ func FuzzServerDialogue(f *testing.F) {
 			}
 			if r.Permanent && r.Code/100 != 5 {
 				t.Fatalf("permanent without 5xx: %s", r)
+			}
+		}
+	})
+}
+
+func FuzzParseSTSRecord(f *testing.F) {
+	for _, s := range []string{"v=STSv1; id=20160831085700Z;", "v=STSv1;id=a", "v=STSv1; x=y; id=a; ", "v=STSv1;; id=a",
+		"v=STSv1", "v=STSv1; id=a; id=b", "v=spf1 -all", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		id, err := ParseSTSRecord(s)
+		if err != nil {
+			if id != "" {
+				t.Fatalf("%q: id %q with error %v", s, id, err)
+			}
+			return
+		}
+		if len(id) < 1 || len(id) > 32 || !isAlnum(id) || !strings.HasPrefix(s, "v=STSv1") || !strings.Contains(s, "id="+id) {
+			t.Fatalf("%q: bad id %q", s, id)
+		}
+	})
+}
+
+func FuzzParseSTSPolicy(f *testing.F) {
+	for _, s := range []string{
+		"version: STSv1\nmode: enforce\nmx: mail.example.com\nmx: *.example.net\nmax_age: 604800\n",
+		"version: STSv1\r\nmode: testing\r\nmx: a.test\r\nmax_age: 86400",
+		"version: STSv1\nmode: none\nmax_age: 31557600\n",
+		"version: STSv1\nmode: enforce\nmax_age: 1\n",
+		"version: STSv1\nmode: enforce\nmx: a..b\nmax_age: 99999999999\n",
+		"",
+	} {
+		f.Add(s, "mx.example.net")
+	}
+	f.Fuzz(func(t *testing.T, s, host string) {
+		p, err := ParseSTSPolicy(s)
+		if err != nil {
+			if p != nil {
+				t.Fatalf("%q: policy with error %v", s, err)
+			}
+			return
+		}
+		if p.Mode != STSEnforce && p.Mode != STSTesting && p.Mode != STSNone {
+			t.Fatalf("%q: mode %q", s, p.Mode)
+		}
+		if p.Mode != STSNone && len(p.MX) == 0 {
+			t.Fatalf("%q: mode %s without mx", s, p.Mode)
+		}
+		if p.MaxAge < 0 || p.MaxAge > stsMaxAge*time.Second {
+			t.Fatalf("%q: max_age %v", s, p.MaxAge)
+		}
+		for _, mx := range p.MX {
+			if mx != strings.ToLower(mx) || strings.HasSuffix(mx, ".") || strings.Contains(strings.TrimPrefix(mx, "*."), "*") {
+				t.Fatalf("%q: mx %q", s, mx)
+			}
+			if !strings.HasPrefix(mx, "*.") && !p.MatchMX(mx) {
+				t.Fatalf("%q: mx %q does not match itself", s, mx)
+			}
+		}
+		if p.MatchMX(host) {
+			h := strings.ToLower(strings.TrimSuffix(host, "."))
+			named := false
+			for _, mx := range p.MX {
+				named = named || h == mx || strings.HasPrefix(mx, "*.") && strings.HasSuffix(h, mx[1:]) && !strings.Contains(strings.TrimSuffix(h, mx[1:]), ".")
+			}
+			if !named {
+				t.Fatalf("%q matched %q, which it does not name", s, host)
 			}
 		}
 	})
