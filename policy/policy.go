@@ -95,8 +95,11 @@ type Class struct {
 }
 
 // Escalate says which outcomes of a class are escalated to Salesforce.
+// PolicyBounce is a permanent failure that says nothing against the
+// address (a policy, spam, content or authentication refusal): the address
+// is not suppressed, but the user still did not get the message.
 type Escalate struct {
-	HardBounce, Expired, Suppressed bool
+	HardBounce, PolicyBounce, Expired, Suppressed bool
 }
 
 // Targets are a class's service objectives; zero values mean "not set".
@@ -215,9 +218,10 @@ type rawClass struct {
 	RateWindow   string   `toml:"rate_window"`
 	Workers      int      `toml:"workers"`
 	Escalate     struct {
-		HardBounce bool `toml:"hard_bounce"`
-		Expired    bool `toml:"expired"`
-		Suppressed bool `toml:"suppressed"`
+		HardBounce   bool `toml:"hard_bounce"`
+		PolicyBounce bool `toml:"policy_bounce"`
+		Expired      bool `toml:"expired"`
+		Suppressed   bool `toml:"suppressed"`
 	} `toml:"escalate"`
 	Targets struct {
 		DeliveryP95       string  `toml:"delivery_p95"`

@@ -63,13 +63,13 @@ func TestShippedPolicy(t *testing.T) {
 	if r.Expiry != 30*time.Minute || r.Margin != 2*time.Minute || !slices.Equal(r.Retry, wantRetry) ||
 		!r.Supersede || !slices.Equal(r.SupersedeKey, []string{"recipient"}) || r.DedupeWindow != 10*time.Minute ||
 		!slices.Equal(r.Suppression, []string{"bounce"}) || r.RateLimit != 5 || r.RateWindow != 15*time.Minute ||
-		r.Workers != 10 || !r.Escalate.HardBounce || !r.Escalate.Expired ||
+		r.Workers != 10 || !r.Escalate.HardBounce || !r.Escalate.PolicyBounce || !r.Escalate.Expired ||
 		r.Targets.DeliveryP95 != time.Minute || r.Targets.SuccessRate != 0.98 {
 		t.Errorf("reset class = %+v", *r)
 	}
 	b := p.Class("bulk")
 	if b.Expiry != 72*time.Hour || !slices.Equal(b.Suppression, []string{"bounce", "unsubscribe"}) ||
-		b.Workers != 2 || b.Retry[0] < 30*time.Minute || b.Supersede {
+		b.Workers != 2 || b.Retry[0] < 30*time.Minute || b.Supersede || b.Escalate.PolicyBounce || b.Escalate.HardBounce {
 		t.Errorf("bulk class = %+v", *b)
 	}
 	if len(p.Rules()) != 4 || p.Rules()[0].Class != p.Class("reset") {

@@ -94,6 +94,72 @@ func TestHardBounceTriesBackup(t *testing.T) {
 	}
 }
 
+// A reset refused for its content (554 5.7.1 at DATA) says nothing against
+// the address: it is not suppressed. But the user has no reset, so with
+// policy_bounce escalation the backup address is tried, and without one
+// the reset is escalated.
+func TestPolicyBounceTriesBackupAndEscalates(t *testing.T) {
+	pol := strings.Replace(fastPolicy, "hard_bounce = true", "hard_bounce = true\npolicy_bounce = true", 1)
+	e := newEnv(t, envOpts{policy: pol})
+	e.sink.SetData(func(_ string, rcpts []string, _ []byte) *smtp.SMTPError {
+		if strings.HasPrefix(rcpts[0], "jane@") || strings.HasPrefix(rcpts[0], "bob@") {
+			return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "Message refused by content filter"}
+		}
+		return nil
+	})
+	c := e.client("PLAIN")
+	withBackup := queue.ItemID(e.sendID(c, "noreply@example.com", []string{"jane@dest.test"},
+		resetMsg("jane@dest.test", "pb1", "X-LK-Backup-Email: jane.backup@backup.test")), 0)
+	without := queue.ItemID(e.sendID(c, "noreply@example.com", []string{"bob@dest.test"}, resetMsg("bob@dest.test", "pb2")), 0)
+	for _, id := range []string{withBackup, without} {
+		waitFor(t, id+" final", 10*time.Second, func() bool {
+			it := itemState(e, id)
+			return it != nil && queue.Final(it.State)
+		})
+	}
+	if it := itemState(e, withBackup); it.State != queue.StateDelivered || it.Rcpt != "jane.backup@backup.test" || it.OrigRcpt != "jane@dest.test" {
+		t.Errorf("with a backup: %+v, want delivered to the backup address", it)
+	}
+	if it := itemState(e, without); it.State != queue.StateBounced {
+		t.Errorf("without a backup: %+v, want bounced", it)
+	}
+	for _, addr := range []string{"jane@dest.test", "bob@dest.test"} {
+		if sup, _ := e.srv.Queue.Suppressed(addr, []string{"bounce"}); len(sup) != 0 {
+			t.Errorf("%s suppressed after a content refusal: %v", addr, sup)
+		}
+	}
+	evs, err := audit.Show(e.srv.Store.DB, without)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, esc := lastOf(evs, audit.Bounced), lastOf(evs, audit.Escalated)
+	if b == nil || b.Fields["hard"] != "false" || b.Fields["permanent"] != "true" {
+		t.Errorf("bounced event %+v, want permanent, not hard", b)
+	}
+	if esc == nil || esc.Fields["trigger"] != "policy_bounce" {
+		t.Errorf("escalated event %+v, want trigger policy_bounce", esc)
+	}
+	if types := strings.Join(eventTypes(t, e, withBackup), ","); !strings.Contains(types, "bounced,retried_backup") || strings.Contains(types, "escalated") {
+		t.Errorf("with a backup, trail %s: want bounced then retried_backup, no escalation", types)
+	}
+
+	// Without policy_bounce (the shipped transactional class), a content
+	// refusal is only recorded.
+	e2 := newEnv(t, envOpts{policy: fastPolicy})
+	e2.sink.SetData(func(string, []string, []byte) *smtp.SMTPError {
+		return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "Message refused by content filter"}
+	})
+	id := queue.ItemID(e2.sendID(e2.client("PLAIN"), "noreply@example.com", []string{"jane@dest.test"},
+		resetMsg("jane@dest.test", "pb3", "X-LK-Backup-Email: jane.backup@backup.test")), 0)
+	waitFor(t, "bounced", 10*time.Second, func() bool { it := itemState(e2, id); return it != nil && queue.Final(it.State) })
+	if it := itemState(e2, id); it.State != queue.StateBounced || it.BackupTried {
+		t.Errorf("without policy_bounce: %+v, want bounced, backup not tried", it)
+	}
+	if types := strings.Join(eventTypes(t, e2, id), ","); strings.Contains(types, "escalated") || strings.Contains(types, "retried_backup") {
+		t.Errorf("without policy_bounce, trail %s: want no escalation, no backup", types)
+	}
+}
+
 func smtpsink_opts(rcpt func(string) *smtp.SMTPError) smtpsink.Options {
 	return smtpsink.Options{Rcpt: rcpt}
 }

@@ -137,14 +137,17 @@ func (s *Server) expired(it *queue.Item, out queue.Outcome, now time.Time, reaso
 }
 
 // bounced decides what a permanent failure means: a hard bounce suppresses
-// the address and, for a class that escalates, tries the backup address
-// once, then escalates.
+// the address. Either kind, for a class that escalates it, tries the
+// backup address once, then escalates: a reset refused by a spam filter
+// leaves the user as locked out as one sent to an unknown address.
 func (s *Server) bounced(it *queue.Item, body []byte, v bounce.Verdict, remote, text string, out queue.Outcome, now time.Time) queue.Outcome {
 	out.Events = append(out.Events, &audit.Event{Time: now, Type: audit.Bounced, Recipient: it.Rcpt, Fields: map[string]string{
 		"permanent": strconv.FormatBool(v.Permanent), "hard": strconv.FormatBool(v.Hard), "reason": string(v.Reason),
 		"status": v.Status, "remote": remote, "diagnostic": text}})
 	cl := s.class(it.Class)
+	trigger, escalates := "policy_bounce", cl.Escalate.PolicyBounce
 	if v.Hard {
+		trigger, escalates = "hard_bounce", cl.Escalate.HardBounce
 		rcpt := it.Rcpt
 		prev := out.Extra
 		out.Extra = func(tx *queue.Tx, item *queue.Item) error {
@@ -155,14 +158,14 @@ func (s *Server) bounced(it *queue.Item, body []byte, v bounce.Verdict, remote, 
 			}
 			return queue.Suppress(tx, queue.Suppression{List: "bounce", Address: rcpt, Reason: fmt.Sprintf("%s %s", v.Status, v.Reason), Time: now})
 		}
-		if !it.BackupTried && cl.Escalate.HardBounce {
-			if backup := s.backupFor(it, body); backup != "" && !strings.EqualFold(backup, it.Rcpt) {
-				out.Redirect, out.Retry = backup, now
-				out.Events = append(out.Events, &audit.Event{Time: now, Type: audit.RetriedBackup, Recipient: backup,
-					Fields: map[string]string{"original": it.Rcpt}})
-				s.log.Info().Str("queue_id", it.ID).Msg("hard bounce: trying the backup address")
-				return out
-			}
+	}
+	if !it.BackupTried && escalates {
+		if backup := s.backupFor(it, body); backup != "" && !strings.EqualFold(backup, it.Rcpt) {
+			out.Redirect, out.Retry = backup, now
+			out.Events = append(out.Events, &audit.Event{Time: now, Type: audit.RetriedBackup, Recipient: backup,
+				Fields: map[string]string{"original": it.Rcpt}})
+			s.log.Info().Str("queue_id", it.ID).Str("trigger", trigger).Msg("permanent failure: trying the backup address")
+			return out
 		}
 	}
 	out.State, out.Reason, out.Label = queue.StateBounced, fmt.Sprintf("%s %s: %s", v.Status, v.Reason, text), string(v.Reason)
@@ -179,8 +182,8 @@ func (s *Server) bounced(it *queue.Item, body []byte, v bounce.Verdict, remote, 
 			return nil
 		}
 	}
-	if v.Hard && cl.Escalate.HardBounce {
-		s.addEscalation(&out, Escalation{Trigger: "hard_bounce", Item: it, Reason: string(v.Reason), Status: v.Status, Remote: remote, Text: text}, now)
+	if escalates {
+		s.addEscalation(&out, Escalation{Trigger: trigger, Item: it, Reason: string(v.Reason), Status: v.Status, Remote: remote, Text: text}, now)
 	}
 	return out
 }

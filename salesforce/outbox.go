@@ -34,8 +34,11 @@ type Escalation struct {
 // Triggers of an escalation.
 const (
 	TriggerHardBounce = "hard_bounce"
-	TriggerExpired    = "expired"
-	TriggerSuppressed = "suppressed"
+	// TriggerPolicyBounce is a permanent refusal of the message (policy,
+	// spam, content, authentication), not of the address.
+	TriggerPolicyBounce = "policy_bounce"
+	TriggerExpired      = "expired"
+	TriggerSuppressed   = "suppressed"
 )
 
 // Outbox states.
@@ -470,9 +473,10 @@ func bounceReason(e Escalation) string {
 }
 
 var triggerWords = map[string]string{
-	TriggerHardBounce: "hard bounce",
-	TriggerExpired:    "expired undelivered",
-	TriggerSuppressed: "not sent: address suppressed",
+	TriggerHardBounce:   "hard bounce",
+	TriggerPolicyBounce: "refused by the recipient's server",
+	TriggerExpired:      "expired undelivered",
+	TriggerSuppressed:   "not sent: address suppressed",
 }
 
 // CaseFromEscalation builds the Case for e: a subject naming the recipient
