@@ -39,10 +39,11 @@ type poolKey struct {
 // attemptError is a failure of one connection before the message was handed
 // over, so trying another connection or MX is safe.
 type attemptError struct {
-	stage    string          // connect, greeting, ehlo, starttls, tls, mail, rcpt, data
+	stage    string          // connect, greeting, ehlo, starttls, tls, mail, rcpt, data, mta-sts
 	reply    *smtp.SMTPError // the server's reply, if there was one
 	err      error
 	enhanced string // the RFC 3463 code to report when there is no reply
+	sts      bool   // the failure is the MTA-STS policy's doing
 }
 
 func (e *attemptError) Error() string {
@@ -85,20 +86,22 @@ type prefixConn struct {
 func (p *prefixConn) Read(b []byte) (int, error) { return p.r.Read(b) }
 
 // dial connects to ip and brings the session to the point where MAIL can be
-// sent. Under the opportunistic policy a failed TLS handshake is retried in
-// clear on a new connection, as Postfix does: encryption is a bonus there, and
-// a broken TLS stack on the other side must not stop the mail.
-func (d *Deliverer) dial(ctx context.Context, host, ip string) (*conn, error) {
-	cn, err := d.dialOnce(ctx, host, ip, true)
+// sent, under tlsPolicy (the configured one, or TLSVerify when an MTA-STS
+// policy enforces it). Under the opportunistic policy a failed TLS handshake
+// is retried in clear on a new connection, as Postfix does: encryption is a
+// bonus there, and a broken TLS stack on the other side must not stop the
+// mail.
+func (d *Deliverer) dial(ctx context.Context, host, ip, tlsPolicy string) (*conn, error) {
+	cn, err := d.dialOnce(ctx, host, ip, tlsPolicy, true)
 	var ae *attemptError
-	if err != nil && d.cfg.TLS == TLSOpportunistic && errors.As(err, &ae) && ae.stage == "tls" && ctx.Err() == nil {
+	if err != nil && tlsPolicy == TLSOpportunistic && errors.As(err, &ae) && ae.stage == "tls" && ctx.Err() == nil {
 		d.log.Info().Str("host", host).Str("ip", ip).Err(err).Msg("deliver: TLS handshake failed, retrying in clear")
-		return d.dialOnce(ctx, host, ip, false)
+		return d.dialOnce(ctx, host, ip, tlsPolicy, false)
 	}
 	return cn, err
 }
 
-func (d *Deliverer) dialOnce(ctx context.Context, host, ip string, useTLS bool) (*conn, error) {
+func (d *Deliverer) dialOnce(ctx context.Context, host, ip, tlsPolicy string, useTLS bool) (*conn, error) {
 	addr := net.JoinHostPort(ip, strconv.Itoa(d.cfg.Port))
 	dialer := net.Dialer{Timeout: d.cfg.ConnectTimeout, LocalAddr: d.localAddr}
 	raw, err := dialer.DialContext(ctx, "tcp", addr)
@@ -108,7 +111,7 @@ func (d *Deliverer) dialOnce(ctx context.Context, host, ip string, useTLS bool) 
 	// A cancelled context must abort a blocked read at once; closing is the
 	// only way that also works while go-smtp sets its own deadlines.
 	stop := context.AfterFunc(ctx, func() { raw.Close() })
-	cn, err := d.handshake(ctx, raw, host, ip, useTLS)
+	cn, err := d.handshake(ctx, raw, host, ip, tlsPolicy, useTLS)
 	if !stop() && err == nil {
 		err = newAttemptError("connect", "4.4.2", ctx.Err())
 	}
@@ -125,7 +128,7 @@ func (d *Deliverer) dialOnce(ctx context.Context, host, ip string, useTLS bool) 
 // helpers say "EHLO localhost" before TLS, which some receivers hold against
 // the sender; and doing it here lets us refuse a server that sends data
 // right after its STARTTLS reply (the CVE-2011-0411 injection).
-func (d *Deliverer) handshake(ctx context.Context, raw net.Conn, host, ip string, useTLS bool) (*conn, error) {
+func (d *Deliverer) handshake(ctx context.Context, raw net.Conn, host, ip, tlsPolicy string, useTLS bool) (*conn, error) {
 	raw.SetDeadline(time.Now().Add(d.cfg.CommandTimeout))
 	tp := textproto.NewConn(raw)
 	if _, _, err := tp.ReadResponse(220); err != nil {
@@ -162,7 +165,7 @@ func (d *Deliverer) handshake(ctx context.Context, raw net.Conn, host, ip string
 		if tp.R.Buffered() > 0 {
 			return nil, newAttemptError("starttls", "4.7.5", errors.New("data pipelined after the STARTTLS reply"))
 		}
-		tc := tls.Client(raw, d.tlsConfig(host, cn))
+		tc := tls.Client(raw, d.tlsConfig(host, cn, tlsPolicy))
 		hctx, cancel := context.WithTimeout(ctx, d.cfg.CommandTimeout)
 		err := tc.HandshakeContext(hctx)
 		cancel()
@@ -171,7 +174,7 @@ func (d *Deliverer) handshake(ctx context.Context, raw net.Conn, host, ip string
 		}
 		cn.tls = tlsName(tc.ConnectionState().Version)
 		next = &prefixConn{Conn: tc, r: io.MultiReader(strings.NewReader("220 tls\r\n"), tc)}
-	case d.cfg.TLS != TLSOpportunistic:
+	case tlsPolicy != TLSOpportunistic:
 		tp.PrintfLine("QUIT") // best effort; nothing of the message was sent
 		why := errors.New("STARTTLS not offered and the TLS policy requires it")
 		if !useTLS {
@@ -197,7 +200,7 @@ func (d *Deliverer) handshake(ctx context.Context, raw net.Conn, host, ip string
 // tlsConfig checks the certificate itself so that, under the opportunistic
 // policy, a certificate that does not verify only gets recorded instead of
 // costing a second connection.
-func (d *Deliverer) tlsConfig(host string, cn *conn) *tls.Config {
+func (d *Deliverer) tlsConfig(host string, cn *conn, tlsPolicy string) *tls.Config {
 	return &tls.Config{
 		ServerName:         host,
 		MinVersion:         tls.VersionTLS12,
@@ -220,7 +223,7 @@ func (d *Deliverer) tlsConfig(host string, cn *conn) *tls.Config {
 				cn.verified = true
 				return nil
 			}
-			if d.cfg.TLS == TLSVerify {
+			if tlsPolicy == TLSVerify {
 				return fmt.Errorf("deliver: certificate of %s: %w", host, err)
 			}
 			d.log.Debug().Str("host", host).Err(err).Msg("deliver: certificate does not verify; using TLS anyway")

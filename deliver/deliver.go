@@ -5,10 +5,15 @@
 //  2. Look up the MX hosts through the configured resolver (Resolver.LookupMX):
 //     preference order, equal preferences shuffled; no MX means the domain
 //     itself; a null MX (RFC 7505) or NXDOMAIN fails permanently, a DNS
-//     failure temporarily.
+//     failure temporarily. At the same time, find the domain's MTA-STS
+//     policy (RFC 8461, mtasts.go): the _mta-sts TXT record, the policy
+//     fetched over HTTPS when its id is new, cached for its max_age.
 //  3. For each host in order, and each of its addresses (IPv4 first): take an
 //     idle pooled connection to it, or connect, read the greeting, EHLO and
-//     STARTTLS by the TLS policy.
+//     STARTTLS by the TLS policy. Under an MTA-STS policy in enforce mode,
+//     hosts the policy does not list are skipped and the TLS policy is
+//     "verify" (pooled connections too); in testing mode what enforce would
+//     refuse is only logged.
 //  4. MAIL FROM, RCPT TO for each recipient (a rejection fails that recipient
 //     only), DATA. A failure before the message is handed over moves on to
 //     the next address or host; the first host that answers the transaction
@@ -57,6 +62,9 @@ type Result struct {
 	TLS string
 	// TLSVerified is true when the certificate verified for Host.
 	TLSVerified bool
+	// MTASTS is the mode of the recipient domain's MTA-STS policy that
+	// applied: STSEnforce, STSTesting, or "" (none, or mta_sts off).
+	MTASTS string
 	// Err is the connection or DNS error when there was no reply.
 	Err error
 }
@@ -87,6 +95,9 @@ func (r Result) String() string {
 		fmt.Fprintf(&b, " (%s [%s] %s)", r.Host, r.IP, r.TLS)
 	case r.Host != "":
 		fmt.Fprintf(&b, " (%s)", r.Host)
+	}
+	if r.MTASTS != "" {
+		b.WriteString(" MTA-STS " + r.MTASTS)
 	}
 	if r.Err != nil {
 		b.WriteString(": " + r.Err.Error())
@@ -229,7 +240,30 @@ func (d *Deliverer) Deliver(ctx context.Context, from string, rcpts []string, da
 	}
 	defer release()
 
+	// The policy look-up (a DNS query, rarely an HTTPS fetch) runs beside
+	// the MX look-up so that it costs no round trip of its own.
+	var pol *STSPolicy
+	var polDone chan struct{}
+	if d.cfg.MTASTS {
+		polDone = make(chan struct{})
+		go func() { defer close(polDone); pol = d.stsPolicy(ctx, domain) }()
+	}
 	mxs, err := d.res.LookupMX(ctx, domain)
+	if polDone != nil {
+		<-polDone
+	}
+	mode, tlsPolicy := "", d.cfg.TLS
+	if pol != nil && (pol.Mode == STSEnforce || pol.Mode == STSTesting) {
+		mode = pol.Mode
+		defer func() {
+			for _, i := range todo {
+				results[i].MTASTS = mode
+			}
+		}()
+	}
+	if mode == STSEnforce {
+		tlsPolicy = TLSVerify
+	}
 	if err != nil {
 		fail(dnsResult(err, "4.4.3"))
 		return results
@@ -238,6 +272,17 @@ func (d *Deliverer) Deliver(ctx context.Context, from string, rcpts []string, da
 	var lastHost, lastIP string
 	tried := 0
 	for _, mx := range mxs {
+		if mode != "" && !pol.MatchMX(mx.Host) {
+			if mode == STSTesting {
+				d.log.Warn().Str("domain", domain).Str("host", mx.Host).Strs("policy_mx", pol.MX).
+					Msg("deliver: MTA-STS testing: MX not in the policy; enforce would skip it")
+			} else {
+				last = newAttemptError("mta-sts", "4.7.5", fmt.Errorf("MX %s is not in the MTA-STS policy of %s", mx.Host, domain))
+				last.sts = true
+				lastHost, lastIP = mx.Host, ""
+				continue
+			}
+		}
 		ips, err := d.res.LookupIP(ctx, mx.Host)
 		if err != nil {
 			var de *DNSError
@@ -255,10 +300,17 @@ func (d *Deliverer) Deliver(ctx context.Context, from string, rcpts []string, da
 				break
 			}
 			tried++
-			aerr := d.attempt(ctx, mx.Host, ip.String(), from, rcpts, todo, data, results)
+			aerr := d.attempt(ctx, mx.Host, ip.String(), tlsPolicy, mode == STSEnforce, from, rcpts, todo, data, results)
 			if aerr == nil {
+				if r := results[todo[0]]; mode == STSTesting && !r.TLSVerified {
+					d.log.Warn().Str("domain", domain).Str("host", mx.Host).Str("tls", r.TLS).
+						Msg("deliver: MTA-STS testing: TLS not verified; enforce would refuse this MX")
+				}
 				d.logResults(domain, results, todo)
 				return results
+			}
+			if mode == STSEnforce && (aerr.stage == "tls" || aerr.stage == "starttls") {
+				aerr.sts = true
 			}
 			d.log.Debug().Str("domain", domain).Str("host", mx.Host).Str("ip", ip.String()).Err(aerr).Msg("deliver: attempt failed")
 			last, lastHost, lastIP = aerr, mx.Host, ip.String()
@@ -291,17 +343,19 @@ func (d *Deliverer) logResults(domain string, results []Result, todo []int) {
 // attempt delivers over one address: a pooled connection first, and a new
 // one if the pooled one turns out dead. A nil return means the server
 // answered the transaction and results are final for this delivery.
-func (d *Deliverer) attempt(ctx context.Context, host, ip, from string, rcpts []string, todo []int, data []byte, results []Result) *attemptError {
+// With verifiedOnly, only a pooled connection whose certificate verified is
+// taken.
+func (d *Deliverer) attempt(ctx context.Context, host, ip, tlsPolicy string, verifiedOnly bool, from string, rcpts []string, todo []int, data []byte, results []Result) *attemptError {
 	key := poolKey{addr: net.JoinHostPort(ip, fmt.Sprint(d.cfg.Port)), host: host}
 	for try := 0; try < 2; try++ {
 		var cn *conn
 		reused := false
 		if try == 0 {
-			cn = d.pool.get(key)
+			cn = d.pool.get(key, verifiedOnly)
 			reused = cn != nil
 		}
 		if cn == nil {
-			c, err := d.dial(ctx, host, ip)
+			c, err := d.dial(ctx, host, ip, tlsPolicy)
 			if err != nil {
 				var ae *attemptError
 				if !errors.As(err, &ae) {
@@ -473,9 +527,15 @@ func attemptResult(ae *attemptError, host, ip string) Result {
 			r.Enhanced = fmt.Sprintf("%d.%d.%d", ec[0], ec[1], ec[2])
 		}
 		r.Err = ae
-		return r
+	} else {
+		r.Code, r.Enhanced, r.Text, r.Err = 451, ae.enhanced, ae.stage+" failed", ae
 	}
-	r.Code, r.Enhanced, r.Text, r.Err = 451, ae.enhanced, ae.stage+" failed", ae
+	if ae.stage == "mta-sts" {
+		r.Text = "MX host not in the domain's policy"
+	}
+	if ae.sts {
+		r.Text = "MTA-STS: " + r.Text
+	}
 	return r
 }
 

@@ -51,7 +51,7 @@ func FuzzServerDialogue(f *testing.F) {
 		go func() { srv.Write(script); srv.Close() }()
 		go io.Copy(io.Discard, srv)
 		ctx := context.Background()
-		cn, err := d.handshake(ctx, cli, "mx.example.test", "127.0.0.1", true)
+		cn, err := d.handshake(ctx, cli, "mx.example.test", "127.0.0.1", TLSOpportunistic, true)
 		if err != nil {
 			return
 		}

@@ -1,9 +1,29 @@
 package deliver
 
 import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"fmt"
+	"io"
+	"log"
+	"math/big"
+	"net"
+	"net/http"
+	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/latchkey/latchkey/testutil/dnstest"
+	"github.com/latchkey/latchkey/testutil/smtpsink"
+	"github.com/miekg/dns"
 )
 
 func TestParseSTSRecord(t *testing.T) {
@@ -146,5 +166,488 @@ func TestSTSMatchMX(t *testing.T) {
 		if got := p.MatchMX(host); got != want {
 			t.Errorf("MatchMX(%q) = %v, want %v", host, got, want)
 		}
+	}
+}
+
+// stsServer is a real HTTPS server on loopback serving an MTA-STS policy with
+// a certificate from its own test CA.
+type stsServer struct {
+	port    int
+	ca      *x509.Certificate
+	fetches atomic.Int32
+
+	mu     sync.Mutex
+	status int
+	body   string
+	hold   chan struct{} // when set, requests wait for it to close
+}
+
+func (s *stsServer) set(status int, body string) {
+	s.mu.Lock()
+	s.status, s.body = status, body
+	s.mu.Unlock()
+}
+
+func (s *stsServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.fetches.Add(1)
+	s.mu.Lock()
+	status, body, hold := s.status, s.body, s.hold
+	s.mu.Unlock()
+	if hold != nil {
+		<-hold
+	}
+	if r.URL.Path != "/.well-known/mta-sts.txt" {
+		http.NotFound(w, r)
+		return
+	}
+	if status == http.StatusFound {
+		http.Redirect(w, r, "https://elsewhere.test/.well-known/mta-sts.txt", status)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain")
+	w.WriteHeader(status)
+	io.WriteString(w, body)
+}
+
+// startSTSServer listens on ip with a certificate for names, signed by a CA
+// made for the test.
+func startSTSServer(t *testing.T, ip string, names ...string) *stsServer {
+	t.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "latchkey test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true, IsCA: true,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: names[0]}, DNSNames: names,
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, leaf, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", ip+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &stsServer{port: l.Addr().(*net.TCPAddr).Port, ca: ca, status: http.StatusOK}
+	srv := &http.Server{Handler: s, ErrorLog: log.New(io.Discard, "", 0), TLSConfig: &tls.Config{
+		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}},
+	}}
+	go srv.ServeTLS(l, "", "")
+	t.Cleanup(func() {
+		s.mu.Lock()
+		if s.hold != nil {
+			select {
+			case <-s.hold:
+			default:
+				close(s.hold)
+			}
+		}
+		s.mu.Unlock()
+		srv.Close()
+	})
+	return s
+}
+
+const (
+	policyEnforce = "version: STSv1\r\nmode: enforce\r\nmx: mx.example.test\r\nmax_age: 86400\r\n"
+	policyTesting = "version: STSv1\nmode: testing\nmx: *.example.test\nmax_age: 86400\n"
+	stsZone       = `
+example.test. 300 IN MX 10 mx.example.test.
+mx.example.test. 300 IN A 127.0.0.21
+mta-sts.example.test. 300 IN A 127.0.0.22
+`
+	// TTL 0: the Resolver does not cache it, so that tests can change it.
+	stsTXT = "_mta-sts.example.test. 0 IN TXT \"v=STSv1; id=%s;\"\n"
+)
+
+type stsFixture struct {
+	sink *smtpsink.Sink
+	dns  *dnstest.Server
+	web  *stsServer
+	d    *Deliverer
+}
+
+// stsSetup starts an MX sink for example.test on 127.0.0.21, its policy host
+// mta-sts.example.test on 127.0.0.22 serving policy, and a Deliverer that
+// trusts both (the sink's certificate is for localhost and opts.CertNames).
+// txtID "" publishes no _mta-sts record.
+func stsSetup(t *testing.T, opts smtpsink.Options, policy, txtID string, mod func(*Config)) *stsFixture {
+	t.Helper()
+	sinks, port := startSinks(t, opts, "127.0.0.21")
+	f := &stsFixture{sink: sinks[0], web: startSTSServer(t, "127.0.0.22", "mta-sts.example.test")}
+	f.web.set(http.StatusOK, policy)
+	zone := stsZone
+	if txtID != "" {
+		zone += fmt.Sprintf(stsTXT, txtID)
+	}
+	f.dns = dnstest.Start(t, zone)
+	cfg := testConfig(f.dns.Addr, port)
+	if mod != nil {
+		mod(&cfg)
+	}
+	f.d = newDeliverer(t, cfg)
+	roots := x509.NewCertPool()
+	if f.sink.CertPool != nil {
+		roots = f.sink.CertPool.Clone()
+	}
+	roots.AddCert(f.web.ca)
+	f.d.roots = roots
+	f.d.stsPort = f.web.port
+	return f
+}
+
+func (f *stsFixture) setTXT(t *testing.T, id string) {
+	t.Helper()
+	f.dns.Remove("_mta-sts.example.test.", dns.TypeTXT)
+	if err := f.dns.Add(fmt.Sprintf(stsTXT, id)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+var goodMX = smtpsink.Options{TLS: true, CertNames: []string{"mx.example.test"}}
+
+func TestMTASTSEnforceDelivers(t *testing.T) {
+	f := stsSetup(t, goodMX, policyEnforce, "1", nil)
+	for i := range 2 {
+		r := deliver1(t, f.d, fmt.Sprintf("u%d@example.test", i))[0]
+		wantDelivered(t, r)
+		if r.MTASTS != STSEnforce || !r.TLSVerified || r.TLS != "TLS1.3" {
+			t.Fatalf("mode %q, TLS %s verified %v", r.MTASTS, r.TLS, r.TLSVerified)
+		}
+	}
+	msgs := f.sink.Wait(2, 5*time.Second)
+	if len(msgs) != 2 || !msgs[0].TLS || !msgs[1].TLS {
+		t.Fatalf("sink got %d messages (TLS: %+v)", len(msgs), msgs)
+	}
+	// The verified connection was pooled and reused; the policy was fetched once.
+	if f.sink.Conns() != 1 || f.web.fetches.Load() != 1 {
+		t.Fatalf("%d connections, %d fetches; want 1 and 1", f.sink.Conns(), f.web.fetches.Load())
+	}
+}
+
+func TestMTASTSEnforceRefusesUnverifiedTLS(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		opts     smtpsink.Options
+		enhanced string
+	}{
+		{"certificate for another name", smtpsink.Options{TLS: true}, "4.7.5"},
+		{"handshake fails", smtpsink.Options{BrokenTLS: true}, "4.7.5"},
+		{"no STARTTLS", smtpsink.Options{}, "4.7.10"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := stsSetup(t, tc.opts, policyEnforce, "1", nil)
+			r := deliver1(t, f.d, "a@example.test")[0]
+			wantTemporary(t, r)
+			if r.Enhanced != tc.enhanced || !strings.Contains(r.Text, "MTA-STS") || r.MTASTS != STSEnforce {
+				t.Fatalf("got %s (text %q, mode %q); want %s naming MTA-STS", r, r.Text, r.MTASTS, tc.enhanced)
+			}
+			if f.sink.Count() != 0 || f.sink.MaxConcurrent() != 0 {
+				t.Fatalf("sink saw %d messages, %d transactions", f.sink.Count(), f.sink.MaxConcurrent())
+			}
+		})
+	}
+}
+
+func TestMTASTSEnforceSkipsMXNotInPolicy(t *testing.T) {
+	f := stsSetup(t, goodMX, "version: STSv1\nmode: enforce\nmx: *.elsewhere.test\nmax_age: 600\n", "1", nil)
+	r := deliver1(t, f.d, "a@example.test")[0]
+	wantTemporary(t, r)
+	if r.Enhanced != "4.7.5" || !strings.Contains(r.Text, "MTA-STS") || r.Host != "mx.example.test" || r.MTASTS != STSEnforce {
+		t.Fatalf("got %s", r)
+	}
+	if f.sink.Conns() != 0 {
+		t.Fatalf("connected %d times to an MX the policy does not list", f.sink.Conns())
+	}
+}
+
+func TestMTASTSTestingDeliversDespiteBadCertificate(t *testing.T) {
+	f := stsSetup(t, smtpsink.Options{TLS: true}, policyTesting, "1", nil)
+	r := deliver1(t, f.d, "a@example.test")[0]
+	wantDelivered(t, r)
+	if r.MTASTS != STSTesting || r.TLSVerified || f.sink.Count() != 1 {
+		t.Fatalf("got %s, verified %v, sink count %d", r, r.TLSVerified, f.sink.Count())
+	}
+}
+
+func TestMTASTSConfiguredVerifyStaysUnderTesting(t *testing.T) {
+	f := stsSetup(t, smtpsink.Options{TLS: true}, policyTesting, "1", func(c *Config) { c.TLS = TLSVerify })
+	r := deliver1(t, f.d, "a@example.test")[0]
+	wantTemporary(t, r)
+	if r.Enhanced != "4.7.5" || r.MTASTS != STSTesting || f.sink.Count() != 0 {
+		t.Fatalf("got %s", r)
+	}
+}
+
+func TestMTASTSNoRecordDeliversAsBefore(t *testing.T) {
+	f := stsSetup(t, smtpsink.Options{TLS: true}, policyEnforce, "", nil)
+	r := deliver1(t, f.d, "a@example.test")[0]
+	wantDelivered(t, r)
+	if r.MTASTS != "" || f.web.fetches.Load() != 0 {
+		t.Fatalf("mode %q, %d fetches without a record", r.MTASTS, f.web.fetches.Load())
+	}
+}
+
+func TestMTASTSModeNone(t *testing.T) {
+	f := stsSetup(t, smtpsink.Options{TLS: true}, "version: STSv1\nmode: none\nmax_age: 600\n", "1", nil)
+	r := deliver1(t, f.d, "a@example.test")[0]
+	wantDelivered(t, r)
+	if r.MTASTS != "" || f.web.fetches.Load() != 1 {
+		t.Fatalf("mode %q, %d fetches", r.MTASTS, f.web.fetches.Load())
+	}
+}
+
+func TestMTASTSCachedPolicyOutlivesRecord(t *testing.T) {
+	// The MX certificate does not verify: each delivery that honours the
+	// enforce policy fails, each that does not gets through.
+	f := stsSetup(t, smtpsink.Options{TLS: true}, policyEnforce, "1", nil)
+	wantTemporary(t, deliver1(t, f.d, "a@example.test")[0])
+
+	f.dns.Remove("_mta-sts.example.test.", dns.TypeTXT) // an attacker's NODATA
+	r := deliver1(t, f.d, "a@example.test")[0]
+	wantTemporary(t, r)
+	if r.MTASTS != STSEnforce {
+		t.Fatalf("mode %q after the record went", r.MTASTS)
+	}
+	f.dns.Fail("_mta-sts.example.test.", dns.RcodeServerFailure)
+	r = deliver1(t, f.d, "a@example.test")[0]
+	wantTemporary(t, r)
+	if r.MTASTS != STSEnforce || f.sink.Count() != 0 || f.web.fetches.Load() != 1 {
+		t.Fatalf("mode %q, sink count %d, fetches %d", r.MTASTS, f.sink.Count(), f.web.fetches.Load())
+	}
+
+	// Once max_age has passed, no record means no policy.
+	f.d.sts.mu.Lock()
+	f.d.sts.entries["example.test"].expires = time.Now().Add(-time.Second)
+	f.d.sts.mu.Unlock()
+	r = deliver1(t, f.d, "a@example.test")[0]
+	wantDelivered(t, r)
+	if r.MTASTS != "" {
+		t.Fatalf("mode %q with an expired policy", r.MTASTS)
+	}
+}
+
+func TestMTASTSNewIDRefetches(t *testing.T) {
+	f := stsSetup(t, goodMX, policyEnforce, "1", nil)
+	for range 2 {
+		wantDelivered(t, deliver1(t, f.d, "a@example.test")[0])
+	}
+	if n := f.web.fetches.Load(); n != 1 {
+		t.Fatalf("%d fetches for one id", n)
+	}
+
+	f.web.set(http.StatusOK, policyTesting)
+	f.setTXT(t, "2")
+	r := deliver1(t, f.d, "a@example.test")[0]
+	wantDelivered(t, r)
+	if r.MTASTS != STSTesting || f.web.fetches.Load() != 2 {
+		t.Fatalf("mode %q after %d fetches; want testing after 2", r.MTASTS, f.web.fetches.Load())
+	}
+
+	// A new id whose fetch fails keeps the policy in hand, and is not
+	// fetched again on every message.
+	f.web.set(http.StatusInternalServerError, "")
+	f.setTXT(t, "3")
+	for range 2 {
+		r = deliver1(t, f.d, "a@example.test")[0]
+		wantDelivered(t, r)
+		if r.MTASTS != STSTesting {
+			t.Fatalf("mode %q after a failed refetch", r.MTASTS)
+		}
+	}
+	if n := f.web.fetches.Load(); n != 3 {
+		t.Fatalf("%d fetches, want 3", n)
+	}
+}
+
+func TestMTASTSFetchFailureWithoutCache(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		status int
+		body   string
+	}{
+		{"not found", http.StatusNotFound, policyEnforce},
+		{"bad policy", http.StatusOK, "mode: enforce\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := stsSetup(t, smtpsink.Options{TLS: true}, tc.body, "1", nil)
+			f.web.set(tc.status, tc.body)
+			r := deliver1(t, f.d, "a@example.test")[0]
+			wantDelivered(t, r)
+			if r.MTASTS != "" || f.web.fetches.Load() != 1 {
+				t.Fatalf("mode %q, %d fetches", r.MTASTS, f.web.fetches.Load())
+			}
+		})
+	}
+}
+
+func TestMTASTSOff(t *testing.T) {
+	f := stsSetup(t, smtpsink.Options{TLS: true}, policyEnforce, "", func(c *Config) { c.MTASTS = false })
+	// A TTL the Resolver caches, so that a look-up would leave a trace.
+	f.dns.Add("_mta-sts.example.test. 300 IN TXT \"v=STSv1; id=1;\"\n")
+	r := deliver1(t, f.d, "a@example.test")[0]
+	wantDelivered(t, r)
+	f.d.res.mu.Lock()
+	_, looked := f.d.res.cache[cacheKey{"_mta-sts.example.test.", dns.TypeTXT}]
+	f.d.res.mu.Unlock()
+	if r.MTASTS != "" || f.web.fetches.Load() != 0 || looked || len(f.d.sts.entries) != 0 {
+		t.Fatalf("mode %q, %d fetches, TXT looked up %v, with mta_sts off", r.MTASTS, f.web.fetches.Load(), looked)
+	}
+	// The same set-up with it on does look the record up (the check above can fail).
+	f.d.cfg.MTASTS = true
+	wantTemporary(t, deliver1(t, f.d, "a@example.test")[0])
+	f.d.res.mu.Lock()
+	_, looked = f.d.res.cache[cacheKey{"_mta-sts.example.test.", dns.TypeTXT}]
+	f.d.res.mu.Unlock()
+	if !looked {
+		t.Fatal("the TXT look-up left no trace in the resolver's cache")
+	}
+}
+
+func TestMTASTSUnverifiedPooledConnectionNotReused(t *testing.T) {
+	f := stsSetup(t, smtpsink.Options{TLS: true}, policyEnforce, "", nil)
+	// No policy yet: opportunistic TLS, certificate not verified, pooled.
+	r := deliver1(t, f.d, "a@example.test")[0]
+	wantDelivered(t, r)
+	if r.TLSVerified || f.d.pool.idleCount() != 1 {
+		t.Fatalf("verified %v, %d idle", r.TLSVerified, f.d.pool.idleCount())
+	}
+	f.setTXT(t, "1")
+	r = deliver1(t, f.d, "b@example.test")[0]
+	wantTemporary(t, r)
+	if f.sink.Count() != 1 || f.sink.Conns() != 2 {
+		t.Fatalf("enforce went over the unverified pooled connection: %d messages, %d connections", f.sink.Count(), f.sink.Conns())
+	}
+	// The unverified connection stays for deliveries without the policy.
+	if f.d.pool.idleCount() != 1 {
+		t.Fatalf("%d idle connections, want 1", f.d.pool.idleCount())
+	}
+}
+
+func TestFetchSTSPolicy(t *testing.T) {
+	web := startSTSServer(t, "127.0.0.23", "mta-sts.example.test")
+	wrong := startSTSServer(t, "127.0.0.24", "mta-sts.other.test")
+	dnss := dnstest.Start(t, `
+mta-sts.example.test. 300 IN A 127.0.0.23
+mta-sts.wrongcert.test. 300 IN A 127.0.0.24
+`)
+	d := newDeliverer(t, testConfig(dnss.Addr, 25))
+	d.roots = x509.NewCertPool()
+	d.roots.AddCert(web.ca)
+	d.roots.AddCert(wrong.ca)
+	ctx := context.Background()
+	fetch := func(domain string, port int) (*STSPolicy, error) {
+		d.stsPort = port
+		return d.fetchSTSPolicy(ctx, domain)
+	}
+
+	web.set(http.StatusOK, policyEnforce)
+	p, err := fetch("example.test", web.port)
+	if err != nil || p.Mode != STSEnforce || !p.MatchMX("mx.example.test") {
+		t.Fatalf("got %+v, %v", p, err)
+	}
+	for _, tc := range []struct {
+		name, domain string
+		port         int
+		status       int
+		body, err    string
+	}{
+		{"redirect", "example.test", web.port, http.StatusFound, "", "302"},
+		{"server error", "example.test", web.port, http.StatusServiceUnavailable, "", "503"},
+		{"too big", "example.test", web.port, http.StatusOK, policyEnforce + strings.Repeat("x-pad: y\n", 8000), "larger than"},
+		{"not a policy", "example.test", web.port, http.StatusOK, "<html></html>", "mta-sts policy"},
+		{"certificate for another name", "wrongcert.test", wrong.port, http.StatusOK, policyEnforce, "certificate"},
+		{"no address", "nowhere.test", web.port, http.StatusOK, policyEnforce, "no such domain"},
+	} {
+		web.set(tc.status, tc.body)
+		wrong.set(tc.status, tc.body)
+		p, err := fetch(tc.domain, tc.port)
+		if err == nil || !strings.Contains(err.Error(), tc.err) || !strings.HasPrefix(err.Error(), "deliver: ") {
+			t.Errorf("%s: got %+v, %v; want an error with %q", tc.name, p, err, tc.err)
+		}
+	}
+	// Trusted only through the system roots, the test CA's certificate fails.
+	web.set(http.StatusOK, policyEnforce)
+	d.roots = nil
+	if _, err := fetch("example.test", web.port); err == nil {
+		t.Error("a certificate from an untrusted CA was accepted")
+	}
+}
+
+func TestMTASTSOneFetchPerDomain(t *testing.T) {
+	f := stsSetup(t, goodMX, policyEnforce, "1", nil)
+	hold := make(chan struct{})
+	f.web.mu.Lock()
+	f.web.hold = hold
+	f.web.mu.Unlock()
+	const n = 8
+	var wg sync.WaitGroup
+	got := make([]*STSPolicy, n)
+	for i := range n {
+		wg.Add(1)
+		go func() { defer wg.Done(); got[i] = f.d.stsPolicy(context.Background(), "example.test") }()
+	}
+	// Let the first request in, then give the others every chance to start
+	// their own before releasing it.
+	for f.web.fetches.Load() == 0 {
+		runtime.Gosched()
+	}
+	for range 1000 {
+		runtime.Gosched()
+	}
+	f.web.mu.Lock()
+	close(hold)
+	f.web.hold = nil
+	f.web.mu.Unlock()
+	wg.Wait()
+	for i, p := range got {
+		if p == nil || p.Mode != STSEnforce {
+			t.Fatalf("caller %d got %+v", i, p)
+		}
+	}
+	if n := f.web.fetches.Load(); n != 1 {
+		t.Fatalf("%d fetches for one domain at once", n)
+	}
+
+	// A waiter whose context ends stops waiting; the fetch goes on.
+	f.d.sts.mu.Lock()
+	delete(f.d.sts.entries, "example.test")
+	f.d.sts.mu.Unlock()
+	hold = make(chan struct{})
+	f.web.mu.Lock()
+	f.web.hold = hold
+	f.web.mu.Unlock()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan *STSPolicy)
+	go func() { done <- f.d.stsPolicy(ctx, "example.test") }()
+	for f.web.fetches.Load() == 1 {
+		runtime.Gosched()
+	}
+	cancel()
+	if p := <-done; p != nil {
+		t.Fatalf("a cancelled wait returned %+v", p)
+	}
+	f.web.mu.Lock()
+	close(hold)
+	f.web.hold = nil
+	f.web.mu.Unlock()
+	if p := f.d.stsPolicy(context.Background(), "example.test"); p == nil || f.web.fetches.Load() != 2 {
+		t.Fatalf("after the fetch ended: %+v, %d fetches", p, f.web.fetches.Load())
 	}
 }

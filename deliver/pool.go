@@ -31,15 +31,23 @@ func newPool(maxIdle int, idleTimeout time.Duration, maxMsgs int) *pool {
 }
 
 // get returns the most recently used healthy idle connection for key, or nil.
-func (p *pool) get(key poolKey) *conn {
+// With verifiedOnly (an MTA-STS policy in enforce mode) it takes only a
+// connection whose certificate verified, and leaves the others to deliveries
+// without that policy: domains of one provider share its MX hosts.
+func (p *pool) get(key poolKey, verifiedOnly bool) *conn {
 	for {
 		p.mu.Lock()
 		list := p.idle[key]
-		if len(list) == 0 {
+		i := len(list) - 1
+		for verifiedOnly && i >= 0 && !list[i].verified {
+			i--
+		}
+		if i < 0 {
 			p.mu.Unlock()
 			return nil
 		}
-		cn := list[len(list)-1]
+		cn := list[i]
+		copy(list[i:], list[i+1:])
 		list[len(list)-1] = nil
 		p.idle[key] = list[:len(list)-1]
 		if len(p.idle[key]) == 0 {
