@@ -325,8 +325,9 @@ func (d *Deliverer) stsPolicy(ctx context.Context, domain string) *STSPolicy {
 	e := c.entries[domain]
 	now := time.Now()
 	if err != nil {
+		p := e.valid(now)
 		c.mu.Unlock()
-		if p := e.valid(now); p != nil {
+		if p != nil {
 			d.log.Debug().Str("domain", domain).Err(err).Msg("deliver: no usable MTA-STS record; using the cached policy")
 			return p
 		}
@@ -346,8 +347,9 @@ func (d *Deliverer) stsPolicy(ctx context.Context, domain string) *STSPolicy {
 		}
 	}
 	if e.fetching == nil && e.failedID == id && now.Before(e.retryAt) {
+		p := e.valid(now)
 		c.mu.Unlock()
-		return e.valid(now)
+		return p
 	}
 	done := e.fetching
 	if done == nil {
