@@ -30,8 +30,10 @@ type conn struct {
 }
 
 // poolKey identifies connections that are interchangeable: same address and
-// same name (the name is what the certificate was checked against). The TLS
-// state follows from the Deliverer's one policy, so it needs no place here.
+// same name (the name is what the certificate was checked against). Every
+// pooled connection meets the configured TLS policy; one that an MTA-STS
+// policy in enforce mode may use must also be verified, which pool.get checks
+// on the connection rather than splitting the key.
 type poolKey struct {
 	addr, host string
 }
