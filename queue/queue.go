@@ -387,10 +387,15 @@ func (q *Queue) siblingDelivered(txn *badger.Txn, it *Item) (bool, error) {
 	return false, nil
 }
 
+// ErrTooLate is returned by Reopen for a redirect that can no longer be
+// made: the item's cut-off has passed or its body is gone. Nothing was
+// written; the caller decides the outcome without the backup address.
+var ErrTooLate = errors.New("queue: too late to redirect: cut-off passed or body deleted")
+
 // Reopen applies a late outcome (an asynchronous bounce) to an item that may
 // already be final. With out.Redirect the item is queued again for the new
-// recipient if its body is still kept and its cut-off has not passed;
-// otherwise out.State (if set) replaces the final state.
+// recipient if its body is still kept and its cut-off has not passed (else
+// ErrTooLate); otherwise out.State (if set) replaces the final state.
 func (q *Queue) Reopen(id string, out Outcome) (requeued bool, err error) {
 	err = q.store.Update(func(tx *Tx) error {
 		requeued = false
@@ -405,42 +410,56 @@ func (q *Queue) Reopen(id string, out Outcome) (requeued bool, err error) {
 			return ErrInFlight // still live: the caller uses Complete
 		}
 		now := q.now()
-		if err := record(tx, it, out); err != nil {
-			return err
-		}
-		if out.Redirect != "" && now.Before(it.Cutoff) {
+		if out.Redirect != "" {
+			// Checked before anything is written: the outcome the caller
+			// built says "retried at the backup address", which must not
+			// be recorded for a retry that cannot happen.
 			body, err := getValue(tx.Txn, key(pBody, it.MsgID))
 			if err != nil {
 				return err
 			}
-			if body != nil {
-				if it.OrigRcpt == "" {
-					it.OrigRcpt = it.Rcpt
-				}
-				it.Rcpt, it.BackupTried = out.Redirect, true
-				it.State, it.Finished, it.Due, it.Reason = StateQueued, time.Time{}, out.Retry, out.Reason
-				refs, err := getValue(tx.Txn, key(pRefs, it.MsgID))
-				if err != nil {
-					return err
-				}
-				n := uint32(0)
-				if len(refs) == 4 {
-					n = binary.BigEndian.Uint32(refs)
-				}
-				if err := tx.Set(key(pRefs, it.MsgID), u32(n+1)); err != nil {
-					return err
-				}
-				if err := q.writeLive(tx, it); err != nil {
-					return err
-				}
-				class, due := it.Class, it.Due
-				tx.After(func() { q.lanes.put(class, id, due) })
-				requeued = true
-				return nil
+			if body == nil || !now.Before(it.Cutoff) {
+				return ErrTooLate
 			}
+		}
+		if err := record(tx, it, out); err != nil {
+			return err
+		}
+		if out.Redirect != "" {
+			if it.OrigRcpt == "" {
+				it.OrigRcpt = it.Rcpt
+			}
+			it.Rcpt, it.BackupTried = out.Redirect, true
+			it.State, it.Finished, it.Due, it.Reason = StateQueued, time.Time{}, out.Retry, out.Reason
+			refs, err := getValue(tx.Txn, key(pRefs, it.MsgID))
+			if err != nil {
+				return err
+			}
+			n := uint32(0)
+			if len(refs) == 4 {
+				n = binary.BigEndian.Uint32(refs)
+			}
+			if err := tx.Set(key(pRefs, it.MsgID), u32(n+1)); err != nil {
+				return err
+			}
+			if err := q.writeLive(tx, it); err != nil {
+				return err
+			}
+			class, due := it.Class, it.Due
+			tx.After(func() { q.lanes.put(class, id, due) })
+			requeued = true
+			return nil
 		}
 		if out.State != "" {
 			it.State, it.Reason, it.Finished = out.State, out.Reason, now
+			// Counted as an outcome of its own: the live counters see
+			// the delivery and then the late bounce.
+			class, state, label, lat := it.Class, out.State, out.Label, now.Sub(it.Accepted)
+			tx.After(func() {
+				if q.OnFinal != nil {
+					q.OnFinal(class, state, label, lat)
+				}
+			})
 		}
 		b, err := encodeItem(it)
 		if err != nil {

@@ -467,3 +467,38 @@ func TestHandlerPanic(t *testing.T) {
 		t.Errorf("at the cut-off: state %q reason %q; want expired by the handler", it.State, it.Reason)
 	}
 }
+
+// A late bounce (Reopen) of a delivered item: a redirect past the cut-off
+// is refused with nothing written, and a final state is counted by OnFinal.
+func TestReopenLate(t *testing.T) {
+	st, q := openTest(t, t.TempDir())
+	defer st.Close()
+	var finals []string
+	q.OnFinal = func(class, state, label string, _ time.Duration) { finals = append(finals, state+"/"+label) }
+	now := time.Now()
+	m := testMsg("a@x.test", "", now)
+	if _, err := q.Enqueue(m); err != nil {
+		t.Fatal(err)
+	}
+	id := m.Items[0].ID
+	if err := q.Complete(id, Outcome{State: StateDelivered, Label: "delivered"}); err != nil {
+		t.Fatal(err)
+	}
+	q.SetClock(func() time.Time { return m.Items[0].Cutoff.Add(time.Second) })
+	requeued, err := q.Reopen(id, Outcome{Redirect: "b@x.test", Retry: now})
+	if !errors.Is(err, ErrTooLate) || requeued {
+		t.Fatalf("redirect past the cut-off: requeued %v, err %v; want ErrTooLate", requeued, err)
+	}
+	if it, _ := q.Get(id); it.State != StateDelivered || it.Rcpt != "a@x.test" || it.BackupTried {
+		t.Errorf("after a refused redirect: %+v, want unchanged", it)
+	}
+	if _, err := q.Reopen(id, Outcome{State: StateBounced, Label: "userunknown", Reason: "5.1.1 late"}); err != nil {
+		t.Fatal(err)
+	}
+	if it, _ := q.Get(id); it.State != StateBounced {
+		t.Errorf("after the late bounce: state %q", it.State)
+	}
+	if want := []string{"delivered/delivered", "bounced/userunknown"}; strings.Join(finals, ",") != strings.Join(want, ",") {
+		t.Errorf("OnFinal saw %v, want %v", finals, want)
+	}
+}

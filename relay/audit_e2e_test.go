@@ -112,7 +112,12 @@ func TestAuditTimelines(t *testing.T) {
 		const mid = "life-delivered@sfdc.net"
 		id := e.sendID(e.client("PLAIN"), "noreply@example.com", []string{"jane@dest.test"}, secretReset("jane@dest.test", mid, "T0kDelivered"))
 		evs := wantTimeline(t, e, mid, `^received,signed,queued,attempt,delivered$`, 10*time.Second)
-		recv, q, del := evs[0], evs[2], evs[4]
+		recv, q, att, del := evs[0], evs[2], evs[3], evs[4]
+		// The test MX's certificate is self-signed: TLS, not verified;
+		// its domain publishes no MTA-STS policy.
+		if att.Fields["tls"] != "TLS1.3" || att.Fields["tls_verified"] != "false" || att.Fields["mta_sts"] != "" {
+			t.Errorf("attempt = %+v", att)
+		}
 		if recv.Fields["queue_id"] != id || recv.Fields["body_sha256"] == "" || recv.Fields["url_hashes"] == "" ||
 			recv.Fields["auth_user"] != testUser || recv.Fields["sfdc_org"] != "00D5g000004ABCDEAA" || recv.Class != "reset" {
 			t.Errorf("received = %+v", recv)

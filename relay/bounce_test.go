@@ -94,6 +94,48 @@ func TestHardBounceTriesBackup(t *testing.T) {
 	}
 }
 
+// A DSN that arrives after the reset's cut-off cannot send it to the backup
+// address any more: the reset ends bounced and is escalated, and the trail
+// does not claim a retry that never happened.
+func TestAsyncBounceAfterCutoff(t *testing.T) {
+	pol := strings.Replace(fastPolicy, `expiry = "4s"`, `expiry = "1s"`, 1)
+	e := newEnv(t, envOpts{policy: pol})
+	id := e.sendID(e.client("PLAIN"), "noreply@example.com", []string{"jane@dest.test"},
+		resetMsg("jane@dest.test", "late1", "X-LK-Backup-Email: jane.backup@backup.test"))
+	got := e.sink.Wait(1, 5*time.Second)
+	if len(got) != 1 {
+		t.Fatal("first delivery missing")
+	}
+	iid := queue.ItemID(id, 0)
+	it := itemState(e, iid)
+	waitFor(t, "cut-off passed", 5*time.Second, func() bool { return time.Now().After(it.Cutoff) })
+	dsn, err := bounce.BuildDSN(bounce.DSNOptions{
+		ReportingMTA: "mx.dest.test", From: "MAILER-DAEMON@mx.dest.test", To: got[0].From,
+		Recipients: []bounce.DSNRecipient{{Recipient: "jane@dest.test", Action: "failed", Status: "5.1.1",
+			Diagnostic: "smtp; 550 5.1.1 <jane@dest.test>: Recipient address rejected: User unknown", RemoteMTA: "mx.dest.test"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := smtp.Dial(e.srv.InboundAddrs[0].String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Hello("mx.dest.test")
+	if err := c.SendMail("", []string{got[0].From}, bytes.NewReader(dsn)); err != nil {
+		t.Fatalf("DSN refused: %v", err)
+	}
+	waitFor(t, "bounced", 5*time.Second, func() bool { return itemState(e, iid).State == queue.StateBounced })
+	types := strings.Join(eventTypes(t, e, iid), ",")
+	if !strings.HasSuffix(types, "delivered,bounced,escalated") || strings.Contains(types, "retried_backup") {
+		t.Errorf("audit trail %s: want delivered, bounced, escalated and no retried_backup", types)
+	}
+	if n := len(e.sink.Messages()); n != 1 {
+		t.Errorf("%d messages delivered; the backup must not get a reset past its cut-off", n)
+	}
+}
+
 // A reset refused for its content (554 5.7.1 at DATA) says nothing against
 // the address: it is not suppressed. But the user has no reset, so with
 // policy_bounce escalation the backup address is tried, and without one

@@ -49,6 +49,14 @@ func (s *Server) Deliver(ctx context.Context, it *queue.Item, body []byte) queue
 		"mx": r.Host, "ip": r.IP, "tls": r.TLS, "reply": att.Text, "code": strconv.Itoa(r.Code), "enhanced": r.Enhanced,
 		"attempt": strconv.Itoa(it.Attempts + 1),
 	}}
+	// What protected the link in transit, for the auditor: a certificate
+	// that verified for the MX, and the recipient domain's MTA-STS mode.
+	if r.TLS != "" && r.TLS != "none" {
+		ev.Fields["tls_verified"] = strconv.FormatBool(r.TLSVerified)
+	}
+	if r.MTASTS != "" {
+		ev.Fields["mta_sts"] = r.MTASTS
+	}
 	out := queue.Outcome{Attempt: att, Events: []*audit.Event{ev}}
 	log := s.log.With().Str("queue_id", it.ID).Str("class", it.Class).Logger()
 	switch {

@@ -78,8 +78,9 @@ func (s *Server) lateBounce(id string, rep *bounce.Report, log zerolog.Logger) {
 	if rep.IsComplaint {
 		// A spam complaint says nothing about whether the address works
 		// and changes nothing for the message (queued or not): it is put
-		// on record, and the address stops getting marketing mail. Resets
-		// ignore the bulk list.
+		// on record, and the address stops getting marketing mail: a
+		// complaint is an unsubscribe (RFC 6449 §3.6), so it goes on the
+		// list the shipped bulk class reads. Resets ignore that list.
 		rcpt := it.Rcpt
 		if it.OrigRcpt != "" {
 			rcpt = it.OrigRcpt
@@ -89,7 +90,7 @@ func (s *Server) lateBounce(id string, rep *bounce.Report, log zerolog.Logger) {
 				Class: it.Class, Recipient: rcpt, Fields: map[string]string{"complaint": rep.FeedbackType, "reason": "feedback"}}); err != nil {
 				return err
 			}
-			return queue.Suppress(tx, queue.Suppression{List: "bulk", Address: rcpt, Reason: "complaint: " + rep.FeedbackType, Time: now})
+			return queue.Suppress(tx, queue.Suppression{List: "unsubscribe", Address: rcpt, Reason: "complaint: " + rep.FeedbackType, Time: now})
 		})
 		if err != nil {
 			log.Error().Err(err).Msg("cannot record complaint")
@@ -123,6 +124,14 @@ func (s *Server) lateBounce(id string, rep *bounce.Report, log zerolog.Logger) {
 		return
 	}
 	requeued, err := s.Queue.Reopen(id, out)
+	if errors.Is(err, queue.ErrTooLate) {
+		// The backup address can no longer get this reset (its cut-off
+		// passed, or its body is gone): decide as if it had been tried,
+		// so that the reset ends bounced and is escalated.
+		tried := *it
+		tried.BackupTried = true
+		requeued, err = s.Queue.Reopen(id, s.bounced(&tried, body, v, rr.RemoteMTA, s.redact(oneLine(rr.Diagnostic)), queue.Outcome{}, now))
+	}
 	if err != nil {
 		log.Error().Err(err).Msg("cannot record bounce")
 		return

@@ -152,16 +152,16 @@ func (e *cliEnv) exercise(t *testing.T, items []*queue.Item) {
 	csv := filepath.Join(e.dir, "unsub.csv")
 	os.WriteFile(csv, []byte("address,reason\none@example.net,unsubscribed\nnot-an-address\nTwo@Example.net\n"), 0o600)
 	code, out, errs = e.run(t, "suppress import", csv)
-	if code != 1 || !strings.Contains(out, "imported 2 addresses into bulk from 3 rows") ||
+	if code != 1 || !strings.Contains(out, "imported 2 addresses into unsubscribe from 3 rows") ||
 		!strings.Contains(errs, csv+":3: address:") || !strings.Contains(errs, "1 bad rows not imported") {
 		t.Errorf("suppress import: %d\n%s%s", code, out, errs)
 	}
-	code, out, _ = e.run(t, "suppress list", "-list", "bulk")
+	code, out, _ = e.run(t, "suppress list")
 	if code != 0 || !strings.Contains(out, "one@example.net") || !strings.Contains(out, "two@example.net") || !strings.Contains(out, "unsubscribed") {
 		t.Errorf("suppress list: %d\n%s", code, out)
 	}
 	code, _, errs = e.run(t, "suppress remove", "three@example.net")
-	if code != 1 || !strings.Contains(errs, "latchkey suppress remove: three@example.net is not on list bulk") {
+	if code != 1 || !strings.Contains(errs, "latchkey suppress remove: three@example.net is not on list unsubscribe") {
 		t.Errorf("suppress remove of an absent address: %d %q", code, errs)
 	}
 

@@ -198,7 +198,7 @@ func suppressPath(list, addr string) string {
 
 func cmdSuppressAdd(args []string, stdout, stderr io.Writer) int {
 	c := newOp("suppress add", stdout, stderr)
-	list := c.fs.String("list", "bulk", "suppression list")
+	list := c.fs.String("list", "unsubscribe", "suppression list (the shipped policy reads bounce and unsubscribe)")
 	reason := c.fs.String("reason", "", "why (e.g. unsubscribed)")
 	pos, ok := c.parse(args, 1, "[-config FILE] [-list L] [-reason R] ADDRESS")
 	if !ok {
@@ -216,7 +216,7 @@ func cmdSuppressAdd(args []string, stdout, stderr io.Writer) int {
 
 func cmdSuppressRemove(args []string, stdout, stderr io.Writer) int {
 	c := newOp("suppress remove", stdout, stderr)
-	list := c.fs.String("list", "bulk", "suppression list")
+	list := c.fs.String("list", "unsubscribe", "suppression list (the shipped policy reads bounce and unsubscribe)")
 	pos, ok := c.parse(args, 1, "[-config FILE] [-list L] ADDRESS")
 	if !ok {
 		return 2
@@ -260,7 +260,7 @@ func cmdSuppressList(args []string, stdout, stderr io.Writer) int {
 
 func cmdSuppressImport(args []string, stdout, stderr io.Writer) int {
 	c := newOp("suppress import", stdout, stderr)
-	list := c.fs.String("list", "bulk", "suppression list")
+	list := c.fs.String("list", "unsubscribe", "suppression list (the shipped policy reads bounce and unsubscribe)")
 	pos, ok := c.parse(args, 1, "[-config FILE] [-list L] FILE.csv")
 	if !ok {
 		return 2
