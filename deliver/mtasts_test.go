@@ -318,6 +318,11 @@ func (f *stsFixture) setTXT(t *testing.T, id string) {
 	if err := f.dns.Add(fmt.Sprintf(stsTXT, id)); err != nil {
 		t.Fatal(err)
 	}
+	// A record newly published after an NXDOMAIN is seen once the
+	// negative answer expires (up to a minute); the test does not wait.
+	f.d.res.mu.Lock()
+	delete(f.d.res.cache, cacheKey{"_mta-sts.example.test.", dns.TypeTXT})
+	f.d.res.mu.Unlock()
 }
 
 var goodMX = smtpsink.Options{TLS: true, CertNames: []string{"mx.example.test"}}

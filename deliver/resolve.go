@@ -49,10 +49,10 @@ func (e *DNSError) Permanent() bool { return e.NotFound || e.Null }
 
 // Resolver looks up MX and address records through one DNS server with
 // miekg/dns, so that tests can point it at a loopback server. It caches
-// answers (NODATA too, but not NXDOMAIN or failures) for their TTL, at most
-// cacheMaxTTL: at hundreds of
-// messages a second to a few big domains, a look-up per message would double
-// the work of each delivery.
+// answers for their TTL, at most cacheMaxTTL, and NODATA and NXDOMAIN for
+// at most negativeTTL (not failures): at hundreds of messages a second to a
+// few big domains, a look-up per message would double the work of each
+// delivery, and most domains answer NXDOMAIN for their _mta-sts record.
 type Resolver struct {
 	Addr    string
 	Timeout time.Duration
@@ -69,8 +69,9 @@ type cacheKey struct {
 }
 
 type cacheEntry struct {
-	rrs     []dns.RR
-	expires time.Time
+	rrs      []dns.RR
+	nxdomain bool
+	expires  time.Time
 }
 
 const (
@@ -109,13 +110,17 @@ func NewResolver(addr string, timeout time.Duration) (*Resolver, error) {
 func (r *Resolver) query(ctx context.Context, name string, qtype uint16) ([]dns.RR, error) {
 	key := cacheKey{strings.ToLower(name), qtype}
 	r.mu.Lock()
-	if e, ok := r.cache[key]; ok && time.Now().Before(e.expires) {
-		r.mu.Unlock()
+	e, hit := r.cache[key]
+	r.mu.Unlock()
+	derr := &DNSError{Name: strings.TrimSuffix(name, "."), Qtype: dns.TypeToString[qtype]}
+	if hit && time.Now().Before(e.expires) {
+		if e.nxdomain {
+			derr.NotFound, derr.Err = true, errors.New("NXDOMAIN")
+			return nil, derr
+		}
 		return e.rrs, nil
 	}
-	r.mu.Unlock()
 
-	derr := &DNSError{Name: strings.TrimSuffix(name, "."), Qtype: dns.TypeToString[qtype]}
 	m := new(dns.Msg)
 	m.SetQuestion(name, qtype)
 	m.RecursionDesired = true
@@ -135,6 +140,7 @@ func (r *Resolver) query(ctx context.Context, name string, qtype uint16) ([]dns.
 	case dns.RcodeNameError:
 		derr.NotFound = true
 		derr.Err = errors.New("NXDOMAIN")
+		r.store(key, cacheEntry{nxdomain: true}, negTTL(in))
 		return nil, derr
 	default:
 		derr.Err = fmt.Errorf("rcode %s", dns.RcodeToString[in.Rcode])
@@ -150,24 +156,37 @@ func (r *Resolver) query(ctx context.Context, name string, qtype uint16) ([]dns.
 	}
 	if len(rrs) == 0 {
 		// NODATA is the common answer to AAAA (and to MX for implicit-MX
-		// domains); not caching it would cost a query per message. RFC 2308:
-		// the SOA's minimum bounds its lifetime.
-		ttl = uint32(negativeTTL / time.Second)
-		for _, rr := range in.Ns {
-			if soa, ok := rr.(*dns.SOA); ok {
-				ttl = min(ttl, soa.Minttl, soa.Hdr.Ttl)
-			}
-		}
+		// domains); not caching it would cost a query per message.
+		ttl = negTTL(in)
 	}
-	if ttl > 0 {
-		r.mu.Lock()
-		if len(r.cache) >= cacheMaxEntries {
-			clear(r.cache) // crude, but bounded and rare
-		}
-		r.cache[key] = cacheEntry{rrs: rrs, expires: time.Now().Add(time.Duration(ttl) * time.Second)}
-		r.mu.Unlock()
-	}
+	r.store(key, cacheEntry{rrs: rrs}, ttl)
 	return rrs, nil
+}
+
+// negTTL is how long a negative answer (NODATA, NXDOMAIN) is kept: RFC 2308,
+// the SOA's minimum and TTL bound it, and negativeTTL at most.
+func negTTL(in *dns.Msg) uint32 {
+	ttl := uint32(negativeTTL / time.Second)
+	for _, rr := range in.Ns {
+		if soa, ok := rr.(*dns.SOA); ok {
+			ttl = min(ttl, soa.Minttl, soa.Hdr.Ttl)
+		}
+	}
+	return ttl
+}
+
+// store caches e for ttl seconds (not at all for 0).
+func (r *Resolver) store(key cacheKey, e cacheEntry, ttl uint32) {
+	if ttl == 0 {
+		return
+	}
+	e.expires = time.Now().Add(time.Duration(ttl) * time.Second)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.cache) >= cacheMaxEntries {
+		clear(r.cache) // crude, but bounded and rare
+	}
+	r.cache[key] = e
 }
 
 // LookupMX returns the mail exchangers of domain in the order to try them:

@@ -43,3 +43,28 @@ func TestResolverCachesAnswersAndNODATA(t *testing.T) {
 		t.Fatalf("SERVFAIL was cached: %v", err)
 	}
 }
+
+// NXDOMAIN is cached like NODATA (the usual answer for _mta-sts names), and
+// still reported as not found from the cache.
+func TestResolverCachesNXDOMAIN(t *testing.T) {
+	s := dnstest.Start(t, "c.test. 300 IN MX 10 mx.c.test.\n")
+	r, err := NewResolver(s.Addr, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for i := range 2 {
+		_, err := r.query(ctx, "_mta-sts.c.test.", dns.TypeTXT)
+		if de, ok := err.(*DNSError); !ok || !de.NotFound {
+			t.Fatalf("look-up %d: %v, want NXDOMAIN", i, err)
+		}
+		// Published after the first answer: not seen while that is cached.
+		s.Add(`_mta-sts.c.test. 300 IN TXT "v=STSv1; id=1;"` + "\n")
+	}
+	r.mu.Lock()
+	e := r.cache[cacheKey{"_mta-sts.c.test.", dns.TypeTXT}]
+	r.mu.Unlock()
+	if !e.nxdomain || time.Until(e.expires) > negativeTTL {
+		t.Errorf("cache entry %+v, want NXDOMAIN kept at most %v", e, negativeTTL)
+	}
+}
