@@ -114,10 +114,11 @@ type Deliverer struct {
 	localAddr net.Addr
 	roots     *x509.CertPool // nil: the system roots; tests set their own
 
-	sts     stsCache
-	stsPort int             // HTTPS port of MTA-STS policy hosts; 0 means 443 (tests set their own)
-	stsCtx  context.Context // ends fetches in flight on Close
-	stsStop context.CancelFunc
+	sts      stsCache
+	stsStore STSStore        // nil: policies are kept in memory only
+	stsPort  int             // HTTPS port of MTA-STS policy hosts; 0 means 443 (tests set their own)
+	stsCtx   context.Context // ends fetches in flight on Close
+	stsStop  context.CancelFunc
 
 	semMu sync.Mutex
 	sems  map[string]*domainSem

@@ -9,11 +9,16 @@ package deliver
 // On each delivery the _mta-sts TXT record is looked up (the Resolver caches
 // it for its TTL). Its id says whether the cached policy is current:
 //   - same id, policy not expired: the cached policy, no fetch;
-//   - new id, or the policy expired: fetch (one fetch per domain at a time);
-//     if the fetch fails, the cached policy while it is valid, else none;
+//   - new id, or the policy expired: fetch (one fetch per domain at a time).
+//     A cached policy still valid stays in force while the new one is
+//     fetched, and if that fetch fails; without one, deliveries wait for the
+//     fetch, and go without a policy if it fails;
 //   - no record, or the look-up fails: the cached policy while it is valid
 //     (RFC 8461 5: removing the record must not downgrade a sender that has
 //     seen the policy), else none.
+//
+// With an STSStore (the relay's database) the policies fetched outlive a
+// restart: a domain that is not yet in memory is looked up there first.
 
 import (
 	"context"
@@ -290,11 +295,66 @@ func (e *stsEntry) valid(now time.Time) *STSPolicy {
 	return nil
 }
 
-// stsCache holds the policies seen, per domain, in memory: after a restart
-// the first message to a domain goes by the record and fetch alone.
+// stsCache holds the policies seen, per domain, in memory, in front of the
+// Deliverer's STSStore if it has one.
 type stsCache struct {
 	mu      sync.Mutex
 	entries map[string]*stsEntry
+}
+
+// StoredSTS is a domain's policy as an STSStore keeps it.
+type StoredSTS struct {
+	ID      string    `json:"id"`      // the _mta-sts record id it was fetched for
+	Policy  string    `json:"policy"`  // the policy file, as STSPolicy.String writes it
+	Expires time.Time `json:"expires"` // fetch time + max_age
+}
+
+// STSStore keeps MTA-STS policies across restarts. Without one, a restarted
+// relay knows no policy until it fetches it again, and an attacker who hides
+// the _mta-sts record at that moment can strip TLS from the first messages:
+// the downgrade the cache exists to prevent (RFC 8461 5).
+type STSStore interface {
+	// LoadSTS returns domain's stored policy, or nil if there is none.
+	LoadSTS(domain string) (*StoredSTS, error)
+	// SaveSTS stores domain's policy, replacing any other.
+	SaveSTS(domain string, p StoredSTS) error
+}
+
+// SetSTSStore makes d keep the MTA-STS policies it fetches in s and look
+// there for domains it has not seen since it started. Call it before the
+// first delivery.
+func (d *Deliverer) SetSTSStore(s STSStore) { d.stsStore = s }
+
+// String writes p as a policy file that ParseSTSPolicy reads back.
+func (p *STSPolicy) String() string {
+	var b strings.Builder
+	b.WriteString("version: STSv1\nmode: " + p.Mode + "\n")
+	for _, mx := range p.MX {
+		b.WriteString("mx: " + mx + "\n")
+	}
+	b.WriteString("max_age: " + strconv.FormatInt(int64(p.MaxAge/time.Second), 10) + "\n")
+	return b.String()
+}
+
+// loadSTS reads domain's policy from the store into a cache entry: an empty
+// one when there is none, so that the store is read once per domain.
+func (d *Deliverer) loadSTS(domain string) *stsEntry {
+	e := &stsEntry{}
+	stored, err := d.stsStore.LoadSTS(domain)
+	if err != nil {
+		d.log.Warn().Str("domain", domain).Err(err).Msg("deliver: reading the stored MTA-STS policy failed")
+		return e
+	}
+	if stored == nil || !time.Now().Before(stored.Expires) {
+		return e
+	}
+	p, err := ParseSTSPolicy(stored.Policy)
+	if err != nil {
+		d.log.Warn().Str("domain", domain).Err(err).Msg("deliver: the stored MTA-STS policy does not parse")
+		return e
+	}
+	e.id, e.policy, e.expires = stored.ID, p, stored.Expires
+	return e
 }
 
 // lookupTXT returns the TXT records of name, each one's strings joined.
@@ -321,6 +381,24 @@ func (d *Deliverer) stsPolicy(ctx context.Context, domain string) *STSPolicy {
 		id, err = stsRecordID(txts)
 	}
 	c := &d.sts
+	if d.stsStore != nil {
+		c.mu.Lock()
+		known := c.entries[domain] != nil
+		c.mu.Unlock()
+		if !known {
+			loaded := d.loadSTS(domain) // outside the lock: it reads the database
+			c.mu.Lock()
+			if c.entries[domain] == nil {
+				if len(c.entries) >= stsCacheMax {
+					c.prune(time.Now())
+				}
+				if len(c.entries) < stsCacheMax {
+					c.entries[domain] = loaded
+				}
+			}
+			c.mu.Unlock()
+		}
+	}
 	c.mu.Lock()
 	e := c.entries[domain]
 	now := time.Now()
@@ -357,10 +435,18 @@ func (d *Deliverer) stsPolicy(ctx context.Context, domain string) *STSPolicy {
 		e.fetching = done
 		go d.stsFetchInto(e, domain, id, done)
 	}
+	if p := e.valid(now); p != nil {
+		// The record's id changed: the policy in hand stays in force
+		// until the new one arrives, rather than hold every delivery to
+		// the domain for the fetch.
+		c.mu.Unlock()
+		return p
+	}
 	c.mu.Unlock()
 
-	// Every delivery waits for the one fetch, so that the first messages to
-	// a domain with a policy do not go out before it is known.
+	// Without a policy in hand, every delivery waits for the one fetch, so
+	// that the first messages to a domain with a policy do not go out
+	// before it is known.
 	select {
 	case <-done:
 	case <-ctx.Done():
@@ -386,6 +472,14 @@ func (d *Deliverer) stsFetchInto(e *stsEntry, domain, id string, done chan struc
 	} else {
 		e.id, e.policy, e.expires = id, p, time.Now().Add(p.MaxAge)
 		e.failedID = ""
+		if d.stsStore != nil {
+			stored := StoredSTS{ID: id, Policy: p.String(), Expires: e.expires}
+			go func() {
+				if err := d.stsStore.SaveSTS(domain, stored); err != nil {
+					d.log.Warn().Str("domain", domain).Err(err).Msg("deliver: storing the MTA-STS policy failed")
+				}
+			}()
+		}
 		d.log.Debug().Str("domain", domain).Str("id", id).Str("mode", p.Mode).Strs("mx", p.MX).
 			Dur("max_age", p.MaxAge).Msg("deliver: MTA-STS policy fetched")
 	}

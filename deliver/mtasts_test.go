@@ -457,18 +457,26 @@ func TestMTASTSNewIDRefetches(t *testing.T) {
 		t.Fatalf("%d fetches for one id", n)
 	}
 
+	// A new id: the policy in hand (enforce) stays in force while the new
+	// one is fetched in the background, then the new one (testing) applies.
 	f.web.set(http.StatusOK, policyTesting)
 	f.setTXT(t, "2")
 	r := deliver1(t, f.d, "a@example.test")[0]
 	wantDelivered(t, r)
-	if r.MTASTS != STSTesting || f.web.fetches.Load() != 2 {
-		t.Fatalf("mode %q after %d fetches; want testing after 2", r.MTASTS, f.web.fetches.Load())
+	if r.MTASTS != STSEnforce && r.MTASTS != STSTesting {
+		t.Fatalf("mode %q while the new policy is fetched", r.MTASTS)
+	}
+	waitFetches(t, f, 2)
+	if r = deliver1(t, f.d, "a@example.test")[0]; r.MTASTS != STSTesting {
+		t.Fatalf("mode %q after the refetch; want testing", r.MTASTS)
 	}
 
 	// A new id whose fetch fails keeps the policy in hand, and is not
 	// fetched again on every message.
 	f.web.set(http.StatusInternalServerError, "")
 	f.setTXT(t, "3")
+	r = deliver1(t, f.d, "a@example.test")[0]
+	waitFetches(t, f, 3)
 	for range 2 {
 		r = deliver1(t, f.d, "a@example.test")[0]
 		wantDelivered(t, r)
@@ -478,6 +486,24 @@ func TestMTASTSNewIDRefetches(t *testing.T) {
 	}
 	if n := f.web.fetches.Load(); n != 3 {
 		t.Fatalf("%d fetches, want 3", n)
+	}
+}
+
+// waitFetches waits until the policy server has answered n fetches and
+// the Deliverer has taken the last one in.
+func waitFetches(t *testing.T, f *stsFixture, n int32) {
+	t.Helper()
+	for i := 0; ; i++ {
+		f.d.sts.mu.Lock()
+		busy := f.d.sts.entries["example.test"] != nil && f.d.sts.entries["example.test"].fetching != nil
+		f.d.sts.mu.Unlock()
+		if f.web.fetches.Load() >= n && !busy {
+			return
+		}
+		if i > 500 {
+			t.Fatalf("%d fetches, want %d", f.web.fetches.Load(), n)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -695,5 +721,99 @@ func TestResultStringNamesMTASTS(t *testing.T) {
 	r := Result{Rcpt: "a@x.test", Code: 451, Enhanced: "4.7.5", Text: "MTA-STS: tls failed", Host: "mx.x.test", IP: "127.0.0.2", TLS: "none", MTASTS: STSEnforce}
 	if got, want := r.String(), "a@x.test: deferred: 451 4.7.5 MTA-STS: tls failed (mx.x.test [127.0.0.2] none) MTA-STS enforce"; got != want {
 		t.Fatalf("String() = %q, want %q", got, want)
+	}
+}
+
+// memSTSStore is an STSStore in a map, standing in for the relay's
+// database (relay/sts.go keeps the same records in Badger).
+type memSTSStore struct {
+	mu sync.Mutex
+	m  map[string]StoredSTS
+}
+
+func (s *memSTSStore) LoadSTS(domain string) (*StoredSTS, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p, ok := s.m[domain]; ok {
+		return &p, nil
+	}
+	return nil, nil
+}
+
+func (s *memSTSStore) SaveSTS(domain string, p StoredSTS) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.m[domain] = p
+	return nil
+}
+
+func (s *memSTSStore) get(domain string) (StoredSTS, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, ok := s.m[domain]
+	return p, ok
+}
+
+// A policy seen before a restart still applies after it, with the record
+// hidden and the policy server down: the downgrade a forgetful sender
+// would allow.
+func TestMTASTSStoredPolicySurvivesRestart(t *testing.T) {
+	f := stsSetup(t, goodMX, policyEnforce, "1", nil)
+	store := &memSTSStore{m: map[string]StoredSTS{}}
+	f.d.SetSTSStore(store)
+	if r := deliver1(t, f.d, "a@example.test")[0]; r.MTASTS != STSEnforce {
+		t.Fatalf("mode %q before the restart", r.MTASTS)
+	}
+	var stored StoredSTS
+	for i := 0; ; i++ {
+		var ok bool
+		if stored, ok = store.get("example.test"); ok {
+			break
+		}
+		if i > 500 {
+			t.Fatal("the fetched policy was never stored")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if stored.ID != "1" || !strings.Contains(stored.Policy, "mode: enforce") || time.Until(stored.Expires) < time.Hour {
+		t.Errorf("stored %+v", stored)
+	}
+
+	// "Restart": a new Deliverer on the same store; the attacker hides the
+	// record and the policy server is unreachable.
+	f.dns.Remove("_mta-sts.example.test.", dns.TypeTXT)
+	f.web.set(http.StatusServiceUnavailable, "")
+	d2 := newDeliverer(t, f.d.cfg)
+	d2.roots, d2.stsPort = f.d.roots, f.d.stsPort
+	d2.SetSTSStore(store)
+	r := deliver1(t, d2, "b@example.test")[0]
+	wantDelivered(t, r)
+	if r.MTASTS != STSEnforce || !r.TLSVerified {
+		t.Fatalf("after the restart: mode %q, verified %v; want the stored enforce policy", r.MTASTS, r.TLSVerified)
+	}
+	if n := f.web.fetches.Load(); n != 1 {
+		t.Errorf("%d fetches; the stored policy needed none", n)
+	}
+
+	// An expired stored policy is not used.
+	store.SaveSTS("example.test", StoredSTS{ID: "1", Policy: stored.Policy, Expires: time.Now().Add(-time.Second)})
+	d3 := newDeliverer(t, f.d.cfg)
+	d3.roots, d3.stsPort = f.d.roots, f.d.stsPort
+	d3.SetSTSStore(store)
+	if r := deliver1(t, d3, "c@example.test")[0]; r.MTASTS != "" {
+		t.Errorf("mode %q from an expired stored policy", r.MTASTS)
+	}
+}
+
+func TestSTSPolicyStringRoundTrip(t *testing.T) {
+	for _, body := range []string{policyEnforce, policyTesting, "version: STSv1\nmode: none\nmax_age: 0\n"} {
+		p, err := ParseSTSPolicy(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		q, err := ParseSTSPolicy(p.String())
+		if err != nil || q.Mode != p.Mode || strings.Join(q.MX, ",") != strings.Join(p.MX, ",") || q.MaxAge != p.MaxAge {
+			t.Errorf("%q: round trip gave %+v, %v; want %+v", body, q, err, p)
+		}
 	}
 }

@@ -166,6 +166,7 @@ func (s *Server) Start(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("relay: delivery for class %s: %w", cl.Name, err)
 		}
+		d.SetSTSStore(stsStore{s.Store})
 		s.deliverers[cl.Name] = d
 	}
 	subLimit := newConnLimit(c.Submission.MaxConnections, c.Submission.MaxConnectionsPerIP)
