@@ -84,7 +84,13 @@ type Server struct {
 	InboundAddrs    []net.Addr
 
 	conns sync.Map // remote address → *trackedConn
-	now   func() time.Time
+
+	// bg tracks the background loops (outbox, DNS checks, audit pruning,
+	// calibration, policy watch): Close ends them and waits, so that none
+	// is still reading the database when the caller closes it.
+	bg       sync.WaitGroup
+	bgCancel context.CancelFunc
+	now      func() time.Time
 }
 
 // Escalation is a reset that needs a human: handed to Server.Escalate.
@@ -211,14 +217,16 @@ func (s *Server) Start(ctx context.Context) error {
 		s.Queue.OnFinal = s.Observe.Outcome
 	}
 	s.Queue.Start(ctx, s, workers)
+	bgctx, cancel := context.WithCancel(ctx)
+	s.bgCancel = cancel
 	if s.Outbox != nil {
-		go s.Outbox.Run(ctx)
+		s.background(func() { s.Outbox.Run(bgctx) })
 	}
 	if s.DNSCheckEvery > 0 {
-		go s.watchDNS(ctx, s.DNSCheckEvery)
+		s.background(func() { s.watchDNS(bgctx, s.DNSCheckEvery) })
 	}
-	go s.pruneAudit(ctx)
-	go s.calibrate(ctx, time.Hour)
+	s.background(func() { s.pruneAudit(bgctx) })
+	s.background(func() { s.calibrate(bgctx, time.Hour) })
 	if err := s.startAdmin(); err != nil {
 		s.Close()
 		return err
@@ -227,16 +235,30 @@ func (s *Server) Start(ctx context.Context) error {
 	if s.Policy.File() != "" {
 		// Edits take effect without SIGHUP too; a broken edit keeps the
 		// running policy and is logged with file, line and key.
-		go s.Policy.Watch(ctx, 2*time.Second, func(p *policy.Policy, err error) {
-			if err != nil {
-				s.log.Error().Err(err).Msg("policy file changed but is invalid; keeping the running policy")
-				return
-			}
-			s.log.Info().Str("file", s.Policy.File()).Msg("policy reloaded")
+		s.background(func() {
+			s.Policy.Watch(bgctx, 2*time.Second, s.policyChanged)
 		})
 	}
 	s.log.Info().Strs("submission", addrStrings(s.SubmissionAddrs)).Strs("inbound", addrStrings(s.InboundAddrs)).Msg("relay started")
 	return nil
+}
+
+// background runs f in a goroutine that Close waits for.
+func (s *Server) background(f func()) {
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		f()
+	}()
+}
+
+// policyChanged logs the outcome of a policy file change seen by Watch.
+func (s *Server) policyChanged(_ *policy.Policy, err error) {
+	if err != nil {
+		s.log.Error().Err(err).Msg("policy file changed but is invalid; keeping the running policy")
+		return
+	}
+	s.log.Info().Str("file", s.Policy.File()).Msg("policy reloaded")
 }
 
 func addrStrings(as []net.Addr) []string {
@@ -260,15 +282,18 @@ func (s *Server) Close() {
 		srv.Close()
 	}
 	s.Queue.Stop()
+	if s.bgCancel != nil {
+		s.bgCancel()
+	}
+	s.bg.Wait()
 	for _, d := range s.deliverers {
 		d.Close()
 	}
 }
 
-// listen opens a TCP listener whose connections can be closed right after
-// their next reply (used to end a session after too many failed AUTHs).
-// listen opens a listener whose connections are tracked and limited by
-// limit (shared by every address of one listener kind).
+// listen opens a listener whose connections are tracked (so that one can be
+// closed right after its next reply, after too many failed AUTHs) and
+// limited by limit (shared by every address of one listener kind).
 func (s *Server) listen(addr string, limit *connLimit) (net.Listener, error) {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
