@@ -11,10 +11,15 @@ import (
 // over-signed: listed in h= once more than it occurs, so that a copy added in
 // transit (a second From or Subject, say) breaks the signature instead of
 // being shown to the reader unsigned (RFC 6376 sections 5.4.2 and 8.15).
+// The List-* fields are there for Salesforce's marketing mail: one-click
+// unsubscribe (RFC 8058 section 3) works only when List-Unsubscribe and
+// List-Unsubscribe-Post are covered by a valid signature, and Gmail and
+// Yahoo require it of bulk senders.
 var signedHeaders = [...]string{
 	"From", "To", "Cc", "Subject", "Date", "Message-ID", "Reply-To",
 	"In-Reply-To", "References", "MIME-Version", "Content-Type",
-	"Content-Transfer-Encoding",
+	"Content-Transfer-Encoding", "List-Id", "List-Unsubscribe",
+	"List-Unsubscribe-Post",
 }
 
 // maxCount caps how often one name is repeated in h=; a message with more

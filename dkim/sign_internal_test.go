@@ -12,10 +12,11 @@ func TestHeaderKeys(t *testing.T) {
 		"Subject : spaced name\r\n" +
 		"Subject: twice\r\n" +
 		"X-Subject: not it\r\n" +
+		"List-Unsubscribe: <https://example.test/u>\r\n" +
 		"\r\n" +
 		"From: in the body, not a header\r\n"
 	got := strings.Join(headerKeys([]byte(msg)), ":")
-	want := "From:From:To:To:Cc:Subject:Subject:Subject:Date:Message-ID:Reply-To:In-Reply-To:References:MIME-Version:Content-Type:Content-Transfer-Encoding"
+	want := "From:From:To:To:Cc:Subject:Subject:Subject:Date:Message-ID:Reply-To:In-Reply-To:References:MIME-Version:Content-Type:Content-Transfer-Encoding:List-Id:List-Unsubscribe:List-Unsubscribe:List-Unsubscribe-Post"
 	if got != want {
 		t.Errorf("h=\n got %s\nwant %s", got, want)
 	}

@@ -149,6 +149,8 @@ func TestOverSigning(t *testing.T) {
 		{"second Subject", "Subject: Urgent: wire money\r\n", false, true},
 		{"absent Reply-To", "Reply-To: mallory@evil.test\r\n", false, true},
 		{"unsigned header is harmless", "X-Mailer: relay\r\n", false, false},
+		// A one-click unsubscribe added in transit must not pass as ours.
+		{"absent List-Unsubscribe-Post", "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n", false, true},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
