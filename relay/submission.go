@@ -403,6 +403,10 @@ func (s *Server) accept(ss *submission, data []byte) error {
 		// Suppression lists of the class: marketing opt-outs never apply
 		// to resets (the policy lists only "bounce" for them); a bounced
 		// address is sent to its backup, and the reset escalated.
+		// Dedupe keys are for every recipient, queued or not: a
+		// resubmission of a message whose only recipient was suppressed
+		// must not be escalated a second time.
+		m.DedupeKeys = append(m.DedupeKeys, class.DedupeKeys(messageID, bodyHex, rcpt)...)
 		sup, err := s.Queue.Suppressed(rcpt, class.Suppression)
 		if err != nil {
 			log.Error().Err(err).Msg("suppression look-up failed")
@@ -429,7 +433,6 @@ func (s *Server) accept(ss *submission, data []byte) error {
 				Class: class.Name, Recipient: backup, Fields: map[string]string{"original": rcpt}})
 		}
 		m.Items = append(m.Items, it)
-		m.DedupeKeys = append(m.DedupeKeys, class.DedupeKeys(messageID, bodyHex, rcpt)...)
 		if class.RateLimit > 0 {
 			m.Rate = append(m.Rate, queue.RateCheck{Key: class.Name + ":" + strings.ToLower(rcpt), Limit: class.RateLimit, Window: class.RateWindow})
 		}
