@@ -425,7 +425,17 @@ func (s *Server) accept(ss *submission, data []byte) error {
 				backup, _ = s.BackupLookup(ctx, rcpt)
 				cancel()
 			}
-			if backup == "" || sup[0].List != "bounce" {
+			if backup == "" || sup[0].List != "bounce" || strings.EqualFold(backup, rcpt) {
+				continue
+			}
+			// A backup address that is itself suppressed would only bounce
+			// again (or send marketing to an opt-out).
+			if bsup, err := s.Queue.Suppressed(backup, class.Suppression); err != nil {
+				log.Error().Err(err).Msg("suppression look-up failed")
+				return errTempFailure
+			} else if len(bsup) > 0 {
+				m.Events = append(m.Events, &audit.Event{Time: now, Type: audit.Suppressed, QueueID: it.ID, MessageID: messageID,
+					Class: class.Name, Recipient: backup, Fields: map[string]string{"list": bsup[0].List, "reason": bsup[0].Reason, "backup_for": rcpt}})
 				continue
 			}
 			it.OrigRcpt, it.Rcpt, it.BackupTried = rcpt, backup, true
