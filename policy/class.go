@@ -13,10 +13,12 @@ import (
 
 // Deadline returns the time after which a message accepted at accepted must
 // never be delivered: accepted+Expiry, or the time in the class's
-// ExpiryHeader when that is earlier. A header time that is unreadable, or not
-// after accepted, is ignored and described in warning, so the relay can log
-// it; a later one is silently capped by the window, which is the admin's
-// decision.
+// ExpiryHeader when that is earlier. A header time not after accepted is the
+// deadline too: the token was dead before latchkey saw it, so the message
+// must expire unsent (and be escalated), never carry a dead link; warning
+// says so. An unreadable one is ignored and described in warning, so the
+// relay can log it; a later one is silently capped by the window, which is
+// the admin's decision.
 func (c *Class) Deadline(m *Meta, accepted time.Time) (deadline time.Time, warning string) {
 	deadline = accepted.Add(c.Expiry)
 	if c.ExpiryHeader == "" || m == nil || !m.Header.Has(c.ExpiryHeader) {
@@ -29,8 +31,8 @@ func (c *Class) Deadline(m *Meta, accepted time.Time) (deadline time.Time, warni
 		return deadline, fmt.Sprintf("policy: %s header %s is not a time; using the %s window",
 			c.ExpiryHeader, quoteShort(v), c.Expiry)
 	case !t.After(accepted):
-		return deadline, fmt.Sprintf("policy: %s header %s is not after acceptance; using the %s window",
-			c.ExpiryHeader, quoteShort(v), c.Expiry)
+		return t, fmt.Sprintf("policy: %s header %s is not after acceptance: the token has already expired; the message will expire unsent",
+			c.ExpiryHeader, quoteShort(v))
 	case t.Before(deadline):
 		return t, ""
 	}

@@ -326,7 +326,7 @@ func TestDeadline(t *testing.T) {
 		{"later is ignored", "2025-03-01T14:00:00Z", window, ""},
 		{"garbage is ignored", "next tuesday", window, "is not a time"},
 		{"empty is ignored", " ", window, "is not a time"},
-		{"past is ignored", "2025-03-01T11:00:00Z", window, "not after acceptance"},
+		{"past means already expired", "2025-03-01T11:00:00Z", acc.Add(-time.Hour), "already expired"},
 		{"huge unix seconds", "99999999999999", window, "is not a time"},
 	}
 	for _, tt := range tests {
