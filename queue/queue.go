@@ -156,10 +156,17 @@ func (q *Queue) Enqueue(m *Message) (*Result, error) {
 				return nil
 			}
 		}
+		// Every window is checked before any is counted: a message refused
+		// for one recipient is queued for nobody, so it must count against
+		// nobody (else each retry of it would use up the others' limits).
+		var takes []*badger.Entry
 		for _, rc := range m.Rate {
-			ok, err := rateTake(tx, rc, now)
+			e, ok, err := rateTake(tx, rc, now)
 			if err != nil {
 				return err
+			}
+			if e != nil {
+				takes = append(takes, e)
 			}
 			if !ok {
 				res.RateLimited = rc.Key
@@ -171,6 +178,11 @@ func (q *Queue) Enqueue(m *Message) (*Result, error) {
 					}
 				}
 				return nil
+			}
+		}
+		for _, e := range takes {
+			if err := tx.SetEntry(e); err != nil {
+				return err
 			}
 		}
 		for _, ev := range m.Events {
@@ -832,16 +844,18 @@ func (q *Queue) Drop(id, by, reason string) error {
 // acceptance time.
 func (q *Queue) Depth() map[string]LaneDepth { return q.lanes.depth() }
 
-// rateTake counts one message against rc's window and reports whether it
-// fits. The window is fixed (starts at the first message) and expires by TTL.
-func rateTake(tx *Tx, rc RateCheck, now time.Time) (bool, error) {
+// rateTake reports whether one more message fits in rc's window and returns
+// the entry that counts it, for the caller to write once every window of the
+// message fits. The window is fixed (starts at the first message) and
+// expires by TTL.
+func rateTake(tx *Tx, rc RateCheck, now time.Time) (*badger.Entry, bool, error) {
 	if rc.Limit <= 0 || rc.Window <= 0 {
-		return true, nil
+		return nil, true, nil
 	}
 	k := key(pRate, rc.Key)
 	v, err := getValue(tx.Txn, k)
 	if err != nil {
-		return false, err
+		return nil, false, err
 	}
 	var start time.Time
 	var n uint32
@@ -853,7 +867,7 @@ func rateTake(tx *Tx, rc RateCheck, now time.Time) (bool, error) {
 		start, n = now, 0
 	}
 	if int(n) >= rc.Limit {
-		return false, nil
+		return nil, false, nil
 	}
 	b := make([]byte, 12)
 	binary.BigEndian.PutUint64(b, uint64(start.UnixNano()))
@@ -862,7 +876,7 @@ func rateTake(tx *Tx, rc RateCheck, now time.Time) (bool, error) {
 	if ttl < time.Second {
 		ttl = time.Second
 	}
-	return true, tx.SetEntry(entry(k, b, ttl))
+	return entry(k, b, ttl), true, nil
 }
 
 func getValue(txn *badger.Txn, k []byte) ([]byte, error) {
