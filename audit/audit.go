@@ -257,8 +257,12 @@ func (l *Log) indexMinute(txn *badger.Txn, ev *Event) error {
 	return nil
 }
 
+// minuteKey is the time index key of t's minute. Times before 1970 (a
+// window "since 100 years ago", or a wrong clock) all fall in minute 0:
+// their negative minute would wrap to the end of the index, and a window
+// starting there would seek past every event.
 func minuteKey(t time.Time) []byte {
-	return binary.BigEndian.AppendUint64([]byte(prefixMinute), uint64(t.Unix()/60))
+	return binary.BigEndian.AppendUint64([]byte(prefixMinute), uint64(max(t.Unix(), 0)/60))
 }
 
 // sanitize makes the event storable as it will be hashed: JSON would turn
