@@ -253,6 +253,9 @@ func Export(db *badger.DB, w io.Writer, format string, since, until time.Time) e
 			row[1] = ev.Time.UTC().Format(time.RFC3339Nano)
 			row[2], row[3], row[4], row[5], row[6], row[7] = ev.Type, ev.QueueID, ev.MessageID, ev.Class, ev.Recipient, ev.Sender
 			row[8] = details.String()
+			for i := 2; i <= 8; i++ {
+				row[i] = escapeCSVCell(row[i])
+			}
 			row[9] = hex.EncodeToString(ev.Prev)
 			row[10] = hex.EncodeToString(ev.Hash)
 			return cw.Write(row)
@@ -288,6 +291,24 @@ func Export(db *badger.DB, w io.Writer, format string, since, until time.Time) e
 	}
 	return nil
 }
+
+// escapeCSVCell keeps a spreadsheet from running a cell as a formula: a
+// Message-ID or recipient is chosen by whoever sent the mail, and
+// "=cmd|..." would execute when an auditor opens the export in Excel. A
+// cell starting with =, +, -, @, tab or CR gets a leading "'" (the OWASP
+// advice); so does one starting with "'", so that [UnescapeCSVCell], which
+// drops one leading "'", gives back the exact value.
+func escapeCSVCell(s string) string {
+	if s != "" && strings.IndexByte("=+-@\t\r'", s[0]) >= 0 {
+		return "'" + s
+	}
+	return s
+}
+
+// UnescapeCSVCell reverses the formula escaping of a text cell of a CSV
+// export (every column but seq, time, prev_hash and hash): it drops one
+// leading "'".
+func UnescapeCSVCell(s string) string { return strings.TrimPrefix(s, "'") }
 
 // FormatDetails writes fields as space-separated key=value pairs sorted by
 // key, quoting (Go syntax) any key or value that is empty or holds spaces,
