@@ -182,6 +182,8 @@ func (o *Outbox) Wake() {
 }
 
 // List returns the items in state (pending, dead or done), oldest first.
+// An entry that cannot be decoded is logged and skipped, so that one bad
+// value cannot stop the worker, or the listing, for every other escalation.
 func (o *Outbox) List(state string) ([]Item, error) {
 	switch state {
 	case StatePending, StateDead, StateDone:
@@ -195,9 +197,18 @@ func (o *Outbox) List(state string) ([]Item, error) {
 		prefix := stateKey(state, "")
 		for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
 			var item Item
-			err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &item) })
+			var bad error
+			err := it.Item().Value(func(v []byte) error { bad = json.Unmarshal(v, &item); return nil })
 			if err != nil {
 				return fmt.Errorf("salesforce: outbox: read %s: %w", it.Item().Key(), err)
+			}
+			id := string(it.Item().Key()[len(prefix):])
+			if bad == nil && item.ID != id {
+				bad = fmt.Errorf("holds escalation %q", clip(item.ID, 80))
+			}
+			if bad != nil {
+				o.log.Error().Err(bad).Str("key", clip(string(it.Item().Key()), 120)).Msg("salesforce outbox: skipping an unreadable entry")
+				continue
 			}
 			items = append(items, item)
 		}

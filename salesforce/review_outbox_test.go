@@ -1,0 +1,31 @@
+package salesforce_test
+
+import (
+	"testing"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/latchkey/latchkey/salesforce"
+	"github.com/latchkey/latchkey/salesforce/sftest"
+)
+
+// An entry that cannot be read (a torn write, a value from a future version)
+// must not hold up the escalations stored beside it.
+func TestOutboxPoisonedEntryDoesNotBlockOthers(t *testing.T) {
+	fake := sftest.Start(t, sftest.Options{})
+	fake.AddContact("jane@example.com", nil)
+	c := newClient(t, fake, nil)
+	db := openDB(t, t.TempDir())
+	var out outcomes
+	ob := salesforce.NewOutbox(db, c, out.opts())
+	if err := db.Update(func(txn *badger.Txn) error {
+		return txn.Set([]byte("sfo/pending/aaa-poison"), []byte("{not json"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	runOutbox(t, ob)
+	put(t, db, ob, escalation("esc-good", "jane@example.com"))
+	waitFor(t, "the good escalation done", func() bool { _, ok := out.doneID("esc-good"); return ok })
+	if n := len(fake.Cases()); n != 1 {
+		t.Errorf("%d cases, want 1", n)
+	}
+}
