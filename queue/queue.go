@@ -400,14 +400,22 @@ func (q *Queue) siblingDelivered(txn *badger.Txn, it *Item) (bool, error) {
 }
 
 // ErrTooLate is returned by Reopen for a redirect that can no longer be
-// made: the item's cut-off has passed or its body is gone. Nothing was
+// made: the item's cut-off has passed, its body is gone, or a newer message
+// with its supersede key was accepted (its link is dead). Nothing was
 // written; the caller decides the outcome without the backup address.
-var ErrTooLate = errors.New("queue: too late to redirect: cut-off passed or body deleted")
+var ErrTooLate = errors.New("queue: too late to redirect: cut-off passed, body deleted or superseded")
 
-// Reopen applies a late outcome (an asynchronous bounce) to an item that may
-// already be final. With out.Redirect the item is queued again for the new
-// recipient if its body is still kept and its cut-off has not passed (else
-// ErrTooLate); otherwise out.State (if set) replaces the final state.
+// ErrNotDelivered is returned by Reopen for an item that ended in a state
+// other than delivered: it already has its outcome (a bounce recorded and
+// escalated, an expiry, …), and a late report (often a repeated DSN) must
+// not record or escalate it again. Nothing was written.
+var ErrNotDelivered = errors.New("queue: item did not end delivered; a late outcome does not apply")
+
+// Reopen applies a late outcome (an asynchronous bounce) to an item that
+// was delivered (else ErrNotDelivered). With out.Redirect the item is queued
+// again for the new recipient if its body is still kept, its cut-off has not
+// passed and no newer message superseded it (else ErrTooLate); otherwise
+// out.State (if set) replaces the final state.
 func (q *Queue) Reopen(id string, out Outcome) (requeued bool, err error) {
 	err = q.store.Update(func(tx *Tx) error {
 		requeued = false
@@ -421,6 +429,9 @@ func (q *Queue) Reopen(id string, out Outcome) (requeued bool, err error) {
 		if !Final(it.State) {
 			return ErrInFlight // still live: the caller uses Complete
 		}
+		if it.State != StateDelivered {
+			return ErrNotDelivered
+		}
 		now := q.now()
 		if out.Redirect != "" {
 			// Checked before anything is written: the outcome the caller
@@ -431,6 +442,14 @@ func (q *Queue) Reopen(id string, out Outcome) (requeued bool, err error) {
 				return err
 			}
 			if body == nil || !now.Before(it.Cutoff) {
+				return ErrTooLate
+			}
+			// A newer reset replaced this one: sending the dead link to
+			// the backup address (perhaps after the newer one) would
+			// only confuse the user.
+			if newer, err := q.newerThan(tx.Txn, it); err != nil {
+				return err
+			} else if newer != "" {
 				return ErrTooLate
 			}
 		}

@@ -100,9 +100,21 @@ func (s *Server) lateBounce(id string, rep *bounce.Report, log zerolog.Logger) {
 	var rr *bounce.Recipient
 	for i := range rep.Recipients {
 		r := &rep.Recipients[i]
-		if strings.EqualFold(r.Recipient, it.Rcpt) || rr == nil {
+		if strings.EqualFold(r.Recipient, it.Rcpt) {
+			rr = r
+			break
+		}
+		if rr == nil {
 			rr = r
 		}
+	}
+	if rr != nil && !strings.EqualFold(rr.Recipient, it.Rcpt) && it.OrigRcpt != "" && strings.EqualFold(rr.Recipient, it.OrigRcpt) {
+		// A report about the address the item was redirected away from
+		// (often a repeat of the DSN that caused the redirect): it says
+		// nothing about the backup address, which must not be suppressed
+		// or marked bounced for it.
+		log.Info().Msg("report about the original address of a redirected item; recorded nothing")
+		return
 	}
 	if rr == nil || !rep.IsBounce || rr.Action == "delayed" || rr.Action == "delivered" || rr.Action == "relayed" || rr.Action == "expanded" {
 		log.Info().Msg("report is not a failure; recorded nothing")
@@ -124,10 +136,17 @@ func (s *Server) lateBounce(id string, rep *bounce.Report, log zerolog.Logger) {
 		return
 	}
 	requeued, err := s.Queue.Reopen(id, out)
+	if errors.Is(err, queue.ErrNotDelivered) {
+		// It already has its outcome (bounced and escalated, expired, …):
+		// a repeated report must not record or escalate it again.
+		log.Info().Str("state", it.State).Msg("late bounce for an item that did not end delivered; recorded nothing")
+		return
+	}
 	if errors.Is(err, queue.ErrTooLate) {
 		// The backup address can no longer get this reset (its cut-off
-		// passed, or its body is gone): decide as if it had been tried,
-		// so that the reset ends bounced and is escalated.
+		// passed, its body is gone, or a newer reset replaced it): decide
+		// as if it had been tried, so that the reset ends bounced and is
+		// escalated.
 		tried := *it
 		tried.BackupTried = true
 		requeued, err = s.Queue.Reopen(id, s.bounced(&tried, body, v, rr.RemoteMTA, s.redact(oneLine(rr.Diagnostic)), queue.Outcome{}, now))
