@@ -79,10 +79,20 @@ func (c *Client) query(ctx context.Context, soql string) (*queryResult, error) {
 }
 
 // str reads a string field of a record; null, absent and non-string values
-// read as "".
+// read as "". The name matches without case: Salesforce keys the answer by
+// the field's own API name, whatever case the configuration wrote it in.
 func str(rec map[string]json.RawMessage, field string) string {
 	var s string
-	if raw, ok := rec[field]; ok {
+	raw, ok := rec[field]
+	if !ok {
+		for k, v := range rec {
+			if strings.EqualFold(k, field) {
+				raw, ok = v, true
+				break
+			}
+		}
+	}
+	if ok {
 		_ = json.Unmarshal(raw, &s)
 	}
 	return s
