@@ -422,7 +422,7 @@ func (o *Outbox) send(ctx context.Context, it *Item) error {
 			it.PersonLooked = true
 		}
 		req := CaseFromEscalation(it.Escalation)
-		if it.PersonObject == "Contact" {
+		if strings.EqualFold(it.PersonObject, "Contact") {
 			req.ContactID = it.PersonID
 		}
 		id, err := c.CreateCase(ctx, req)

@@ -126,6 +126,15 @@ func (c *Client) FindPerson(ctx context.Context, email string) (*Person, error) 
 		}
 		rec := res.Records[0]
 		p := &Person{Object: obj, ID: str(rec, "Id"), Email: str(rec, "Email")}
+		// The configuration may spell the object in any case ("contact");
+		// the answer names it as Salesforce does, which the outbox
+		// compares with "Contact" to link the Case.
+		var attr struct {
+			Type string `json:"type"`
+		}
+		if json.Unmarshal(rec["attributes"], &attr) == nil && strings.EqualFold(attr.Type, obj) {
+			p.Object = attr.Type
+		}
 		if p.ID == "" {
 			return nil, fmt.Errorf("salesforce: %s record without Id in query answer", obj)
 		}

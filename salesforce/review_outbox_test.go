@@ -29,3 +29,24 @@ func TestOutboxPoisonedEntryDoesNotBlockOthers(t *testing.T) {
 		t.Errorf("%d cases, want 1", n)
 	}
 }
+
+// lookup_objects names objects as the operator wrote them; "contact" is the
+// Contact object, and its Case must be linked to the Contact.
+func TestOutboxLinksContactNamedInLowerCase(t *testing.T) {
+	fake := sftest.Start(t, sftest.Options{})
+	contact := fake.AddContact("jane@example.com", nil)
+	c := newClient(t, fake, func(cfg *salesforce.Config) { cfg.LookupObjects = []string{"contact", "lead"} })
+	db := openDB(t, t.TempDir())
+	var out outcomes
+	ob := salesforce.NewOutbox(db, c, out.opts())
+	runOutbox(t, ob)
+	put(t, db, ob, escalation("esc-lc", "jane@example.com"))
+	waitFor(t, "escalation done", func() bool { _, ok := out.doneID("esc-lc"); return ok })
+	cs := fake.Cases()
+	if len(cs) != 1 || cs[0]["ContactId"] != contact {
+		t.Errorf("cases = %v, want one linked to Contact %s", cs, contact)
+	}
+	if r := fake.Get(contact); r["EmailBouncedDate"] == nil {
+		t.Errorf("bounce not recorded on the Contact: %v", r)
+	}
+}
