@@ -133,6 +133,11 @@ func (s *server) suppressRemove(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	by := strings.TrimSpace(r.URL.Query().Get("by"))
+	// The name goes into the audit trail, checked as the drop route's is.
+	if err := checkText("by", by, 100); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
 	if by == "" {
 		by = "admin-api"
 	}
