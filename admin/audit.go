@@ -120,6 +120,12 @@ func (s *server) auditExport(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	// As for the events route: a reversed window would give an empty
+	// export that reads as "nothing happened".
+	if !since.IsZero() && !until.IsZero() && !since.Before(until) {
+		writeError(w, http.StatusBadRequest, "until: must be after since")
+		return
+	}
 	w.Header().Set("Content-Type", ctype)
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="latchkey-audit.%s"`, format))
