@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Config is the [salesforce] table of latchkey.toml. Secrets are never
@@ -196,7 +197,7 @@ func (c Config) Validate() error {
 	if c.Case.Status == "" {
 		bad("case.status", "must not be empty")
 	}
-	if len(c.Case.SubjectPrefix) > 100 {
+	if utf8.RuneCountInString(c.Case.SubjectPrefix) > 100 {
 		bad("case.subject_prefix", "must be at most 100 characters")
 	}
 	if c.Case.RecordTypeID != "" && !sfIDRE.MatchString(c.Case.RecordTypeID) {

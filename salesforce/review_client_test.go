@@ -2,6 +2,7 @@ package salesforce_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/latchkey/latchkey/salesforce"
@@ -18,5 +19,27 @@ func TestBackupFieldNamedInOtherCase(t *testing.T) {
 	got, err := c.BackupAddress(context.Background(), "jane@example.com")
 	if err != nil || got != "jane@home.example" {
 		t.Errorf("BackupAddress = %q, %v; want jane@home.example", got, err)
+	}
+}
+
+// case.subject_prefix is limited to 100 characters, not bytes: a prefix in
+// a language with accents or another script must not be refused early.
+func TestSubjectPrefixLimitCountsCharacters(t *testing.T) {
+	fake := sftest.Start(t, sftest.Options{})
+	prefix := strings.Repeat("é", 60) + ":"
+	c := newClient(t, fake, func(cfg *salesforce.Config) { cfg.Case.SubjectPrefix = prefix })
+	if _, err := c.CreateCase(context.Background(), salesforce.CaseRequest{Ref: "pfx-1", Subject: "s"}); err != nil {
+		t.Fatal(err)
+	}
+	if cs := fake.Cases(); len(cs) != 1 || !strings.HasPrefix(cs[0]["Subject"].(string), prefix) {
+		t.Errorf("cases = %v", cs)
+	}
+	cfg, err := fake.ClientConfig(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Case.SubjectPrefix = strings.Repeat("é", 101)
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "subject_prefix") {
+		t.Errorf("Validate with a 101-character prefix = %v, want the limit", err)
 	}
 }
