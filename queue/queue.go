@@ -473,6 +473,14 @@ func (q *Queue) Reopen(id string, out Outcome) (requeued bool, err error) {
 			if err := tx.Set(key(pRefs, it.MsgID), u32(n+1)); err != nil {
 				return err
 			}
+			// finish removed it from the supersede index; live again, it
+			// must be found (and ended) by a newer reset like any queued
+			// item, or its dead link goes out after the newer one.
+			if it.SupersedeKey != "" {
+				if err := tx.Set(key(pSupersede, it.SupersedeKey, it.ID), nil); err != nil {
+					return err
+				}
+			}
 			if err := q.writeLive(tx, it); err != nil {
 				return err
 			}
