@@ -116,7 +116,7 @@ func (t inProcess) RoundTrip(req *http.Request) (*http.Response, error) {
 		r.Host = req.URL.Host
 	}
 	pr, pw := io.Pipe()
-	rw := &pipeResponse{header: http.Header{}, pw: pw, ready: make(chan struct{})}
+	rw := &pipeResponse{header: http.Header{}, pw: pw, ready: make(chan struct{}), head: req.Method == http.MethodHead}
 	go func() {
 		defer func() {
 			r.Body.Close() // a RoundTripper closes the request body, as a server would
@@ -167,6 +167,8 @@ type pipeResponse struct {
 	err    error
 	pw     *io.PipeWriter
 	ready  chan struct{}
+	// head drops the body, as an HTTP server does for HEAD.
+	head bool
 }
 
 func (p *pipeResponse) Header() http.Header { return p.header }
@@ -186,6 +188,9 @@ func (p *pipeResponse) WriteHeader(code int) {
 
 func (p *pipeResponse) Write(b []byte) (int, error) {
 	p.WriteHeader(http.StatusOK)
+	if p.head {
+		return len(b), nil
+	}
 	return p.pw.Write(b)
 }
 
