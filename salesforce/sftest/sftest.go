@@ -110,7 +110,20 @@ type Server struct {
 	delay      time.Duration
 	down       bool
 	caseNumber int
+	cursors    map[string]cursor // query locator "<id>-<offset>" -> what is left
+	queries    int
 }
+
+// cursor is what remains of a query answer larger than one batch.
+type cursor struct {
+	ver   string
+	recs  []map[string]any
+	total int
+}
+
+// queryBatch is how many records Salesforce returns per query answer; the
+// rest is fetched with GET nextRecordsUrl.
+const queryBatch = 2000
 
 var prefixes = map[string]string{
 	"Case": "500", "Contact": "003", "Lead": "00Q", "User": "005", "Task": "00T", "Organization": "00D",
@@ -153,6 +166,7 @@ func New(opts Options) *Server {
 		records:    map[string]Record{},
 		objOf:      map[string]string{},
 		caseNumber: 1000,
+		cursors:    map[string]cursor{},
 	}
 	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
 	// Loopback only, whatever the environment's defaults.
@@ -443,6 +457,10 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// maxJWTLife is how far in the future a JWT's exp may be: Salesforce allows
+// about three minutes, and a little for clock skew.
+const maxJWTLife = 3*time.Minute + 30*time.Second
+
 // checkAssertion validates a JWT bearer assertion as Salesforce does,
 // answering the OAuth error code and description on failure.
 func (s *Server) checkAssertion(a string) (code, desc string) {
@@ -477,7 +495,7 @@ func (s *Server) checkAssertion(a string) (code, desc string) {
 		return "invalid_client_id", "client identifier invalid"
 	case !slices.Contains(s.opts.Audiences, c.Aud):
 		return "invalid_grant", "audience is invalid"
-	case c.Exp == 0 || time.Unix(c.Exp, 0).Before(time.Now()) || time.Unix(c.Exp, 0).After(time.Now().Add(10*time.Minute)):
+	case c.Exp == 0 || time.Unix(c.Exp, 0).Before(time.Now()) || time.Unix(c.Exp, 0).After(time.Now().Add(maxJWTLife)):
 		return "invalid_grant", "expired authorization code"
 	case c.Sub != s.opts.Username:
 		return "invalid_grant", "user hasn't approved this consumer"
@@ -521,6 +539,8 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case rest == "/query" && r.Method == "GET":
 		s.serveQuery(w, ver, r.URL.Query().Get("q"))
+	case len(parts) == 2 && parts[0] == "query" && r.Method == "GET":
+		s.serveMore(w, parts[1])
 	case len(parts) == 2 && parts[0] == "sobjects" && r.Method == "POST":
 		s.serveCreate(w, r, parts[1])
 	case len(parts) == 3 && parts[0] == "sobjects" && parts[2] == "describe" && r.Method == "GET":
@@ -582,8 +602,38 @@ func (s *Server) serveQuery(w http.ResponseWriter, ver, soql string) {
 		}
 		recs = append(recs, out)
 	}
+	s.queries++
+	s.answerBatch(w, cursor{ver: ver, recs: recs, total: len(recs)}, makeID("01g", s.queries), 0)
+}
+
+// answerBatch writes up to queryBatch records of c starting at offset and
+// keeps the rest for nextRecordsUrl, as Salesforce does.
+func (s *Server) answerBatch(w http.ResponseWriter, c cursor, locator string, offset int) {
+	recs := c.recs
+	ans := map[string]any{"totalSize": c.total, "done": true}
+	if len(recs) > queryBatch {
+		next := fmt.Sprintf("%s-%d", locator, offset+queryBatch)
+		s.cursors[next] = cursor{ver: c.ver, recs: recs[queryBatch:], total: c.total}
+		recs = recs[:queryBatch]
+		ans["done"] = false
+		ans["nextRecordsUrl"] = "/services/data/" + c.ver + "/query/" + next
+	}
+	ans["records"] = recs
 	s.limitHeader(w)
-	writeJSON(w, 200, map[string]any{"totalSize": len(recs), "done": true, "records": recs})
+	writeJSON(w, 200, ans)
+}
+
+// serveMore answers GET nextRecordsUrl.
+func (s *Server) serveMore(w http.ResponseWriter, next string) {
+	c, ok := s.cursors[next]
+	locator, off, found := strings.Cut(next, "-")
+	offset, err := strconv.Atoi(off)
+	if !ok || !found || err != nil {
+		s.apiError(w, 400, "INVALID_QUERY_LOCATOR", "invalid query locator")
+		return
+	}
+	delete(s.cursors, next)
+	s.answerBatch(w, c, locator, offset)
 }
 
 func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request) (Record, bool) {
@@ -662,7 +712,7 @@ func (s *Server) serveCreate(w http.ResponseWriter, r *http.Request, obj string)
 	}
 	id := s.insert(sch.Name, rec)
 	s.limitHeader(w)
-	w.Header().Set("Location", "/services/data/v68.0/sobjects/"+sch.Name+"/"+id)
+	w.Header().Set("Location", r.URL.Path[:strings.Index(r.URL.Path, "/sobjects/")]+"/sobjects/"+sch.Name+"/"+id)
 	writeJSON(w, 201, map[string]any{"id": id, "errors": []any{}, "success": true})
 }
 
@@ -670,7 +720,7 @@ func (s *Server) serveUpdate(w http.ResponseWriter, r *http.Request, obj, id str
 	sch, ok := s.schema(obj)
 	rec := s.records[id]
 	if !ok || rec == nil || s.objOf[id] != sch.Name {
-		s.apiError(w, 404, "NOT_FOUND", "Provided external ID field does not exist or is not accessible: "+id)
+		s.apiError(w, 404, "NOT_FOUND", "The requested resource does not exist")
 		return
 	}
 	body, ok := s.decodeBody(w, r)
