@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/mail"
 	"net/url"
 	"regexp"
 	"strings"
@@ -105,6 +106,21 @@ func checkAddress(email string) error {
 	return nil
 }
 
+// plainAddress reports whether s is one bare address, local@domain. Backup
+// fields are often free text ("call her mobile", "a@x; b@y", "Jane <j@x>"),
+// and what is returned becomes the reset's recipient.
+func plainAddress(s string) bool {
+	if checkAddress(s) != nil || strings.ContainsAny(s, " \t<>,;") {
+		return false
+	}
+	a, err := mail.ParseAddress("<" + s + ">")
+	if err != nil || a.Address != s {
+		return false
+	}
+	i := strings.LastIndexByte(s, '@')
+	return i > 0 && i < len(s)-1
+}
+
 // FindPerson returns the first record of the lookup objects, in order, whose
 // Email is email (Salesforce compares without case). It returns ErrNotFound
 // when none has it.
@@ -149,7 +165,7 @@ func (c *Client) FindPerson(ctx context.Context, email string) (*Person, error) 
 }
 
 // BackupAddress returns the first backup address on file for email that is
-// not email itself, or ErrNotFound. Answers, found or not, are cached for
+// a plain address and not email itself, or ErrNotFound. Answers, found or not, are cached for
 // backup_cache_ttl so a burst of bounces costs one query.
 func (c *Client) BackupAddress(ctx context.Context, email string) (string, error) {
 	key := strings.ToLower(email)
@@ -170,7 +186,7 @@ func (c *Client) BackupAddress(ctx context.Context, email string) (string, error
 	addr := ""
 	if p != nil {
 		for _, b := range p.Backup {
-			if !strings.EqualFold(b, email) {
+			if !strings.EqualFold(b, email) && plainAddress(b) {
 				addr = b
 				break
 			}

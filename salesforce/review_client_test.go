@@ -2,6 +2,7 @@ package salesforce_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -41,5 +42,21 @@ func TestSubjectPrefixLimitCountsCharacters(t *testing.T) {
 	cfg.Case.SubjectPrefix = strings.Repeat("é", 101)
 	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "subject_prefix") {
 		t.Errorf("Validate with a 101-character prefix = %v, want the limit", err)
+	}
+}
+
+// Backup fields are often free text (Alt_Email__c as a Text field): what is
+// not one plain address must not become the reset's new recipient.
+func TestBackupAddressSkipsWhatIsNotAnAddress(t *testing.T) {
+	fake := sftest.Start(t, sftest.Options{CustomFields: map[string][]string{"Contact": {"Alt_Email__c", "Backup_Email__c"}}})
+	for i, junk := range []string{"call her mobile", "a@x.example; b@y.example", "Jane <jane@home.example>", "jane@home.example\r\nDATA", "@"} {
+		fake.AddContact(fmt.Sprintf("p%d@example.com", i), sftest.Record{"Alt_Email__c": junk, "Backup_Email__c": "ok@backup.example"})
+	}
+	c := newClient(t, fake, func(cfg *salesforce.Config) { cfg.BackupEmailFields = []string{"Alt_Email__c", "Backup_Email__c"} })
+	for i := range 5 {
+		got, err := c.BackupAddress(context.Background(), fmt.Sprintf("p%d@example.com", i))
+		if err != nil || got != "ok@backup.example" {
+			t.Errorf("contact %d: BackupAddress = %q, %v; want the valid ok@backup.example", i, got, err)
+		}
 	}
 }
