@@ -671,7 +671,16 @@ func (q *Queue) classOf(id string) string {
 
 // Complete records out for item id: an attempt, a retry, a redirect or a
 // final state, with its audit events, in one transaction.
-func (q *Queue) Complete(id string, out Outcome) error {
+func (q *Queue) Complete(id string, out Outcome) error { return q.complete(id, out, false) }
+
+// CompleteIdle is Complete for a caller that is not the item's worker (a
+// late bounce for a queued item). It answers ErrInFlight while a worker is
+// delivering the item: putting it back on its lane then would let a second
+// worker deliver it (to the backup address) at the same time. It answers
+// ErrNotFound when the item is no longer live.
+func (q *Queue) CompleteIdle(id string, out Outcome) error { return q.complete(id, out, true) }
+
+func (q *Queue) complete(id string, out Outcome, idle bool) error {
 	return q.store.Update(func(tx *Tx) error {
 		now := q.now()
 		it, err := q.getItem(tx.Txn, id)
@@ -679,7 +688,17 @@ func (q *Queue) Complete(id string, out Outcome) error {
 			return err
 		}
 		if it == nil || Final(it.State) {
+			if idle {
+				return ErrNotFound
+			}
 			return nil
+		}
+		if idle {
+			// Taken off its lane until this commit schedules or ends it.
+			if !q.lanes.claim(id) {
+				return ErrInFlight
+			}
+			tx.OnAbort(func() { q.lanes.unclaim(id) })
 		}
 		if out.Attempt != nil {
 			it.record(*out.Attempt)

@@ -57,21 +57,30 @@ func (in *inbound) Data(r io.Reader) error {
 		in.log.Warn().Err(err).Msg("unreadable bounce message")
 		return nil
 	}
+	var busy error
 	for _, id := range in.ids {
-		in.s.lateBounce(id, rep, in.log)
+		if err := in.s.lateBounce(id, rep, in.log); err != nil {
+			busy = err
+		}
 	}
-	return nil
+	return busy
 }
+
+// errBounceBusy asks the remote MTA to send the report again later: the item
+// it is about is being delivered right now.
+var errBounceBusy = smtpErr(451, [3]int{4, 3, 0}, "Message is being delivered; try again later")
 
 func (in *inbound) Reset()        { in.ids = nil }
 func (in *inbound) Logout() error { return nil }
 
-// lateBounce applies an asynchronous bounce to queue item id.
-func (s *Server) lateBounce(id string, rep *bounce.Report, log zerolog.Logger) {
+// lateBounce applies an asynchronous bounce to queue item id. It returns
+// errBounceBusy when the item is being delivered and the report must come
+// again later; everything else is recorded or logged here.
+func (s *Server) lateBounce(id string, rep *bounce.Report, log zerolog.Logger) error {
 	it, err := s.Queue.Get(id)
 	if err != nil || it == nil {
 		log.Warn().Str("queue_id", id).Msg("bounce for an unknown queue item")
-		return
+		return nil
 	}
 	log = log.With().Str("queue_id", id).Logger()
 	now := s.now()
@@ -95,7 +104,7 @@ func (s *Server) lateBounce(id string, rep *bounce.Report, log zerolog.Logger) {
 		if err != nil {
 			log.Error().Err(err).Msg("cannot record complaint")
 		}
-		return
+		return nil
 	}
 	var rr *bounce.Recipient
 	for i := range rep.Recipients {
@@ -114,11 +123,11 @@ func (s *Server) lateBounce(id string, rep *bounce.Report, log zerolog.Logger) {
 		// nothing about the backup address, which must not be suppressed
 		// or marked bounced for it.
 		log.Info().Msg("report about the original address of a redirected item; recorded nothing")
-		return
+		return nil
 	}
 	if rr == nil || !rep.IsBounce || rr.Action == "delayed" || rr.Action == "delivered" || rr.Action == "relayed" || rr.Action == "expanded" {
 		log.Info().Msg("report is not a failure; recorded nothing")
-		return
+		return nil
 	}
 	v := bounce.Verdict{Permanent: rr.Permanent, Hard: rr.Hard, Reason: rr.Reason, Status: rr.Status}
 	if !v.Permanent {
@@ -130,17 +139,22 @@ func (s *Server) lateBounce(id string, rep *bounce.Report, log zerolog.Logger) {
 	body, _ := s.Queue.Body(it.MsgID)
 	out := s.bounced(it, body, v, rr.RemoteMTA, s.redact(oneLine(rr.Diagnostic)), queue.Outcome{}, now)
 	if !queue.Final(it.State) {
-		if err := s.Queue.Complete(id, out); err != nil {
+		err := s.Queue.CompleteIdle(id, out)
+		switch {
+		case errors.Is(err, queue.ErrInFlight):
+			log.Info().Msg("bounce for an item being delivered; asked for it again later")
+			return errBounceBusy
+		case err != nil:
 			log.Error().Err(err).Msg("cannot record bounce")
 		}
-		return
+		return nil
 	}
 	requeued, err := s.Queue.Reopen(id, out)
 	if errors.Is(err, queue.ErrNotDelivered) {
 		// It already has its outcome (bounced and escalated, expired, …):
 		// a repeated report must not record or escalate it again.
 		log.Info().Str("state", it.State).Msg("late bounce for an item that did not end delivered; recorded nothing")
-		return
+		return nil
 	}
 	if errors.Is(err, queue.ErrTooLate) {
 		// The backup address can no longer get this reset (its cut-off
@@ -153,7 +167,8 @@ func (s *Server) lateBounce(id string, rep *bounce.Report, log zerolog.Logger) {
 	}
 	if err != nil {
 		log.Error().Err(err).Msg("cannot record bounce")
-		return
+		return nil
 	}
 	log.Info().Bool("backup", requeued).Str("reason", string(v.Reason)).Msg("asynchronous bounce recorded")
+	return nil
 }
