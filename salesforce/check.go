@@ -46,9 +46,13 @@ func (c *Client) Check(ctx context.Context) []CheckResult {
 		out = append(out, r)
 		return err == nil
 	}
-	c.mu.Lock()
+	select {
+	case c.tokenSem <- struct{}{}:
+	case <-ctx.Done():
+		return []CheckResult{{Name: "authenticate", Detail: ctx.Err().Error()}}
+	}
 	c.token = "" // authenticate for real, not from the cache
-	c.mu.Unlock()
+	<-c.tokenSem
 	_, inst, err := c.session(ctx, "")
 	if !add("authenticate", err, "token issued; instance "+inst) {
 		return out

@@ -54,7 +54,9 @@ type Client struct {
 	cc  *clientcredentials.Config
 	jwt *jwt.Config
 
-	mu          sync.Mutex // serialises token fetches
+	// tokenSem (capacity 1) serialises token fetches; a channel rather
+	// than a mutex so that a waiting caller gives up at its own deadline.
+	tokenSem    chan struct{}
 	token       string
 	instanceURL string
 
@@ -84,7 +86,7 @@ func New(cfg Config, httpClient *http.Client) (*Client, error) {
 	if httpClient == nil {
 		httpClient = &http.Client{}
 	}
-	c := &Client{cfg: cfg, hc: httpClient, cache: map[string]cacheEntry{}, now: time.Now}
+	c := &Client{cfg: cfg, hc: httpClient, cache: map[string]cacheEntry{}, now: time.Now, tokenSem: make(chan struct{}, 1)}
 	c.limit.Store(-1)
 	c.used.Store(-1)
 	id, err := readSecret("client_id", cfg.ClientIDFile, cfg.ClientIDEnv)
@@ -176,8 +178,12 @@ func (c *Client) APIUsage() (used, limit int) {
 // when the cached one is the stale token a 401 was answered with. Comparing
 // with stale means concurrent callers refused at once share one refresh.
 func (c *Client) session(ctx context.Context, stale string) (token, instance string, err error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	select {
+	case c.tokenSem <- struct{}{}:
+	case <-ctx.Done():
+		return "", "", fmt.Errorf("salesforce: waiting for a token: %w", ctx.Err())
+	}
+	defer func() { <-c.tokenSem }()
 	if c.token != "" && c.token != stale {
 		return c.token, c.instanceURL, nil
 	}

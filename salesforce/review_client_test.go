@@ -2,9 +2,12 @@ package salesforce_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/latchkey/latchkey/salesforce"
 	"github.com/latchkey/latchkey/salesforce/sftest"
@@ -60,3 +63,42 @@ func TestBackupAddressSkipsWhatIsNotAnAddress(t *testing.T) {
 		}
 	}
 }
+
+// A caller with a short deadline (the backup look-up at acceptance) must
+// not wait behind another caller's slow token request beyond its deadline.
+func TestTokenWaitHonoursCallerDeadline(t *testing.T) {
+	fake := sftest.Start(t, sftest.Options{})
+	cfg, err := fake.ClientConfig(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan struct{}, 10)
+	c, err := salesforce.New(cfg, &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		started <- struct{}{}
+		return http.DefaultTransport.RoundTrip(r)
+	})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake.SetDelay(time.Second)
+	slow := make(chan error, 1)
+	go func() { _, err := c.FindPerson(context.Background(), "a@example.com"); slow <- err }()
+	<-started // the slow token request is on its way
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	quick := make(chan error, 1)
+	go func() { _, err := c.BackupAddress(ctx, "b@example.com"); quick <- err }()
+	err = <-quick
+	// The fake counts a token request when it answers it, 1s in.
+	if n := fake.TokenRequests(); n != 0 {
+		t.Errorf("the caller with a 50ms deadline waited for the other's token request to be answered (%v)", err)
+	}
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("quick caller: %v, want its deadline", err)
+	}
+	<-slow
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
