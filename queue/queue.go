@@ -703,18 +703,27 @@ func (q *Queue) complete(id string, out Outcome, idle bool) error {
 		if out.Attempt != nil {
 			it.record(*out.Attempt)
 		}
+		// A newer message for the same key arrived while this one was
+		// being delivered (supersede could not touch it then): it must
+		// not be tried again, or the user gets the dead link last.
+		var newer string
+		if out.State == "" {
+			if newer, err = q.newerThan(tx.Txn, it); err != nil {
+				return err
+			}
+			if newer != "" && out.Redirect != "" {
+				// Nor is it sent to the backup address: the trail must
+				// not say it was.
+				out.Events = without(out.Events, audit.RetriedBackup)
+			}
+		}
 		if err := record(tx, it, out); err != nil {
 			return err
 		}
 		if out.State != "" {
 			return q.finish(tx, it, out.State, out.Reason, out.Label, now)
 		}
-		// A newer message for the same key arrived while this one was
-		// being delivered (supersede could not touch it then): it must
-		// not be tried again, or the user gets the dead link last.
-		if newer, err := q.newerThan(tx.Txn, it); err != nil {
-			return err
-		} else if newer != "" {
+		if newer != "" {
 			it.SupersededBy = newer
 			if err := q.finish(tx, it, StateSuperseded, "superseded by "+newer, "superseded", now); err != nil {
 				return err
@@ -736,6 +745,18 @@ func (q *Queue) complete(id string, out Outcome, idle bool) error {
 		tx.After(func() { q.lanes.put(class, id, due) })
 		return nil
 	})
+}
+
+// without returns evs less the events of type typ, in a new slice (a
+// commit function may run again with the same outcome).
+func without(evs []*audit.Event, typ string) []*audit.Event {
+	var out []*audit.Event
+	for _, ev := range evs {
+		if ev.Type != typ {
+			out = append(out, ev)
+		}
+	}
+	return out
 }
 
 // newerThan returns the id of a message accepted after it under the same
