@@ -190,7 +190,13 @@ func firstSeqSince(txn *badger.Txn, since time.Time) (uint64, error) {
 	// any remain.
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixEvent)})
 	it.Rewind()
-	older := it.Valid() && binary.BigEndian.Uint64(it.Item().Key()[len(prefixEvent):]) < start
+	older := false
+	if it.Valid() {
+		// A record under a malformed key (damage, which Verify reports)
+		// must not be read past its end.
+		k := it.Item().Key()
+		older = len(k) != len(prefixEvent)+8 || binary.BigEndian.Uint64(k[len(prefixEvent):]) < start
+	}
 	it.Close()
 	if older {
 		return 0, nil
