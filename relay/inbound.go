@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/emersion/go-smtp"
 	"github.com/rs/zerolog"
@@ -73,14 +74,36 @@ var errBounceBusy = smtpErr(451, [3]int{4, 3, 0}, "Message is being delivered; t
 func (in *inbound) Reset()        { in.ids = nil }
 func (in *inbound) Logout() error { return nil }
 
+// bounceBusyWait is how long a report for an item being delivered waits for
+// the attempt to end before it is answered 451. Most such reports arrive
+// while the attempt that they follow is being recorded, a moment later.
+var bounceBusyWait = 5 * time.Second
+
 // lateBounce applies an asynchronous bounce to queue item id. It returns
-// errBounceBusy when the item is being delivered and the report must come
-// again later; everything else is recorded or logged here.
+// errBounceBusy when the item is still being delivered after
+// bounceBusyWait, and the report must come again later; everything else is
+// recorded or logged here.
 func (s *Server) lateBounce(id string, rep *bounce.Report, log zerolog.Logger) error {
+	end := time.Now().Add(bounceBusyWait)
+	for {
+		if !s.lateBounceOnce(id, rep, log) {
+			return nil
+		}
+		if time.Now().After(end) {
+			log.Info().Str("queue_id", id).Msg("bounce for an item being delivered; asked for it again later")
+			return errBounceBusy
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// lateBounceOnce applies the report, or reports busy when the item is being
+// delivered or changed state meanwhile (and must be read again).
+func (s *Server) lateBounceOnce(id string, rep *bounce.Report, log zerolog.Logger) (busy bool) {
 	it, err := s.Queue.Get(id)
 	if err != nil || it == nil {
 		log.Warn().Str("queue_id", id).Msg("bounce for an unknown queue item")
-		return nil
+		return false
 	}
 	log = log.With().Str("queue_id", id).Logger()
 	now := s.now()
@@ -104,7 +127,7 @@ func (s *Server) lateBounce(id string, rep *bounce.Report, log zerolog.Logger) e
 		if err != nil {
 			log.Error().Err(err).Msg("cannot record complaint")
 		}
-		return nil
+		return false
 	}
 	var rr *bounce.Recipient
 	for i := range rep.Recipients {
@@ -123,11 +146,11 @@ func (s *Server) lateBounce(id string, rep *bounce.Report, log zerolog.Logger) e
 		// nothing about the backup address, which must not be suppressed
 		// or marked bounced for it.
 		log.Info().Msg("report about the original address of a redirected item; recorded nothing")
-		return nil
+		return false
 	}
 	if rr == nil || !rep.IsBounce || rr.Action == "delayed" || rr.Action == "delivered" || rr.Action == "relayed" || rr.Action == "expanded" {
 		log.Info().Msg("report is not a failure; recorded nothing")
-		return nil
+		return false
 	}
 	v := bounce.Verdict{Permanent: rr.Permanent, Hard: rr.Hard, Reason: rr.Reason, Status: rr.Status}
 	if !v.Permanent {
@@ -141,20 +164,21 @@ func (s *Server) lateBounce(id string, rep *bounce.Report, log zerolog.Logger) e
 	if !queue.Final(it.State) {
 		err := s.Queue.CompleteIdle(id, out)
 		switch {
-		case errors.Is(err, queue.ErrInFlight):
-			log.Info().Msg("bounce for an item being delivered; asked for it again later")
-			return errBounceBusy
+		case errors.Is(err, queue.ErrInFlight), errors.Is(err, queue.ErrNotFound):
+			// Being delivered, or just ended (delivered, most often):
+			// decide again on its state after the attempt.
+			return true
 		case err != nil:
 			log.Error().Err(err).Msg("cannot record bounce")
 		}
-		return nil
+		return false
 	}
 	requeued, err := s.Queue.Reopen(id, out)
 	if errors.Is(err, queue.ErrNotDelivered) {
 		// It already has its outcome (bounced and escalated, expired, …):
 		// a repeated report must not record or escalate it again.
 		log.Info().Str("state", it.State).Msg("late bounce for an item that did not end delivered; recorded nothing")
-		return nil
+		return false
 	}
 	if errors.Is(err, queue.ErrTooLate) {
 		// The backup address can no longer get this reset (its cut-off
@@ -167,8 +191,8 @@ func (s *Server) lateBounce(id string, rep *bounce.Report, log zerolog.Logger) e
 	}
 	if err != nil {
 		log.Error().Err(err).Msg("cannot record bounce")
-		return nil
+		return false
 	}
 	log.Info().Bool("backup", requeued).Str("reason", string(v.Reason)).Msg("asynchronous bounce recorded")
-	return nil
+	return false
 }

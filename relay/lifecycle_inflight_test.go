@@ -34,8 +34,9 @@ func trySendDSN(t *testing.T, e *env, verp, rcpt string) error {
 // A DSN for a queued item that arrives while a worker is delivering it
 // (the DSN is about an earlier attempt whose reply was lost) must not put
 // the item back on its lane: a second worker would deliver it to the
-// backup address while the first is still delivering it. The DSN is
-// answered 451, so the remote MTA sends it again once the attempt is over.
+// backup address while the first is still delivering it. The DSN waits for
+// the attempt to end (bounceBusyWait), then applies; if the attempt lasts
+// longer, it is answered 451 so that the remote MTA sends it again.
 func TestLifecycleDSNDuringDeliveryNoSecondDelivery(t *testing.T) {
 	e := newEnv(t, envOpts{policy: fastPolicy})
 	entered, release := make(chan struct{}, 1), make(chan struct{})
@@ -47,7 +48,7 @@ func TestLifecycleDSNDuringDeliveryNoSecondDelivery(t *testing.T) {
 			}
 			select {
 			case <-release:
-			case <-time.After(3 * time.Second):
+			case <-time.After(4 * time.Second):
 			}
 		}
 		return nil
@@ -60,21 +61,33 @@ func TestLifecycleDSNDuringDeliveryNoSecondDelivery(t *testing.T) {
 		t.Fatal("delivery did not start")
 	}
 	verp := itemState(e, iid).Sender
+
+	// An attempt longer than the wait: 451.
+	saved := bounceBusyWait
+	bounceBusyWait = 200 * time.Millisecond
 	err := trySendDSN(t, e, verp, "jane@dest.test")
-	time.Sleep(500 * time.Millisecond)
+	bounceBusyWait = saved
+	if code, _ := smtpCode(err); code != 451 {
+		t.Errorf("DSN during a long delivery answered %v, want 451", err)
+	}
+
+	// An attempt that ends within the wait: the DSN applies after it.
+	dsnErr := make(chan error, 1)
+	go func() { dsnErr <- trySendDSN(t, e, verp, "jane@dest.test") }()
+	time.Sleep(300 * time.Millisecond)
 	if n := e.sink.Count(); n != 0 {
 		t.Errorf("%d deliveries finished while the first was still in progress, want 0", n)
 	}
-	if code, _ := smtpCode(err); code != 451 {
-		t.Errorf("DSN during delivery answered %v, want 451", err)
-	}
 	close(release)
-	waitFor(t, "delivered", 5*time.Second, func() bool { return itemState(e, iid).State == queue.StateDelivered })
-	if err := trySendDSN(t, e, verp, "jane@dest.test"); err != nil {
-		t.Fatalf("DSN after the attempt: %v", err)
+	if err := <-dsnErr; err != nil {
+		t.Fatalf("DSN during a short delivery: %v", err)
 	}
 	got := e.sink.Wait(2, 5*time.Second)
-	if len(got) != 2 || got[1].To[0] != "jane.backup@backup.test" {
+	if len(got) != 2 || got[0].To[0] != "jane@dest.test" || got[1].To[0] != "jane.backup@backup.test" {
 		t.Fatalf("sink has %d messages, want the first and then the backup delivery", len(got))
 	}
+	waitFor(t, "delivered to the backup", 5*time.Second, func() bool {
+		it := itemState(e, iid)
+		return it.State == queue.StateDelivered && it.Rcpt == "jane.backup@backup.test"
+	})
 }
