@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -143,7 +144,13 @@ func openLocal(cfg *conf.Config) (*adminConn, error) {
 		}
 		return nil, fmt.Errorf("cannot open the database %s (%s; is a relay running with another admin address?): %w", dir, where, err)
 	}
-	if st.Audit, err = audit.Open(st.DB, key); err != nil {
+	readOnly := false
+	if st.Audit, err = audit.Open(st.DB, key); errors.Is(err, audit.ErrBadKey) {
+		// The chain head does not verify (forged, or another key): nothing
+		// may be appended, but the auditor must still be able to read and
+		// verify the trail. Serve reads only.
+		st.Audit, readOnly = nil, true
+	} else if err != nil {
 		st.Close()
 		return nil, err
 	}
@@ -166,10 +173,28 @@ func openLocal(cfg *conf.Config) (*adminConn, error) {
 		extra["GET /api/v1/stats"] = relay.StatsHandler(st.DB, pol.Get)
 	}
 	h := admin.Handler(admin.Options{Token: tok, Queue: q, Store: st, AuditKey: key, Outbox: ob, Log: nop, Extra: extra})
+	if readOnly {
+		h = readOnlyHandler(h)
+	}
 	return &adminConn{
 		Client: &admin.Client{BaseURL: "http://latchkey.invalid", Token: tok, HTTP: &http.Client{Transport: admin.Transport(h)}},
 		close:  st.Close,
 	}, nil
+}
+
+// readOnlyHandler serves only reads: the database's audit chain head does
+// not verify, so a change would be made without its audit event.
+func readOnlyHandler(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			json.NewEncoder(w).Encode(map[string]string{"error": "the audit chain head does not verify (tampered with, or another audit key): " +
+				"read-only; run `latchkey audit verify`"})
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // parseInterspersed parses flags that may come before or after the
