@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -146,6 +147,7 @@ type VerifyResult struct {
 	FirstSeq  uint64          `json:"first_seq"`
 	LastSeq   uint64          `json:"last_seq"`
 	HeadSeq   uint64          `json:"head_seq"`
+	HeadHash  string          `json:"head_hash,omitempty"` // hex; the relay logs it hourly (anchors)
 	Pruned    *PrunedInfo     `json:"pruned,omitempty"`
 	Problems  []VerifyProblem `json:"problems"`
 	Truncated bool            `json:"truncated,omitempty"`
@@ -180,7 +182,7 @@ func (s *server) auditVerify(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res := VerifyResult{OK: rep.OK(), Events: rep.Events, FirstSeq: rep.FirstSeq, LastSeq: rep.LastSeq,
-		HeadSeq: rep.HeadSeq, Truncated: rep.Truncated, Problems: []VerifyProblem{}}
+		HeadSeq: rep.HeadSeq, HeadHash: hex.EncodeToString(rep.HeadHash), Truncated: rep.Truncated, Problems: []VerifyProblem{}}
 	if c := rep.Checkpoint; c != nil {
 		res.Pruned = &PrunedInfo{Seq: c.Seq, Before: c.Before, Removed: c.Removed, Time: c.Time}
 	}

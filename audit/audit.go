@@ -37,6 +37,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -63,6 +64,10 @@ const (
 	Clicked       = "clicked"
 	RateLimited   = "rate_limited"
 	Rejected      = "rejected"
+	// Integrity is written by the relay itself when it finds the trail
+	// tampered with at start (problem=unsigned_tail: events after the
+	// signed chain head); Verify reports what it names.
+	Integrity = "integrity"
 )
 
 // Key prefixes inside the shared Badger database.
@@ -121,6 +126,10 @@ type Log struct {
 	signKey []byte
 	seq     uint64
 	hash    []byte
+
+	// unsignedFrom..unsignedTo are events found after the signed head by
+	// Open (0 when none).
+	unsignedFrom, unsignedTo uint64
 }
 
 // Mark is a saved chain head, restored by Rollback.
@@ -163,8 +172,18 @@ func Open(db *badger.DB, key []byte) (*Log, error) {
 		if err != nil {
 			return err
 		}
-		if h.seq > l.seq {
+		switch {
+		case h.seq > l.seq:
 			l.seq, l.hash = h.seq, h.hash
+		case l.seq > h.seq:
+			// Events after the signed head: the head is written in the
+			// same transaction as every event, so latchkey did not write
+			// these. Chaining on from them would sign them in and hide
+			// them from Verify for good; chaining from the head's hash
+			// (after them, so they stay as evidence) keeps the break
+			// visible. The caller records what it found (UnsignedTail).
+			l.unsignedFrom, l.unsignedTo = h.seq+1, l.seq
+			l.hash = h.hash
 		}
 		return nil
 	})
@@ -175,6 +194,24 @@ func Open(db *badger.DB, key []byte) (*Log, error) {
 		return nil, err
 	}
 	return l, nil
+}
+
+// UnsignedTail returns the sequence numbers of the events Open found after
+// the signed chain head, or 0, 0. A relay that finds some must record them
+// (an Integrity event) before anything else, and say so loudly.
+func (l *Log) UnsignedTail() (from, to uint64) { return l.unsignedFrom, l.unsignedTo }
+
+// IntegrityEvent is the event recording UnsignedTail, to append first.
+func (l *Log) IntegrityEvent() *Event {
+	if l.unsignedFrom == 0 {
+		return nil
+	}
+	return &Event{Type: Integrity, Fields: map[string]string{
+		"problem":   "unsigned_tail",
+		"from":      strconv.FormatUint(l.unsignedFrom, 10),
+		"to":        strconv.FormatUint(l.unsignedTo, 10),
+		"head_hash": hex.EncodeToString(l.hash),
+	}}
 }
 
 // Mark returns the current chain head, to be passed to Rollback if the
@@ -392,6 +429,21 @@ func decodeHead(key, v []byte) (head, error) {
 		return head{}, errBadHead
 	}
 	return h, nil
+}
+
+// SignedHead reads the chain head stored in db and checks its signature: the
+// committed state, safe to call while a Log appends. A chain with no events
+// yet gives 0 and no hash.
+func SignedHead(db *badger.DB, key []byte) (seq uint64, hash []byte, err error) {
+	err = db.View(func(txn *badger.Txn) error {
+		h, err := readHead(txn, deriveKey(key, "sign"))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		seq, hash = h.seq, h.hash
+		return err
+	})
+	return seq, hash, err
 }
 
 func readHead(txn *badger.Txn, signKey []byte) (head, error) {

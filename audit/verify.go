@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -62,6 +63,7 @@ type VerifyReport struct {
 	FirstSeq   uint64      // first event's seq (0 if none)
 	LastSeq    uint64      // last event's seq
 	HeadSeq    uint64      // seq in the signed chain head
+	HeadHash   []byte      // hash in the signed chain head: compare it with the relay's logged anchors
 	Checkpoint *Checkpoint // latest valid checkpoint, if the chain was pruned
 	Problems   []Problem
 	Truncated  bool // more problems than maxProblems; the rest are not listed
@@ -178,7 +180,7 @@ func Verify(db *badger.DB, key []byte) (*VerifyReport, error) {
 		haveHead := herr == nil
 		switch {
 		case haveHead:
-			r.HeadSeq = h.seq
+			r.HeadSeq, r.HeadHash = h.seq, h.hash
 		case errors.Is(herr, ErrBadKey):
 			r.add(Problem{Kind: KindHead, Detail: "the chain head record is forged or signed with another key"})
 		case !errors.Is(herr, badger.ErrKeyNotFound):
@@ -245,10 +247,23 @@ func Verify(db *badger.DB, key []byte) (*VerifyReport, error) {
 			if !hashOK {
 				r.add(Problem{Kind: KindChanged, Seq: seq, Time: ev.Time, Detail: "event content does not match its hash"})
 			}
+			// The relay's own record of events it found after the signed
+			// head at start: they stay reported on every run, and the break
+			// in the chain right at this record is the one it explains.
+			explained := false
+			if ev.Type == Integrity && ev.Fields["problem"] == "unsigned_tail" && hashOK {
+				from, _ := strconv.ParseUint(ev.Fields["from"], 10, 64)
+				to, _ := strconv.ParseUint(ev.Fields["to"], 10, 64)
+				if from > 0 && to >= from && to < seq {
+					r.add(Problem{Kind: KindInserted, Seq: from, SeqEnd: to, Time: ev.Time, Detail: fmt.Sprintf(
+						"events found after the signed chain head when the relay started (recorded by event %d): not written by latchkey", seq)})
+					explained = ev.Fields["head_hash"] == hex.EncodeToString(ev.Prev) && prevSeq == to
+				}
+			}
 			switch {
 			case !have && seq == 1 && len(ev.Prev) != 0:
 				r.add(Problem{Kind: KindChanged, Seq: seq, Time: ev.Time, Detail: "first event of the chain names a predecessor"})
-			case have && seq == prevSeq+1 && prevHash != nil && !bytes.Equal(ev.Prev, prevHash):
+			case have && seq == prevSeq+1 && prevHash != nil && !bytes.Equal(ev.Prev, prevHash) && !explained:
 				r.add(Problem{Kind: KindInserted, Seq: seq, Time: ev.Time,
 					Detail: fmt.Sprintf("event does not link to event %d: one of the two was replaced by a forged event", prevSeq)})
 			}

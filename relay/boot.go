@@ -94,6 +94,19 @@ func Boot(cfg *conf.Config, log zerolog.Logger) (*Server, error) {
 		store.Close()
 		return nil, err
 	}
+	if ev := store.Audit.IntegrityEvent(); ev != nil {
+		// Tampering found: record it in the trail before anything else
+		// (Verify reports it on every run from now on), and start anyway:
+		// refusing would stop password resets, which is what an attacker
+		// who can write the database but not forge the head would want.
+		from, to := store.Audit.UnsignedTail()
+		log.Error().Uint64("from_seq", from).Uint64("to_seq", to).
+			Msg("audit trail: events after the signed chain head were not written by latchkey (tampering or damage); recorded as an integrity event; run `latchkey audit verify`")
+		if err := store.Update(func(tx *queue.Tx) error { return tx.Audit(ev) }); err != nil {
+			store.Close()
+			return nil, fmt.Errorf("relay: recording the audit integrity problem: %w", err)
+		}
+	}
 	s, err := New(Options{Config: cfg, Log: log, Store: store, Keys: keys, Policy: pol, VERPKey: verpKey,
 		CertFile: certFile, KeyFile: keyFile, AdminToken: adminToken, AuditKey: auditKey})
 	if err != nil {

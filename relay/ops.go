@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -111,6 +112,31 @@ func (s *Server) serveDNSStatus(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	json.NewEncoder(w).Encode(map[string]any{"checked_at": at.UTC(), "checks": rep.Checks, "exit_code": rep.ExitCode()})
+}
+
+// anchorAudit logs the audit chain head (sequence number and hash) at start
+// and every interval. The log leaves the host (journald, a log shipper):
+// someone who later puts an old signed head back from a backup to hide the
+// events after it is caught by comparing `latchkey audit verify`'s head
+// with these lines, which the head's signature alone cannot do.
+func (s *Server) anchorAudit(ctx context.Context, every time.Duration) {
+	if s.Store.Audit == nil || s.auditKey == nil {
+		return
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		if seq, hash, err := audit.SignedHead(s.Store.DB, s.auditKey); err != nil {
+			s.log.Error().Err(err).Msg("audit chain head: cannot read it")
+		} else {
+			s.log.Info().Uint64("seq", seq).Str("hash", hex.EncodeToString(hash)).Msg("audit chain head")
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // pruneAudit deletes audit events older than the retention, at start and

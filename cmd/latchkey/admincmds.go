@@ -431,6 +431,9 @@ func cmdAuditVerify(args []string, stdout, stderr io.Writer) int {
 			writeIndented(stdout, r)
 		} else {
 			fmt.Fprintf(stdout, "events %d, seq %d..%d, signed head at %d\n", r.Events, r.FirstSeq, r.LastSeq, r.HeadSeq)
+			if r.HeadHash != "" {
+				fmt.Fprintf(stdout, "head hash %s\n", r.HeadHash)
+			}
 			if p := r.Pruned; p != nil {
 				fmt.Fprintf(stdout, "pruned before %s: %d events; verified from the signed checkpoint at seq %d\n", fmtTime(p.Before), p.Removed, p.Seq)
 			}

@@ -153,6 +153,10 @@ func openLocal(cfg *conf.Config) (*adminConn, error) {
 	} else if err != nil {
 		st.Close()
 		return nil, err
+	} else if from, _ := st.Audit.UnsignedTail(); from != 0 {
+		// Events after the signed head: the relay records that at its
+		// next start; a change made here first would hide where they end.
+		st.Audit, readOnly = nil, true
 	}
 	q, err := queue.New(st, nop)
 	if err != nil {
