@@ -140,9 +140,27 @@ func (ss *submission) Rcpt(to string, _ *smtp.RcptOptions) error {
 	if _, err := mail.ParseAddress("<" + to + ">"); err != nil || domainOf(to) == "" {
 		return smtpErr(501, [3]int{5, 1, 3}, "Bad recipient address syntax")
 	}
+	if len(to) > maxAddrLen {
+		// RFC 5321 4.5.3.1.3 (a path is at most 256 octets with its <>);
+		// longer ones cannot be delivered, nor stored in Salesforce.
+		return smtpErr(501, [3]int{5, 1, 3}, "Recipient address too long")
+	}
 	ss.rcpts = append(ss.rcpts, to)
 	return nil
 }
+
+// hasAddr reports whether addrs holds addr, ignoring case.
+func hasAddr(addrs []string, addr string) bool {
+	for _, a := range addrs {
+		if strings.EqualFold(a, addr) {
+			return true
+		}
+	}
+	return false
+}
+
+// maxAddrLen is the longest address RFC 5321 allows in a path.
+const maxAddrLen = 254
 
 func (ss *submission) Data(r io.Reader) error {
 	if ss.user == "" || !ss.allowed || ss.from == "" || len(ss.rcpts) == 0 {
@@ -425,7 +443,9 @@ func (s *Server) accept(ss *submission, data []byte) error {
 				backup, _ = s.BackupLookup(ctx, rcpt)
 				cancel()
 			}
-			if backup == "" || sup[0].List != "bounce" || strings.EqualFold(backup, rcpt) {
+			if backup == "" || sup[0].List != "bounce" || strings.EqualFold(backup, rcpt) || hasAddr(ss.rcpts, backup) {
+				// (A backup that is a recipient of this message already
+				// gets its own copy.)
 				continue
 			}
 			// A backup address that is itself suppressed would only bounce
