@@ -761,7 +761,13 @@ func without(evs []*audit.Event, typ string) []*audit.Event {
 
 // newerThan returns the id of a message accepted after it under the same
 // supersede key, or "".
-func (q *Queue) newerThan(txn *badger.Txn, it *Item) (string, error) {
+func (q *Queue) newerThan(txn *badger.Txn, it *Item) (string, error) { return newerThan(txn, it) }
+
+// Newer returns the id of a message accepted after it under the same
+// supersede key (a newer reset for the same user), or "", in tx.
+func Newer(tx *Tx, it *Item) (string, error) { return newerThan(tx.Txn, it) }
+
+func newerThan(txn *badger.Txn, it *Item) (string, error) {
 	if it.SupersedeKey == "" {
 		return "", nil
 	}

@@ -236,6 +236,15 @@ func (s *Server) addEscalation(out *queue.Outcome, e Escalation, now time.Time) 
 			}
 		}
 		e.Item = item
+		// A newer reset for the same user is on its way: its own fate
+		// decides whether support must act, and one Case is enough.
+		if newer, err := queue.Newer(tx, item); err != nil {
+			return err
+		} else if newer != "" {
+			s.log.Info().Str("queue_id", item.ID).Str("newer", newer).Str("trigger", e.Trigger).
+				Msg("not escalated: a newer reset for the same user replaced this one")
+			return nil
+		}
 		return s.recordEscalation(tx, e, now)
 	}
 }
