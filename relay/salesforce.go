@@ -23,20 +23,21 @@ func (s *Server) connectSalesforce() error {
 	s.Outbox = salesforce.NewOutbox(s.Store.DB, client, salesforce.OutboxOptions{
 		Log: &log, InitialBackoff: cfg.RetryBackoff, MaxBackoff: cfg.MaxBackoff,
 		OnDone: func(e salesforce.Escalation, caseID string) {
-			err := s.Store.Update(func(tx *queue.Tx) error {
-				return tx.Audit(&audit.Event{Type: audit.Escalated, QueueID: e.QueueID, MessageID: e.MessageID, Class: e.Class,
-					Recipient: e.Recipient, Fields: map[string]string{"trigger": e.Trigger, "case_id": caseID, "via": "salesforce"}})
-			})
-			if err != nil {
-				log.Error().Err(err).Str("queue_id", e.QueueID).Msg("cannot record the Case in the audit trail")
-			}
+			s.recordCase(e, caseID, nil)
 			log.Info().Str("queue_id", e.QueueID).Str("case_id", caseID).Msg("Case opened")
 		},
-		OnDead: func(e salesforce.Escalation, err error) {
-			log.Error().Err(err).Str("queue_id", e.QueueID).Str("escalation", e.ID).Msg("escalation dead-lettered; `latchkey outbox retry` after fixing the cause")
+		OnDead: func(e salesforce.Escalation, caseID string, err error) {
+			if caseID != "" {
+				// The Case is open; only a later step failed. The trail
+				// must still name it.
+				s.recordCase(e, caseID, err)
+			}
+			log.Error().Err(err).Str("queue_id", e.QueueID).Str("escalation", e.ID).Str("case_id", caseID).
+				Msg("escalation dead-lettered; `latchkey outbox retry` after fixing the cause")
 		},
 	})
 	s.SalesforceClient = client
+	s.sfLog = log
 	s.BackupLookup = func(ctx context.Context, email string) (string, error) {
 		b, err := client.BackupAddress(ctx, email)
 		if err == salesforce.ErrNotFound {
@@ -58,4 +59,21 @@ func (s *Server) connectSalesforce() error {
 		return s.Outbox.Put(tx.Txn, esc)
 	}
 	return nil
+}
+
+// recordCase records in the audit trail that Salesforce opened the Case
+// caseID for e; followUp is the error that dead-lettered a later step
+// (bounce fields, Task), if one did.
+func (s *Server) recordCase(e salesforce.Escalation, caseID string, followUp error) {
+	fields := map[string]string{"trigger": e.Trigger, "case_id": caseID, "via": "salesforce"}
+	if followUp != nil {
+		fields["follow_up_failed"] = s.redact(oneLine(followUp.Error()))
+	}
+	err := s.Store.Update(func(tx *queue.Tx) error {
+		return tx.Audit(&audit.Event{Type: audit.Escalated, QueueID: e.QueueID, MessageID: e.MessageID, Class: e.Class,
+			Recipient: e.Recipient, Fields: fields})
+	})
+	if err != nil {
+		s.sfLog.Error().Err(err).Str("queue_id", e.QueueID).Msg("cannot record the Case in the audit trail")
+	}
 }

@@ -59,6 +59,7 @@ type Server struct {
 	// Outbox and SalesforceClient are set when [salesforce] is enabled.
 	Outbox           *salesforce.Outbox
 	SalesforceClient *salesforce.Client
+	sfLog            zerolog.Logger // the Salesforce component's log
 
 	// Hooks for metrics; nil is fine.
 	Observe Observer
@@ -155,6 +156,11 @@ func New(o Options) (*Server, error) {
 		if err := s.connectSalesforce(); err != nil {
 			return nil, err
 		}
+	} else if pending, dead := salesforce.NewOutbox(o.Store.DB, nil, salesforce.OutboxOptions{}).Stats(); pending+dead > 0 {
+		// Escalations queued while [salesforce] was on wait for it to be
+		// turned on again (and then go to whatever org is configured).
+		s.log.Warn().Int("pending", pending).Int("dead", dead).
+			Msg("[salesforce] is disabled but escalations wait in its outbox; they are sent when it is enabled again")
 	}
 	return s, nil
 }

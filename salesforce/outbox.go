@@ -81,10 +81,12 @@ type OutboxOptions struct {
 	// days); Badger drops them afterwards.
 	DoneRetention time.Duration
 	// OnDone is called after an escalation's Case exists (and the bounce is
-	// recorded); OnDead after it is moved to the dead letters. Both run on
-	// the worker goroutine and must not block for long.
+	// recorded); OnDead after it is moved to the dead letters, with the id
+	// of the Case if one was opened before a later step (bounce fields,
+	// Task) failed for good. Both run on the worker goroutine and must not
+	// block for long.
 	OnDone func(e Escalation, caseID string)
-	OnDead func(e Escalation, err error)
+	OnDead func(e Escalation, caseID string, err error)
 	// Log receives one line per failed attempt; nil means no logging.
 	Log *zerolog.Logger
 }
@@ -383,7 +385,7 @@ func (o *Outbox) attempt(ctx context.Context, it *Item) error {
 			return err
 		}
 		if o.opts.OnDead != nil {
-			o.opts.OnDead(it.Escalation, err)
+			o.opts.OnDead(it.Escalation, it.CaseID, err)
 		}
 		return nil
 	}

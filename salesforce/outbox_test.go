@@ -22,7 +22,7 @@ func (o *outcomes) opts() salesforce.OutboxOptions {
 	o.done, o.dead = map[string]string{}, map[string]error{}
 	return fastOpts(salesforce.OutboxOptions{
 		OnDone: func(e salesforce.Escalation, id string) { o.mu.Lock(); o.done[e.ID] = id; o.mu.Unlock() },
-		OnDead: func(e salesforce.Escalation, err error) { o.mu.Lock(); o.dead[e.ID] = err; o.mu.Unlock() },
+		OnDead: func(e salesforce.Escalation, _ string, err error) { o.mu.Lock(); o.dead[e.ID] = err; o.mu.Unlock() },
 	})
 }
 
