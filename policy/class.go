@@ -55,10 +55,32 @@ func parseExpiry(v string) (time.Time, bool) {
 	if t, err := time.Parse(time.RFC3339, v); err == nil {
 		return t, true
 	}
-	if t, err := mail.ParseDate(v); err == nil {
+	if t, err := mail.ParseDate(numericZone(v)); err == nil {
 		return t, true
 	}
 	return time.Time{}, false
+}
+
+// obsZones are the zone names RFC 5322 (4.3) still lets a date carry. Go reads
+// a zone name it does not know locally as UTC, which would move a token's
+// expiry by up to eight hours, so they are rewritten as offsets first.
+var obsZones = map[string]string{
+	"UT": "+0000", "GMT": "+0000",
+	"EST": "-0500", "EDT": "-0400", "CST": "-0600", "CDT": "-0500",
+	"MST": "-0700", "MDT": "-0600", "PST": "-0800", "PDT": "-0700",
+}
+
+// numericZone replaces a trailing obsolete zone name of an RFC 5322 date
+// with its offset.
+func numericZone(v string) string {
+	i := strings.LastIndexAny(v, " \t")
+	if i < 0 {
+		return v
+	}
+	if off, ok := obsZones[strings.ToUpper(v[i+1:])]; ok {
+		return v[:i+1] + off
+	}
+	return v
 }
 
 func quoteShort(s string) string {

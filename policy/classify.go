@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"mime"
 	"strings"
 
 	"github.com/emersion/go-message/textproto"
@@ -16,7 +17,8 @@ type Meta struct {
 }
 
 // Classify returns the class of the first rule that matches m, or the default
-// class. It does not allocate.
+// class. It does not allocate, except to decode an RFC 2047 Subject when a
+// rule looks at the subject.
 func (p *Policy) Classify(m *Meta) *Class {
 	c, _ := p.Match(m)
 	return c
@@ -31,6 +33,12 @@ func (p *Policy) Match(m *Meta) (*Class, *Rule) {
 	}
 	if p.needSubj {
 		subj = m.Header.Get("Subject")
+		if strings.Contains(subj, "=?") {
+			// A subject with any non-ASCII character arrives RFC
+			// 2047-encoded, and the admin wrote the rule for the text
+			// they read. Only such subjects pay for the decoding.
+			subj = decodeWords(subj)
+		}
 	}
 	env := trimAngle(m.EnvelopeFrom)
 	for _, r := range p.rules {
@@ -39,6 +47,16 @@ func (p *Policy) Match(m *Meta) (*Class, *Rule) {
 		}
 	}
 	return p.def, nil
+}
+
+// decodeWords decodes RFC 2047 encoded words; a value that does not decode
+// (an unknown charset) is matched as it is.
+func decodeWords(v string) string {
+	var d mime.WordDecoder
+	if s, err := d.DecodeHeader(v); err == nil {
+		return s
+	}
+	return v
 }
 
 func (r *Rule) match(m *Meta, env, from, subj string) bool {
