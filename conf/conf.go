@@ -12,9 +12,12 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/BurntSushi/toml"
 
 	"github.com/latchkey/latchkey/conf/tomlconf"
 	"github.com/latchkey/latchkey/deliver"
@@ -179,7 +182,8 @@ func Load(path string) (*Config, error) {
 func Parse(file string, src []byte, trial bool) (*Config, error) {
 	c := Defaults()
 	var errs tomlconf.Errors
-	if _, err := tomlconf.Decode(file, src, &c); err != nil {
+	md, err := tomlconf.Decode(file, src, &c)
+	if err != nil {
 		// Unknown keys still leave a decoded value: go on, so that every
 		// problem is reported at once. Syntax and type errors stop here.
 		if !errors.As(err, &errs) || !onlyUnknownKeys(errs) {
@@ -191,6 +195,7 @@ func Parse(file string, src []byte, trial bool) (*Config, error) {
 		// One name for the relay: EHLO on delivery is the configured hostname.
 		c.Delivery.Hostname = c.Hostname
 	}
+	errs = append(errs, tomlconf.FromValidation(file, src, "", errors.Join(bareDurations(md, reflect.TypeOf(c), nil)...))...)
 	errs = append(errs, tomlconf.FromValidation(file, src, "", c.validate())...)
 	errs = append(errs, tomlconf.FromValidation(file, src, "delivery", c.Delivery.Validate())...)
 	if c.Salesforce.Enabled {
@@ -201,6 +206,32 @@ func Parse(file string, src []byte, trial bool) (*Config, error) {
 		return nil, errs
 	}
 	return &c, nil
+}
+
+var durationType = reflect.TypeOf(time.Duration(0))
+
+// bareDurations finds duration keys written as a bare number. The decoder
+// reads an integer into a time.Duration as nanoseconds, so
+// command_timeout = 300 would time out every command at once.
+func bareDurations(md toml.MetaData, t reflect.Type, path []string) []error {
+	var errs []error
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		p := append(path[:len(path):len(path)], name)
+		switch {
+		case f.Type == durationType:
+			if md.Type(p...) == "Integer" {
+				errs = append(errs, fmt.Errorf("%s: a bare number is read as nanoseconds; give the unit, e.g. \"30s\", \"5m\", \"24h\"", strings.Join(p, ".")))
+			}
+		case f.Type.Kind() == reflect.Struct:
+			errs = append(errs, bareDurations(md, f.Type, p)...)
+		}
+	}
+	return errs
 }
 
 func onlyUnknownKeys(errs tomlconf.Errors) bool {
@@ -259,10 +290,14 @@ func (c *Config) validate() error {
 		}
 		s.Prefixes = append(s.Prefixes, p.Masked())
 	}
+	users := map[string]bool{}
 	for i, u := range s.Users {
 		if u.Name == "" {
 			add(fmt.Sprintf("submission.users.%d.name", i), "must not be empty")
+		} else if users[u.Name] {
+			add(fmt.Sprintf("submission.users.%d.name", i), "user %q is listed twice", u.Name)
 		}
+		users[u.Name] = true
 		if !strings.HasPrefix(u.PasswordHash, "$2") {
 			add(fmt.Sprintf("submission.users.%d.password_hash", i), "must be a bcrypt hash (make one with `latchkey passwd`), never a password")
 		}
@@ -281,6 +316,10 @@ func (c *Config) validate() error {
 	}
 	if s.MaxAuthFailures < 1 {
 		add("submission.max_auth_failures", "must be at least 1")
+	}
+	if s.AuthFailureWindow <= 0 {
+		// Failures would age out before the next one is counted.
+		add("submission.auth_failure_window", "must be positive")
 	}
 	if s.BareLineEndings != "reject" && s.BareLineEndings != "normalize" {
 		add("submission.bare_line_endings", "must be \"reject\" or \"normalize\", got %q", s.BareLineEndings)
