@@ -427,8 +427,13 @@ func (v *validator) class(key string, rc *rawClass) *Class {
 		v.addf("%s.rate_limit: must be 0 (off) or more", key)
 	}
 	c.RateWindow = v.duration(key+".rate_window", rc.RateWindow, false)
-	if rc.RateLimit > 0 && c.RateWindow == 0 && rc.RateWindow == "" {
-		v.addf("%s.rate_window: missing (required when rate_limit is set)", key)
+	if rc.RateLimit > 0 && c.RateWindow == 0 {
+		if rc.RateWindow == "" {
+			v.addf("%s.rate_window: missing (required when rate_limit is set)", key)
+		} else if _, err := parseDuration(rc.RateWindow); err == nil {
+			// The queue reads a zero window as no limit at all.
+			v.addf("%s.rate_window: must be more than 0 when rate_limit is set (rate_limit = 0 turns the limit off)", key)
+		}
 	}
 	if rc.Workers < 1 {
 		v.addf("%s.workers: must be at least 1", key)
