@@ -162,7 +162,15 @@ func (d *Deliverer) handshake(ctx context.Context, raw net.Conn, host, ip, tlsPo
 			return nil, newAttemptError("starttls", "4.4.2", err)
 		}
 		if _, _, err := tp.ReadResponse(220); err != nil {
-			return nil, newAttemptError("starttls", "4.7.5", replyErr(err))
+			var te *textproto.Error
+			if tlsPolicy != TLSOpportunistic || !errors.As(err, &te) {
+				return nil, newAttemptError("starttls", "4.7.5", replyErr(err))
+			}
+			// Refused (RFC 3207 4: 454 and the like): the session goes on
+			// in clear, which the opportunistic policy allows.
+			d.log.Info().Str("host", host).Str("ip", ip).Err(err).Msg("deliver: STARTTLS refused, continuing in clear")
+			next = &prefixConn{Conn: raw, r: io.MultiReader(strings.NewReader("220 plain\r\n"), tp.R)}
+			break
 		}
 		if tp.R.Buffered() > 0 {
 			return nil, newAttemptError("starttls", "4.7.5", errors.New("data pipelined after the STARTTLS reply"))

@@ -273,6 +273,16 @@ func (d *Deliverer) Deliver(ctx context.Context, from string, rcpts []string, da
 	var lastHost, lastIP string
 	tried := 0
 	for _, mx := range mxs {
+		if tried == maxAddrs || ctx.Err() != nil {
+			break // hosts past the limit are not even looked up
+		}
+		if net.ParseIP(mx.Host) != nil {
+			// RFC 5321 2.3.5 and 5.1: an MX names a host, never an address;
+			// Postfix and Exim refuse such records too.
+			last = newAttemptError("dns", "4.4.3", fmt.Errorf("MX %s of %s is an IP address, not a host name", mx.Host, domain))
+			lastHost, lastIP = mx.Host, ""
+			continue
+		}
 		if mode != "" && !pol.MatchMX(mx.Host) {
 			if mode == STSTesting {
 				d.log.Warn().Str("domain", domain).Str("host", mx.Host).Strs("policy_mx", pol.MX).
@@ -435,6 +445,16 @@ func (d *Deliverer) transact(ctx context.Context, cn *conn, from string, rcpts [
 			return newAttemptError("rcpt", "4.4.2", err), false
 		}
 		results[i] = replyResult(base, rcpts[i], se)
+		if se.Code == 552 {
+			// RFC 5321 4.5.3.1.10: 552 to RCPT (too many recipients,
+			// storage) is to be treated as temporary, as 452. The code is
+			// rewritten too, so that nothing downstream reads a 5xx as final.
+			r := &results[i]
+			r.Permanent, r.Code = false, 452
+			if strings.HasPrefix(r.Enhanced, "5.") {
+				r.Enhanced = "4" + r.Enhanced[1:]
+			}
+		}
 	}
 	if len(accepted) == 0 {
 		if c.Reset() != nil {
