@@ -8,7 +8,9 @@
 //     failure temporarily. At the same time, find the domain's MTA-STS
 //     policy (RFC 8461, mtasts.go): the _mta-sts TXT record, the policy
 //     fetched over HTTPS when its id is new, cached for its max_age.
-//  3. For each host in order, and each of its addresses (IPv4 first): take an
+//  3. For each host in order (an MX that names an IP address instead of a
+//     host is skipped), and each of its addresses (IPv4 first), maxAddrs
+//     addresses in all: take an
 //     idle pooled connection to it, or connect, read the greeting, EHLO and
 //     STARTTLS by the TLS policy. Under an MTA-STS policy in enforce mode,
 //     hosts the policy does not list are skipped and the TLS policy is
@@ -21,9 +23,11 @@
 //  5. Return the connection to the pool for the next message.
 //
 // Every outcome is a Result per recipient. Replies to MAIL, RCPT and DATA
-// decide permanence by their code; everything else (no reply, connection
-// lost, TLS policy, greeting refusals) is temporary, so that the queue retries
-// rather than bounces.
+// decide permanence by their code, except a 552 to RCPT, temporary as RFC
+// 5321 4.5.3.1.10 says; a non-ASCII address to an MX without SMTPUTF8 fails
+// permanently (553 5.6.7, made here); everything else (no reply, connection
+// lost, TLS policy, greeting refusals) is temporary, so that the queue
+// retries rather than bounces.
 package deliver
 
 import (
@@ -420,6 +424,17 @@ func (d *Deliverer) transact(ctx context.Context, cn *conn, from string, rcpts [
 	opts := &smtp.MailOptions{Size: int64(len(data))}
 	if !isASCII(from) || anyNonASCII(rcpts, todo) {
 		opts.UTF8 = true
+		if ok, _ := c.Extension("SMTPUTF8"); !ok {
+			// RFC 6531 3.4: without SMTPUTF8 the address cannot be sent at
+			// all, so retrying only delays the bounce (Postfix: 5.6.7).
+			for _, i := range todo {
+				r := base
+				r.Rcpt, r.Permanent, r.Code, r.Enhanced = rcpts[i], true, 553, "5.6.7"
+				r.Text = "non-ASCII address, and the MX does not support SMTPUTF8"
+				results[i] = r
+			}
+			return nil, true
+		}
 	}
 	if err := c.Mail(from, opts); err != nil {
 		var se *smtp.SMTPError

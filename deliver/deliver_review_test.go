@@ -222,3 +222,20 @@ func TestReviewMXToIPLiteralIsNotUsed(t *testing.T) {
 	}
 	wantTemporary(t, r[0])
 }
+
+// A non-ASCII address needs SMTPUTF8 (RFC 6531 3.4). An MX that does not
+// offer it can never take the message: retrying until the cut-off only
+// delays the bounce (and the escalation of a reset). Postfix bounces with
+// 5.6.7 at once.
+func TestReviewSMTPUTF8NotOfferedIsPermanent(t *testing.T) {
+	s, d := scriptedSetup(t, "127.0.0.25", "scripted\n8BITMIME", nil, nil)
+	r := deliver1(t, d, "jos\u00e9@example.test")
+	if r[0].Delivered || !r[0].Permanent || r[0].Enhanced != "5.6.7" {
+		t.Fatalf("want a permanent 5.6.7, got %s", r[0])
+	}
+	if s.saw("MAIL") {
+		t.Fatal("MAIL sent without SMTPUTF8")
+	}
+	// ASCII recipients of the same MX are not affected.
+	wantDelivered(t, deliver1(t, d, "jose@example.test")[0])
+}
