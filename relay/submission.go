@@ -145,6 +145,11 @@ func (ss *submission) Rcpt(to string, _ *smtp.RcptOptions) error {
 		// longer ones cannot be delivered, nor stored in Salesforce.
 		return smtpErr(501, [3]int{5, 1, 3}, "Recipient address too long")
 	}
+	if hasAddr(ss.rcpts, to) {
+		// One copy per address: a second would be a second reset, and
+		// count twice against the recipient's rate limit.
+		return nil
+	}
 	ss.rcpts = append(ss.rcpts, to)
 	return nil
 }
@@ -307,6 +312,12 @@ func (s *Server) accept(ss *submission, data []byte) error {
 	if len(data) < 2 || !bytes.HasSuffix(data, []byte("\r\n")) {
 		data = append(data, '\r', '\n')
 	}
+	if !bytes.HasPrefix(data, []byte("\r\n")) && !bytes.Contains(data, []byte("\r\n\r\n")) {
+		// All header and no body (RFC 5322 allows it): the empty line
+		// that ends the header is what the signer needs to find the
+		// header's end. It changes no body hash, in either canonicalisation.
+		data = append(data, '\r', '\n')
+	}
 	hdr, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(data)))
 	if err != nil {
 		return s.refuse(ss, &refusal{reason: "bad_header", bodySum: sha256Hex(data)}, errBadHeader)
@@ -325,6 +336,11 @@ func (s *Server) accept(ss *submission, data []byte) error {
 	refuse := func(reason string, reply *smtp.SMTPError) error {
 		refused.reason = reason
 		return s.refuse(ss, refused, reply)
+	}
+	if hdr.Has("Message-Id") && refused.messageID == "" {
+		// Adding ours above an empty one would make two, which RFC 5322
+		// forbids; rewriting it would break Salesforce's signature.
+		return refuse("bad_header", errBadHeader)
 	}
 
 	// The From header decides the signing domain, so it must be one of ours
