@@ -2,7 +2,8 @@
 //
 // Delivering one message to the recipients of one domain goes:
 //  1. Wait for a slot of the domain's concurrency limit (max_per_domain).
-//  2. Look up the MX hosts through the configured resolver (Resolver.LookupMX):
+//  2. Look up the MX hosts (of an IDN, its A-label) through the configured
+//     resolver (Resolver.LookupMX):
 //     preference order, equal preferences shuffled; no MX means the domain
 //     itself; a null MX (RFC 7505) or NXDOMAIN fails permanently, a DNS
 //     failure temporarily. At the same time, find the domain's MTA-STS
@@ -231,6 +232,21 @@ func (d *Deliverer) Deliver(ctx context.Context, from string, rcpts []string, da
 	if len(todo) == 0 {
 		return results
 	}
+	// The DNS knows an IDN only by its A-label (RFC 5890); the raw UTF-8
+	// name does not exist, and the message would bounce as if the domain did
+	// not.
+	lookupDomain := domain
+	if !isASCII(domain) {
+		a, err := toASCII(domain)
+		if err != nil {
+			for _, i := range todo {
+				results[i] = Result{Rcpt: rcpts[i], Permanent: true, Code: 553, Enhanced: "5.1.3",
+					Text: "bad recipient address syntax", Err: fmt.Errorf("deliver: domain %q: %w", domain, err)}
+			}
+			return results
+		}
+		lookupDomain = a
+	}
 	fail := func(r Result) {
 		for _, i := range todo {
 			r.Rcpt = rcpts[i]
@@ -251,9 +267,9 @@ func (d *Deliverer) Deliver(ctx context.Context, from string, rcpts []string, da
 	var polDone chan struct{}
 	if d.cfg.MTASTS {
 		polDone = make(chan struct{})
-		go func() { defer close(polDone); pol = d.stsPolicy(ctx, domain) }()
+		go func() { defer close(polDone); pol = d.stsPolicy(ctx, lookupDomain) }()
 	}
-	mxs, err := d.res.LookupMX(ctx, domain)
+	mxs, err := d.res.LookupMX(ctx, lookupDomain)
 	if polDone != nil {
 		<-polDone
 	}
@@ -422,7 +438,12 @@ func (d *Deliverer) transact(ctx context.Context, cn *conn, from string, rcpts [
 		cn.dirty = false
 	}
 	opts := &smtp.MailOptions{Size: int64(len(data))}
-	if !isASCII(from) || anyNonASCII(rcpts, todo) {
+	from = wireAddr(from)
+	wire := make([]string, len(rcpts))
+	for _, i := range todo {
+		wire[i] = wireAddr(rcpts[i])
+	}
+	if !isASCII(from) || anyNonASCII(wire, todo) {
 		opts.UTF8 = true
 		if ok, _ := c.Extension("SMTPUTF8"); !ok {
 			// RFC 6531 3.4: without SMTPUTF8 the address cannot be sent at
@@ -450,7 +471,7 @@ func (d *Deliverer) transact(ctx context.Context, cn *conn, from string, rcpts [
 	cn.dirty = true
 	var accepted []int
 	for _, i := range todo {
-		err := c.Rcpt(rcpts[i], nil)
+		err := c.Rcpt(wire[i], nil)
 		if err == nil {
 			accepted = append(accepted, i)
 			continue
@@ -595,6 +616,21 @@ func domainOf(addr string) string {
 		return ""
 	}
 	return strings.ToLower(strings.TrimSuffix(addr[at+1:], "."))
+}
+
+// wireAddr returns addr with its domain as an A-label when only the domain
+// is non-ASCII, so that the MX needs no SMTPUTF8 for it (as Postfix does);
+// an address with a non-ASCII local part is returned unchanged.
+func wireAddr(addr string) string {
+	at := strings.LastIndexByte(addr, '@')
+	if isASCII(addr) || at < 0 || !isASCII(addr[:at]) {
+		return addr
+	}
+	d, err := toASCII(addr[at+1:])
+	if err != nil {
+		return addr
+	}
+	return addr[:at+1] + d
 }
 
 func isASCII(s string) bool {

@@ -239,3 +239,46 @@ func TestReviewSMTPUTF8NotOfferedIsPermanent(t *testing.T) {
 	// ASCII recipients of the same MX are not affected.
 	wantDelivered(t, deliver1(t, d, "jose@example.test")[0])
 }
+
+// A domain written in Unicode (IDN) is looked up by its A-label (RFC 5890);
+// the raw UTF-8 name does not exist in the DNS, and the reset bounced as
+// "domain does not exist". An ASCII local part needs no SMTPUTF8 then.
+func TestReviewIDNDomain(t *testing.T) {
+	s := startScripted(t, "127.0.0.26", "scripted\n8BITMIME", nil)
+	dnss := dnstest.Start(t, "xn--bcher-kva.test. 300 IN MX 10 mx.xn--bcher-kva.test.\nmx.xn--bcher-kva.test. 300 IN A 127.0.0.26\n")
+	d := newDeliverer(t, testConfig(dnss.Addr, s.port))
+	r := deliver1(t, d, "jose@b\u00fccher.test")
+	wantDelivered(t, r[0])
+	if !s.saw("RCPT TO:<JOSE@XN--BCHER-KVA.TEST>") {
+		t.Fatalf("RCPT not sent with the A-label: %q", s.lines)
+	}
+}
+
+func TestReviewToASCII(t *testing.T) {
+	for in, want := range map[string]string{
+		"b\u00fccher.test":     "xn--bcher-kva.test",
+		"M\u00fcnchen.de":      "xn--mnchen-3ya.de",
+		"\u4e2d\u56fd":         "xn--fiqs8s",
+		"mail.example.test":    "mail.example.test",
+		"caf\u00e9.example.fr": "xn--caf-dma.example.fr",
+	} {
+		if got, err := toASCII(in); err != nil || got != want {
+			t.Errorf("toASCII(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	if _, err := toASCII("bad\xffname.test"); err == nil {
+		t.Error("invalid UTF-8 accepted")
+	}
+}
+
+func FuzzReviewToASCII(f *testing.F) {
+	for _, s := range []string{"b\u00fccher.test", "\u4e2d\u56fd", "", ".", "a..b", "\U0010ffff", "x\xff"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		out, err := toASCII(s)
+		if err == nil && !isASCII(out) {
+			t.Fatalf("toASCII(%q) = %q, not ASCII", s, out)
+		}
+	})
+}
