@@ -550,9 +550,17 @@ func (s *Server) outcome(class, what, reason string) {
 func orgMatch(ids []string, org string) bool {
 	org = strings.TrimSpace(org)
 	for _, id := range ids {
-		// Salesforce shows 15- and 18-character forms of the same id.
-		if org != "" && (strings.EqualFold(id, org) || len(id) >= 15 && len(org) >= 15 && id[:15] == org[:15]) {
+		// Salesforce shows 15- and 18-character forms of the same id. The
+		// 15-character form is case-sensitive (…ABCD and …abcd are two
+		// orgs); the 3-character suffix of the 18-character form is not.
+		switch {
+		case org == "":
+		case id == org:
 			return true
+		case len(id) >= 15 && len(org) >= 15 && id[:15] == org[:15]:
+			if len(id) < 18 || len(org) < 18 || strings.EqualFold(id[15:], org[15:]) {
+				return true
+			}
 		}
 	}
 	return false
