@@ -11,9 +11,9 @@
 //     fetched over HTTPS when its id is new, cached for its max_age.
 //  3. For each host in order (an MX that names an IP address instead of a
 //     host is skipped), and each of its addresses (IPv4 first), maxAddrs
-//     addresses in all: take an
-//     idle pooled connection to it, or connect, read the greeting, EHLO and
-//     STARTTLS by the TLS policy. Under an MTA-STS policy in enforce mode,
+//     addresses in all: take an idle pooled connection to it, or connect,
+//     read the greeting, EHLO and STARTTLS by the TLS policy (a refused
+//     STARTTLS goes on in clear under "opportunistic" only). Under an MTA-STS policy in enforce mode,
 //     hosts the policy does not list are skipped and the TLS policy is
 //     "verify" (pooled connections too); in testing mode what enforce would
 //     refuse is only logged.

@@ -22,19 +22,30 @@ type scriptedMX struct {
 	port  int
 	reply func(line string) string
 	ehlo  string // extension lines after the first EHLO line
+	greet string // the greeting; "" is a 220
 
 	mu    sync.Mutex
 	lines []string // commands received
 	msgs  int      // messages accepted
 }
 
+func startScriptedPort(t *testing.T, ip string, port int) *scriptedMX {
+	t.Helper()
+	return startScriptedAt(t, net.JoinHostPort(ip, strconv.Itoa(port)), "", "scripted", nil)
+}
+
 func startScripted(t *testing.T, ip, ehlo string, reply func(string) string) *scriptedMX {
 	t.Helper()
-	l, err := net.Listen("tcp", ip+":0")
+	return startScriptedAt(t, ip+":0", "", ehlo, reply)
+}
+
+func startScriptedAt(t *testing.T, addr, greet, ehlo string, reply func(string) string) *scriptedMX {
+	t.Helper()
+	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &scriptedMX{l: l, port: l.Addr().(*net.TCPAddr).Port, reply: reply, ehlo: ehlo}
+	s := &scriptedMX{l: l, port: l.Addr().(*net.TCPAddr).Port, reply: reply, ehlo: ehlo, greet: greet}
 	var wg sync.WaitGroup
 	t.Cleanup(func() { l.Close(); wg.Wait() })
 	wg.Add(1)
@@ -56,6 +67,19 @@ func (s *scriptedMX) serve(c net.Conn) {
 	defer c.Close()
 	r := bufio.NewReader(c)
 	say := func(l string) { c.Write([]byte(l + "\r\n")) }
+	if s.greet != "" {
+		say(s.greet)
+		if !strings.HasPrefix(s.greet, "220") {
+			// RFC 5321 3.1: after a refusal only QUIT is expected.
+			if line, _ := r.ReadString('\n'); line != "" {
+				s.mu.Lock()
+				s.lines = append(s.lines, strings.TrimRight(line, "\r\n"))
+				s.mu.Unlock()
+				say("221 bye")
+			}
+			return
+		}
+	}
 	say("220 scripted ESMTP")
 	for {
 		line, err := r.ReadString('\n')
@@ -281,4 +305,27 @@ func FuzzReviewToASCII(f *testing.F) {
 			t.Fatalf("toASCII(%q) = %q, not ASCII", s, out)
 		}
 	})
+}
+
+// A 554 greeting (RFC 5321 3.1: no SMTP service here) is temporary and the
+// next MX is tried.
+func TestReviewGreeting554TriesNextMX(t *testing.T) {
+	bad := startScriptedAt(t, "127.0.0.27:0", "554 5.7.1 no service for you", "scripted", nil)
+	good := startScriptedPort(t, "127.0.0.28", bad.port)
+	dnss := dnstest.Start(t, "g.test. 300 IN MX 10 bad.g.test.\ng.test. 300 IN MX 20 good.g.test.\n"+
+		"bad.g.test. 300 IN A 127.0.0.27\ngood.g.test. 300 IN A 127.0.0.28\n")
+	cfg := testConfig(dnss.Addr, bad.port)
+	cfg.MaxIdle = 0
+	d := newDeliverer(t, cfg)
+	r := deliver1(t, d, "x@g.test")
+	wantDelivered(t, r[0])
+	if r[0].Host != "good.g.test" || good.count() != 1 {
+		t.Fatalf("via %s, good got %d", r[0].Host, good.count())
+	}
+	good.l.Close()
+	r = deliver1(t, d, "y@g.test")
+	wantTemporary(t, r[0])
+	if bad.saw("EHLO") || bad.saw("MAIL") {
+		t.Fatal("commands other than QUIT sent after a 554 greeting")
+	}
 }
