@@ -46,6 +46,8 @@ type attemptError struct {
 	err      error
 	enhanced string // the RFC 3463 code to report when there is no reply
 	sts      bool   // the failure is the MTA-STS policy's doing
+	tls      string // the session's TLS ("TLS1.3", "none"), "" before it was known
+	verified bool   // the session's certificate verified
 }
 
 func (e *attemptError) Error() string {
@@ -201,7 +203,9 @@ func (d *Deliverer) handshake(ctx context.Context, raw net.Conn, host, ip, tlsPo
 	c.CommandTimeout = d.cfg.CommandTimeout
 	c.SubmissionTimeout = d.cfg.DataTimeout
 	if err := c.Hello(d.cfg.Hostname); err != nil {
-		return nil, newAttemptError("ehlo", "4.4.2", err)
+		ae := newAttemptError("ehlo", "4.4.2", err)
+		ae.tls, ae.verified = cn.tls, cn.verified
+		return nil, ae
 	}
 	cn.c = c
 	return cn, nil

@@ -427,13 +427,20 @@ func (d *Deliverer) transact(ctx context.Context, cn *conn, from string, rcpts [
 	}()
 	c := cn.c
 	base := Result{Host: cn.host, IP: cn.ip, TLS: cn.tls, TLSVerified: cn.verified}
+	// Failures here happen on a session whose TLS state is known; the
+	// result (and the audit trail) must not say "none" for them.
+	cnErr := func(stage, enhanced string, err error) *attemptError {
+		ae := newAttemptError(stage, enhanced, err)
+		ae.tls, ae.verified = cn.tls, cn.verified
+		return ae
+	}
 
 	// RFC 5321 4.1.4: a completed transaction (DATA answered) needs no RSET
 	// before the next MAIL; only an abandoned one does. Skipping it saves a
 	// round trip, and go-smtp's Reset also forces a new EHLO.
 	if cn.dirty {
 		if err := c.Reset(); err != nil {
-			return newAttemptError("rset", "4.4.2", err), false
+			return cnErr("rset", "4.4.2", err), false
 		}
 		cn.dirty = false
 	}
@@ -466,7 +473,7 @@ func (d *Deliverer) transact(ctx context.Context, cn *conn, from string, rcpts [
 			}
 			return nil, true
 		}
-		return newAttemptError("mail", "4.4.2", err), errors.As(err, &se) && se.Code != 421
+		return cnErr("mail", "4.4.2", err), errors.As(err, &se) && se.Code != 421
 	}
 	cn.dirty = true
 	var accepted []int
@@ -478,7 +485,7 @@ func (d *Deliverer) transact(ctx context.Context, cn *conn, from string, rcpts [
 		}
 		var se *smtp.SMTPError
 		if !errors.As(err, &se) || se.Code == 421 {
-			return newAttemptError("rcpt", "4.4.2", err), false
+			return cnErr("rcpt", "4.4.2", err), false
 		}
 		results[i] = replyResult(base, rcpts[i], se)
 		if se.Code == 552 {
@@ -503,7 +510,7 @@ func (d *Deliverer) transact(ctx context.Context, cn *conn, from string, rcpts [
 	if err != nil {
 		var se *smtp.SMTPError
 		if !errors.As(err, &se) || se.Code == 421 {
-			return newAttemptError("data", "4.4.2", err), false
+			return cnErr("data", "4.4.2", err), false
 		}
 		for _, i := range accepted {
 			results[i] = replyResult(base, rcpts[i], se)
@@ -574,6 +581,9 @@ func replyResult(base Result, rcpt string, se *smtp.SMTPError) Result {
 // the address is bad.
 func attemptResult(ae *attemptError, host, ip string) Result {
 	r := Result{Host: host, IP: ip, TLS: "none"}
+	if ae.tls != "" {
+		r.TLS, r.TLSVerified = ae.tls, ae.verified
+	}
 	if ae.reply != nil {
 		r.Code, r.Text = ae.reply.Code, ae.stage+": "+ae.reply.Message
 		if r.Code/100 != 4 {

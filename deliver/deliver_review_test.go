@@ -329,3 +329,16 @@ func TestReviewGreeting554TriesNextMX(t *testing.T) {
 		t.Fatal("commands other than QUIT sent after a 554 greeting")
 	}
 }
+
+// A deferral after STARTTLS (a 451 to MAIL) happened over TLS; the result,
+// which the audit trail's attempt event records, said "none".
+func TestReviewDeferralAfterTLSKeepsTLS(t *testing.T) {
+	_, d := domainSetup(t, smtpsink.Options{TLS: true, Mail: func(string) *smtp.SMTPError {
+		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 7, 1}, Message: "try later"}
+	}}, nil)
+	r := deliver1(t, d, "a@example.test")
+	wantTemporary(t, r[0])
+	if r[0].TLS == "none" || r[0].TLS == "" {
+		t.Fatalf("TLS %q after a deferral over STARTTLS", r[0].TLS)
+	}
+}
