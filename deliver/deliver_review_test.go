@@ -2,6 +2,7 @@ package deliver
 
 import (
 	"bufio"
+	"context"
 	"net"
 	"strconv"
 	"strings"
@@ -340,5 +341,30 @@ func TestReviewDeferralAfterTLSKeepsTLS(t *testing.T) {
 	wantTemporary(t, r[0])
 	if r[0].TLS == "none" || r[0].TLS == "" {
 		t.Fatalf("TLS %q after a deferral over STARTTLS", r[0].TLS)
+	}
+}
+
+// A transaction must not start once the delivery's context has ended (the
+// cut-off): closing the connection from context.AfterFunc races with the
+// MAIL command already being written.
+func TestReviewNoTransactionAfterCutoff(t *testing.T) {
+	sink, d := domainSetup(t, smtpsink.Options{}, nil)
+	for i := 0; i < 10; i++ {
+		cn, err := d.dial(context.Background(), "mx.example.test", "127.0.0.6", TLSOpportunistic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		rcpts := []string{"late@example.test"}
+		results := make([]Result, 1)
+		aerr, keep := d.transact(ctx, cn, "b@bounce.sender.test", rcpts, []int{0}, []byte(msg), results)
+		cn.raw.Close()
+		if aerr == nil || keep || results[0].Delivered {
+			t.Fatalf("try %d: a transaction ran after the context ended: %v keep=%v %s", i, aerr, keep, results[0])
+		}
+	}
+	if sink.Count() != 0 {
+		t.Fatalf("%d messages delivered after the cut-off", sink.Count())
 	}
 }
