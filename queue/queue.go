@@ -59,6 +59,12 @@ type Queue struct {
 
 	wg     sync.WaitGroup
 	cancel context.CancelFunc
+
+	// startMu guards ctx, handler and starting workers (Start, AddWorkers,
+	// Stop), so that no worker is added while Stop waits for them.
+	startMu sync.Mutex
+	ctx     context.Context
+	handler Handler
 }
 
 // New returns the queue over store and rebuilds the in-memory lanes from the
@@ -540,23 +546,46 @@ func fillEvent(ev *audit.Event, it *Item) {
 
 // Start runs workers delivery workers for each class in workers.
 func (q *Queue) Start(ctx context.Context, h Handler, workers map[string]int) {
-	ctx, q.cancel = context.WithCancel(ctx)
+	q.startMu.Lock()
+	defer q.startMu.Unlock()
+	q.ctx, q.cancel = context.WithCancel(ctx)
+	q.handler = h
 	for class, n := range workers {
-		for i := 0; i < n; i++ {
-			q.wg.Add(1)
-			go func(class string) {
-				defer q.wg.Done()
-				q.work(ctx, h, class)
-			}(class)
-		}
+		q.addWorkers(class, n)
+	}
+}
+
+// AddWorkers starts n workers for a class that had none: one a policy
+// reload added. Without them its items would wait forever, past their
+// deadline, never expired nor escalated. It does nothing before Start or
+// after Stop.
+func (q *Queue) AddWorkers(class string, n int) {
+	q.startMu.Lock()
+	defer q.startMu.Unlock()
+	if q.ctx == nil || q.ctx.Err() != nil {
+		return
+	}
+	q.addWorkers(class, n)
+}
+
+// addWorkers starts n workers for class; q.startMu is held.
+func (q *Queue) addWorkers(class string, n int) {
+	for i := 0; i < n; i++ {
+		q.wg.Add(1)
+		go func() {
+			defer q.wg.Done()
+			q.work(q.ctx, q.handler, class)
+		}()
 	}
 }
 
 // Stop stops the workers and waits for deliveries in progress to end.
 func (q *Queue) Stop() {
+	q.startMu.Lock()
 	if q.cancel != nil {
 		q.cancel()
 	}
+	q.startMu.Unlock()
 	q.wg.Wait()
 }
 

@@ -153,6 +153,7 @@ func (s *Server) Reload() {
 			s.log.Error().Err(err).Msg("policy reload failed; keeping the running policy")
 		} else {
 			s.log.Info().Str("file", s.Policy.File()).Msg("policy reloaded")
+			s.addLanes()
 		}
 	}
 	if err := s.Keys.Reload(); err != nil {

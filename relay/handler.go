@@ -32,13 +32,7 @@ func (s *Server) class(name string) *policy.Class {
 
 // Deliver implements queue.Handler: one attempt to hand it to the MX.
 func (s *Server) Deliver(ctx context.Context, it *queue.Item, body []byte) queue.Outcome {
-	d := s.deliverers[it.Class]
-	if d == nil {
-		for _, dd := range s.deliverers {
-			d = dd
-			break
-		}
-	}
+	d := s.deliverer(it.Class)
 	// Never start a delivery that could finish after the cut-off.
 	dctx, cancel := context.WithDeadline(ctx, it.Cutoff)
 	defer cancel()

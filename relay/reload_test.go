@@ -3,6 +3,7 @@ package relay
 import (
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -57,5 +58,39 @@ func TestPolicyReloadKeepsConnections(t *testing.T) {
 	}
 	if w := window(first); w != 30*time.Minute {
 		t.Errorf("the first message's deadline changed to %v", w)
+	}
+}
+
+// A class that a reload adds gets its own delivery workers: its messages
+// are delivered, not left queued past their deadline.
+func TestPolicyReloadAddsClassLane(t *testing.T) {
+	e := newEnv(t, envOpts{policy: fmt.Sprintf(reloadPolicy, "30m")})
+	withAlerts := fmt.Sprintf(reloadPolicy, "30m") + `
+[[classes]]
+name = "alerts"
+expiry = "30m"
+margin = "0s"
+retry = ["300ms"]
+workers = 1
+
+[[rules]]
+name = "alerts-by-header"
+class = "alerts"
+[rules.header]
+X-LK-Class = "^alerts$"
+`
+	if err := os.WriteFile(e.srv.Policy.File(), []byte(withAlerts), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.srv.Reload()
+	msg := resetMsg("ops@dest.test", "alert1")
+	msg = []byte(strings.Replace(string(msg), "X-LK-Class: reset", "X-LK-Class: alerts", 1))
+	id := queue.ItemID(e.sendID(e.client("PLAIN"), "noreply@example.com", []string{"ops@dest.test"}, msg), 0)
+	waitFor(t, "the new class's message delivered", 5*time.Second, func() bool {
+		it := itemState(e, id)
+		return it != nil && it.State == queue.StateDelivered
+	})
+	if it := itemState(e, id); it.Class != "alerts" {
+		t.Errorf("class %q, want alerts", it.Class)
 	}
 }

@@ -47,7 +47,8 @@ type Server struct {
 	fails *failLimiter
 	certs *certReloader
 
-	deliverers map[string]*deliver.Deliverer // one per class lane
+	delivMu    sync.RWMutex
+	deliverers map[string]*deliver.Deliverer // one per class lane; a reload may add one
 
 	// BackupLookup finds a recipient's backup address when the message does
 	// not carry one (Salesforce supplies it); nil means header only.
@@ -174,12 +175,13 @@ func (s *Server) Start(ctx context.Context) error {
 	workers := map[string]int{}
 	for _, cl := range s.Policy.Get().Classes() {
 		workers[cl.Name] = cl.Workers
-		d, err := deliver.New(c.Delivery, s.log.With().Str("lane", cl.Name).Logger())
+		d, err := s.newDeliverer(cl.Name)
 		if err != nil {
-			return fmt.Errorf("relay: delivery for class %s: %w", cl.Name, err)
+			return err
 		}
-		d.SetSTSStore(stsStore{s.Store})
+		s.delivMu.Lock()
 		s.deliverers[cl.Name] = d
+		s.delivMu.Unlock()
 	}
 	subLimit := newConnLimit(c.Submission.MaxConnections, c.Submission.MaxConnectionsPerIP)
 	for _, addr := range c.Submission.Listen {
@@ -266,6 +268,7 @@ func (s *Server) policyChanged(_ *policy.Policy, err error) {
 		return
 	}
 	s.log.Info().Str("file", s.Policy.File()).Msg("policy reloaded")
+	s.addLanes()
 }
 
 func addrStrings(as []net.Addr) []string {
@@ -293,8 +296,61 @@ func (s *Server) Close() {
 		s.bgCancel()
 	}
 	s.bg.Wait()
+	s.delivMu.Lock()
 	for _, d := range s.deliverers {
 		d.Close()
+	}
+	s.delivMu.Unlock()
+}
+
+// newDeliverer makes the delivery pool of one class lane.
+func (s *Server) newDeliverer(class string) (*deliver.Deliverer, error) {
+	d, err := deliver.New(s.cfg.Delivery, s.log.With().Str("lane", class).Logger())
+	if err != nil {
+		return nil, fmt.Errorf("relay: delivery for class %s: %w", class, err)
+	}
+	d.SetSTSStore(stsStore{s.Store})
+	return d, nil
+}
+
+// deliverer returns the delivery pool of class: its own, or (for a class a
+// reload removed) any.
+func (s *Server) deliverer(class string) *deliver.Deliverer {
+	s.delivMu.RLock()
+	defer s.delivMu.RUnlock()
+	if d := s.deliverers[class]; d != nil {
+		return d
+	}
+	for _, d := range s.deliverers {
+		return d
+	}
+	return nil
+}
+
+// addLanes gives each class of the running policy that has no lane yet (a
+// reload added it) its delivery pool and workers. A class removed by a
+// reload keeps its lane: its queued items are delivered by it.
+func (s *Server) addLanes() {
+	if !s.started.Load() {
+		return
+	}
+	for _, cl := range s.Policy.Get().Classes() {
+		s.delivMu.Lock()
+		_, ok := s.deliverers[cl.Name]
+		if !ok {
+			d, err := s.newDeliverer(cl.Name)
+			if err != nil {
+				s.delivMu.Unlock()
+				s.log.Error().Err(err).Str("class", cl.Name).Msg("no delivery lane for the new class")
+				continue
+			}
+			s.deliverers[cl.Name] = d
+		}
+		s.delivMu.Unlock()
+		if !ok {
+			s.Queue.AddWorkers(cl.Name, cl.Workers)
+			s.log.Info().Str("class", cl.Name).Int("workers", cl.Workers).Msg("delivery lane started for a class the policy added")
+		}
 	}
 }
 
