@@ -46,6 +46,10 @@ func loadUsers(c *conf.Config) (*users, error) {
 			if !ok || name == "" || !strings.HasPrefix(hash, "$2") {
 				return nil, fmt.Errorf("relay: %s:%d: want name:bcrypt-hash", path, n)
 			}
+			if _, dup := u.hashes[name]; dup {
+				// One of two passwords would silently stop working.
+				return nil, fmt.Errorf("relay: %s:%d: user %q is already defined (in this file or in [[submission.users]])", path, n, name)
+			}
 			u.hashes[name] = []byte(hash)
 		}
 	}
