@@ -375,8 +375,9 @@ func (p *parts) report() *Report {
 			}
 			rc := reasonCache{}
 			p.guessed = len(to) > 0
+			w := newWholeText(text)
 			for _, a := range to {
-				rep.Recipients = append(rep.Recipients, textRecipient(a, "", text, rc))
+				rep.Recipients = append(rep.Recipients, textRecipient(a, "", w, rc))
 			}
 		}
 		if len(rep.Recipients) > 0 {
@@ -399,6 +400,10 @@ func (p *parts) nameFromText(rep *Report, unnamed []int, text string) {
 	have := map[string]bool{}
 	for _, r := range rep.Recipients {
 		have[strings.ToLower(r.Recipient)] = true
+	}
+	if len(text) > maxScan {
+		// As for a free-text bounce: the failed addresses are at the top.
+		text = text[:maxScan]
 	}
 	var cands []string
 	for _, r := range scanText(text, p.exclude(), p.top.Get("From"), p.top.Get("X-Failed-Recipients")) {

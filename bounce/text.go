@@ -149,20 +149,27 @@ func scanText(text string, exclude map[string]bool, from, xFailed string) []Reci
 			}
 		}
 	}
-	// An X-Failed-Recipients address gets its line from the text.
+	// An X-Failed-Recipients address gets its line from the text: the
+	// first line that names it. One pass over the lines serves them all,
+	// as a search per address cost addresses times lines.
+	pending := map[string][]int{}
 	for j := range hits {
-		if hits[j].line >= 0 {
-			continue
-		}
-		for i, l := range lines {
-			if strings.Contains(strings.ToLower(l), strings.ToLower(hits[j].addr)) {
-				hits[j].line = i
-				rcptLine[i] = strings.ToLower(hits[j].addr)
-				break
-			}
+		if hits[j].line < 0 {
+			k := strings.ToLower(hits[j].addr)
+			pending[k] = append(pending[k], j)
 		}
 	}
-	whole := strings.Join(lines, "\n")
+	for i := 0; i < len(lines) && len(pending) > 0; i++ {
+		for _, a := range addrRe.FindAllString(lines[i], -1) {
+			k := strings.ToLower(a)
+			for _, j := range pending[k] {
+				hits[j].line = i
+				rcptLine[i] = k
+			}
+			delete(pending, k)
+		}
+	}
+	w := newWholeText(strings.Join(lines, "\n"))
 	rc := reasonCache{}
 	var out []Recipient
 	for _, h := range hits {
@@ -170,9 +177,22 @@ func scanText(text string, exclude map[string]bool, from, xFailed string) []Reci
 		if h.line >= 0 {
 			diag = joinSpace(diag, following(lines, h.line, rcptLine))
 		}
-		out = append(out, textRecipient(h.addr, diag, whole, rc))
+		out = append(out, textRecipient(h.addr, diag, w, rc))
 	}
 	return out
+}
+
+// wholeText is what textRecipient reads from the whole report, found once
+// per report: it is the same for every recipient, and searching it again
+// for each cost recipients times the length of the text.
+type wholeText struct {
+	clipped   string // the head of the report, for the reason patterns
+	status    string // the first RFC 3463 status in the report
+	temporary bool   // the report speaks of a temporary failure
+}
+
+func newWholeText(whole string) *wholeText {
+	return &wholeText{clipped: clip(whole), status: findStatus(whole), temporary: temporaryHints.MatchString(whole)}
 }
 
 // following collects the error text after a recipient line: the next lines
@@ -225,7 +245,7 @@ func hasCode(s string) bool {
 
 // textRecipient classifies one recipient of a free-text bounce from the text
 // about it, falling back to the whole report for what that text lacks.
-func textRecipient(addr, diag, whole string, rc reasonCache) Recipient {
+func textRecipient(addr, diag string, whole *wholeText, rc reasonCache) Recipient {
 	enh := findStatus(diag)
 	class := 0
 	if enh != "" {
@@ -235,12 +255,12 @@ func textRecipient(addr, diag, whole string, rc reasonCache) Recipient {
 	}
 	if class == 0 || class == 2 {
 		if enh == "" {
-			enh = findStatus(whole)
+			enh = whole.status
 		}
 		switch {
 		case enh != "":
 			class = int(enh[0] - '0')
-		case temporaryHints.MatchString(whole) && !permanentHints.MatchString(diag):
+		case whole.temporary && !permanentHints.MatchString(diag):
 			class = 4
 		default:
 			// Absent any sign, a failure notice reports a failure.
@@ -252,9 +272,9 @@ func textRecipient(addr, diag, whole string, rc reasonCache) Recipient {
 	if rc.reason(diag) == "" {
 		// The whole report speaks for a recipient whose own lines say
 		// nothing: the same text for each, so rc remembers its reason.
-		why = clip(whole)
+		why = whole.clipped
 	}
-	v := dataPhase(classify(class, enh, why, enh != "" && strings.Contains(diag, enh), rc), enh != "", diag, clip(whole))
+	v := dataPhase(classify(class, enh, why, enh != "" && strings.Contains(diag, enh), rc), enh != "", diag, whole.clipped)
 	action := "failed"
 	if class == 4 {
 		action = "delayed"
