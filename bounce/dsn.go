@@ -145,7 +145,9 @@ func BuildDSN(opts DSNOptions) ([]byte, error) {
 func writePart(w *message.Writer, ct string, params map[string]string, body []byte) error {
 	var h message.Header
 	h.SetContentType(ct, params)
-	if ct == "text/plain" {
+	if ct == "text/plain" || ct == "text/rfc822-headers" {
+		// The original's header block may hold 8-bit text and lines
+		// longer than mail allows; quoted-printable carries both intact.
 		h.Set("Content-Transfer-Encoding", "quoted-printable")
 	}
 	pw, err := w.CreatePart(h)
@@ -166,7 +168,7 @@ func statusBody(opts DSNOptions) []byte {
 	var b strings.Builder
 	field := func(name, value string) {
 		if v := clean(value); v != "" {
-			b.WriteString(name + ": " + v + "\r\n")
+			b.WriteString(fold(name+": "+v) + "\r\n")
 		}
 	}
 	if opts.ReportingMTA != "" {
@@ -195,6 +197,45 @@ func statusBody(opts DSNOptions) []byte {
 		}
 	}
 	return []byte(b.String())
+}
+
+// foldAt is where fold breaks a field's line; maxWord bounds a word that
+// cannot be broken at a space, since no line may pass 998 octets.
+const (
+	foldAt  = 78
+	maxWord = 900
+)
+
+// fold breaks a one-line field (single spaces only, as clean leaves it) at
+// spaces into lines of about foldAt octets. A reply quoted in a
+// Diagnostic-Code can run to kilobytes, and a relay cuts or refuses a line
+// longer than RFC 5322 allows. Unfolding gives the field back, but for a
+// space put into a word longer than maxWord.
+func fold(line string) string {
+	var b strings.Builder
+	n := 0
+	for i, w := range strings.Split(line, " ") {
+		for len(w) > 0 {
+			part := w
+			if len(part) > maxWord {
+				part = w[:maxWord]
+			}
+			w = w[len(part):]
+			switch {
+			case i == 0 && n == 0:
+			case n+1+len(part) > foldAt && n > 0:
+				b.WriteString("\r\n")
+				n = 0
+				fallthrough
+			default:
+				b.WriteByte(' ')
+				n++
+			}
+			b.WriteString(part)
+			n += len(part)
+		}
+	}
+	return b.String()
 }
 
 func defaultDSNText(rs []DSNRecipient, delayedOnly bool) string {
