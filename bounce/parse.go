@@ -120,6 +120,12 @@ func parse(data []byte, depth int) (*Report, error) {
 	}
 	ent, err := message.Read(bytes.NewReader(data))
 	if ent == nil {
+		if fixed := repairHeader(data); fixed != nil {
+			data = fixed
+			ent, err = message.Read(bytes.NewReader(data))
+		}
+	}
+	if ent == nil {
 		return nil, fmt.Errorf("%w: %w", ErrNotMessage, err)
 	}
 	p := &parts{top: ent.Header, raw: data, depth: depth}
@@ -138,6 +144,50 @@ func parse(data []byte, depth int) (*Report, error) {
 	rep := p.report()
 	p.unwrap(rep)
 	return rep, nil
+}
+
+// repairHeader drops the lines of a message's header that are not fields
+// (a stray line of text, a quoted ">From " line, a continuation with no
+// field to continue), for one of which go-message refuses the whole
+// message, report and all. It returns nil when there is nothing to drop or
+// no field to keep.
+func repairHeader(data []byte) []byte {
+	var out []byte
+	rest := data
+	kept, dropped, inField := false, false, false
+	for len(rest) > 0 {
+		line := rest
+		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
+			line = rest[:i+1]
+		}
+		rest = rest[len(line):]
+		text := bytes.TrimRight(line, "\r\n")
+		if len(text) == 0 {
+			out = append(out, line...)
+			out = append(out, rest...)
+			break
+		}
+		if text[0] == ' ' || text[0] == '\t' {
+			if inField {
+				out = append(out, line...)
+			} else {
+				dropped = true
+			}
+			continue
+		}
+		name, _, ok := bytes.Cut(text, []byte(":"))
+		inField = ok && len(name) > 0 && !bytes.ContainsFunc(name, func(r rune) bool { return r <= ' ' || r > '~' })
+		if inField {
+			kept = true
+			out = append(out, line...)
+		} else {
+			dropped = true
+		}
+	}
+	if !kept || !dropped {
+		return nil
+	}
+	return out
 }
 
 // walk visits the MIME tree and keeps the parts that matter. Errors inside

@@ -52,3 +52,33 @@ func BenchmarkParseHostileReview(b *testing.B) {
 		})
 	}
 }
+
+// One malformed line in a bounce's header (a stray text line, a quoted
+// mbox ">From " line, a first line that looks folded) made go-message
+// refuse the message, and Parse returned ErrNotMessage: the inbound
+// listener then dropped the bounce as unreadable, though its report was
+// intact. The stray lines are now skipped.
+func TestParseMalformedHeaderLine(t *testing.T) {
+	body := "\nThis is the mail system at host x.example.\n\nI'm sorry to have to inform you that your message could not\n" +
+		"be delivered to one or more recipients.\n\n<a@example.com>: host mx.example.com said: 550 5.1.1 User unknown\n"
+	for name, h := range map[string]string{
+		"text line":       "From: MAILER-DAEMON@x.example\nSubject: Undelivered Mail\nthis is not a header\n",
+		"folded first":    " folded: x\nFrom: MAILER-DAEMON@x.example\nSubject: Undelivered Mail\n",
+		"quoted mbox":     ">From MAILER-DAEMON Mon Jan 1 00:00:00 2024\nFrom: MAILER-DAEMON@x.example\nSubject: Undelivered Mail\n",
+		"bad key, crlf":   "From: MAILER-DAEMON@x.example\r\nX Bad Key: 1\r\nSubject: Undelivered Mail\r\n",
+		"continued stray": "From: MAILER-DAEMON@x.example\nstray\n continued\nSubject: Undelivered Mail\n",
+	} {
+		rep, err := Parse(strings.NewReader(h + body))
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		if !rep.IsBounce || len(rep.Recipients) != 1 || rep.Recipients[0].Recipient != "a@example.com" || !rep.Recipients[0].Hard {
+			t.Errorf("%s: %+v", name, rep)
+		}
+	}
+	// Still no message: nothing that is a header at all.
+	if _, err := Parse(strings.NewReader("no header here\nnor here\n")); err == nil {
+		t.Error("text without any header field parsed as a message")
+	}
+}
