@@ -9,7 +9,9 @@ import (
 	"mime"
 	"net/textproto"
 	"regexp"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/emersion/go-message"
 )
@@ -641,7 +643,7 @@ func (p *parts) readARF(rep *Report) {
 					rep.FeedbackType = strings.ToLower(f.value)
 				}
 			case "original-rcpt-to", "removal-recipient":
-				if a := firstAddr(f.value); a != "" {
+				if a := mailboxOf(f.value); a != "" {
 					rcpts = append(rcpts, a)
 				}
 			case "reporting-mta":
@@ -745,13 +747,13 @@ func readDSN(b []byte, rep *Report, text string) (unnamed []int) {
 				cur, closed = &rcpt{}, false
 				list = append(list, cur)
 			}
-			cur.orig = addrOf(stripType(f.value))
+			cur.orig = dsnAddr(f.value)
 		case "final-recipient":
 			if cur == nil || closed || cur.final != "" || (cur.orig != "" && cur.described) {
 				cur, closed = &rcpt{}, false
 				list = append(list, cur)
 			}
-			cur.final = addrOf(stripType(f.value))
+			cur.final = dsnAddr(f.value)
 		case "action":
 			group().Action = strings.ToLower(strings.Fields(f.value + " x")[0])
 		case "status":
@@ -795,7 +797,7 @@ func readDSN(b []byte, rep *Report, text string) (unnamed []int) {
 
 // isMailbox reports whether s is a plain local@domain address.
 func isMailbox(s string) bool {
-	return s != "" && addrRe.FindString(s) == s
+	return s != "" && (addrRe.FindString(s) == s || utf8Mailbox(s) == s)
 }
 
 // finish classifies a DSN recipient from its Status, Action and diagnostic.
@@ -905,6 +907,54 @@ func stripType(s string) string {
 		return strings.TrimSpace(v)
 	}
 	return strings.TrimSpace(s)
+}
+
+// utf8XtextRe matches an escape of RFC 6533's utf-8-addr-xtext: \x{F6}.
+var utf8XtextRe = regexp.MustCompile(`\\x\{([0-9A-Fa-f]{1,6})\}`)
+
+// dsnAddr returns the address of a DSN recipient field: "rfc822; a@b", or
+// "utf-8; " with RFC 6533 escapes or raw UTF-8 (an address latchkey sent
+// over SMTPUTF8).
+func dsnAddr(value string) string {
+	v := stripType(value)
+	if t, _, ok := strings.Cut(value, ";"); ok && strings.EqualFold(strings.TrimSpace(t), "utf-8") {
+		v = utf8XtextRe.ReplaceAllStringFunc(v, func(m string) string {
+			n, err := strconv.ParseUint(m[3:len(m)-1], 16, 32)
+			if err != nil || !utf8.ValidRune(rune(n)) {
+				return m
+			}
+			return string(rune(n))
+		})
+	}
+	if a := utf8Mailbox(v); a != "" {
+		return a
+	}
+	return addrOf(v)
+}
+
+// mailboxOf is firstAddr, but keeps a non-ASCII address whole.
+func mailboxOf(s string) string {
+	if a := utf8Mailbox(s); a != "" {
+		return a
+	}
+	return firstAddr(s)
+}
+
+// utf8Mailbox returns the address that s starts with when it has
+// non-ASCII characters, or "". addrRe is ASCII only, and would take a
+// piece of it ("e@example.com" of "jöe@example.com") for the address.
+func utf8Mailbox(s string) string {
+	f := strings.Fields(s)
+	if len(f) == 0 {
+		return ""
+	}
+	a := strings.Trim(f[0], "<>")
+	local, domain, ok := strings.Cut(a, "@")
+	if !ok || local == "" || !strings.Contains(domain, ".") || strings.ContainsAny(a, "<>:;,()[]\"\\") ||
+		strings.Contains(domain, "@") || !utf8.ValidString(a) || !strings.ContainsFunc(a, func(r rune) bool { return r > '~' }) {
+		return ""
+	}
+	return a
 }
 
 // addrOf returns the bare address of a DSN recipient value.

@@ -82,3 +82,30 @@ func TestParseMalformedHeaderLine(t *testing.T) {
 		t.Error("text without any header field parsed as a message")
 	}
 }
+
+// A recipient with a non-ASCII address (latchkey delivers to them over
+// SMTPUTF8) is named in a DSN as "utf-8; j\x{00F6}e@..." (RFC 6533 xtext)
+// or in raw UTF-8. The ASCII address pattern took a piece of it instead
+// ("x{00F6}e@example.com", "e@example.com"), or let the text of the report
+// rename it, so the report spoke of another address: a repeat DSN about
+// the original address of a redirected reset then read as one about its
+// backup.
+func TestParseUTF8Recipient(t *testing.T) {
+	const want = "j\u00f6e@example.com"
+	text := "Delivery to the following recipient failed permanently:\n\n    other@example.net\n"
+	for name, f := range map[string]string{
+		"xtext":          "Final-Recipient: utf-8; j\\x{00F6}e@example.com\nAction: failed\nStatus: 5.1.1\n",
+		"raw":            "Final-Recipient: utf-8; j\u00f6e@example.com\nAction: failed\nStatus: 5.1.1\n",
+		"raw, rfc822":    "Final-Recipient: rfc822; <j\u00f6e@example.com>\nAction: failed\nStatus: 5.1.1\n",
+		"original xtext": "Original-Recipient: utf-8; j\\x{F6}e@example.com\nFinal-Recipient: rfc822; @mx.example.com:x@y\nAction: failed\nStatus: 5.1.1\n",
+	} {
+		rep := parseString(t, dsn(text, f))
+		if len(rep.Recipients) != 1 || rep.Recipients[0].Recipient != want {
+			t.Errorf("%s: recipients %+v, want %s", name, rep.Recipients, want)
+		}
+	}
+	arf := "From: fbl@isp.example\nSubject: complaint\nContent-Type: multipart/report; report-type=feedback-report; boundary=b\n\n--b\nContent-Type: text/plain\n\nabuse\n--b\nContent-Type: message/feedback-report\n\nFeedback-Type: abuse\nUser-Agent: x/1\nVersion: 1\nOriginal-Rcpt-To: <j\u00f6e@example.com>\n--b--\n"
+	if rep := parseString(t, arf); len(rep.Recipients) != 1 || rep.Recipients[0].Recipient != want {
+		t.Errorf("ARF: recipients %+v, want %s", rep.Recipients, want)
+	}
+}
