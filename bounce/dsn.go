@@ -181,22 +181,47 @@ func statusBody(opts DSNOptions) []byte {
 	for _, r := range opts.Recipients {
 		b.WriteString("\r\n")
 		if r.OriginalRecipient != "" {
-			field("Original-Recipient", "rfc822; "+r.OriginalRecipient)
+			field("Original-Recipient", typedAddr(r.OriginalRecipient))
 		}
-		field("Final-Recipient", "rfc822; "+r.Recipient)
+		field("Final-Recipient", typedAddr(r.Recipient))
 		field("Action", r.Action)
 		field("Status", r.Status)
 		if r.RemoteMTA != "" {
 			field("Remote-MTA", "dns; "+r.RemoteMTA)
 		}
 		if r.Diagnostic != "" {
-			field("Diagnostic-Code", "smtp; "+r.Diagnostic)
+			field("Diagnostic-Code", "smtp; "+utf8Xtext(r.Diagnostic, false))
 		}
 		if !r.LastAttempt.IsZero() {
 			field("Last-Attempt-Date", r.LastAttempt.Format(time.RFC1123Z))
 		}
 	}
 	return []byte(b.String())
+}
+
+// typedAddr writes an address with its RFC 3464 type: "rfc822; a@b", or
+// for a non-ASCII address (sent over SMTPUTF8) RFC 6533's "utf-8;" with
+// escapes, since a delivery-status part is 7-bit.
+func typedAddr(a string) string {
+	if strings.ContainsFunc(a, func(r rune) bool { return r > '~' }) {
+		return "utf-8; " + utf8Xtext(a, true)
+	}
+	return "rfc822; " + a
+}
+
+// utf8Xtext escapes what may not be written in a delivery-status field as
+// \x{HEX} (RFC 6533 utf-8-addr-xtext): non-ASCII characters, and in an
+// address also "+", "=" and "\".
+func utf8Xtext(s string, addr bool) string {
+	var b strings.Builder
+	for _, r := range s {
+		if r > '~' || addr && (r <= ' ' || r == '+' || r == '=' || r == '\\') {
+			fmt.Fprintf(&b, "\\x{%02X}", r)
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 // foldAt is where fold breaks a field's line; maxWord bounds a word that

@@ -82,3 +82,28 @@ func TestBuildDSNLongAnd8bit(t *testing.T) {
 		t.Error("no text/rfc822-headers part")
 	}
 }
+
+// A DSN about a non-ASCII address (delivered over SMTPUTF8) wrote it raw
+// after "rfc822;", 8-bit in a part that must be 7-bit and under the wrong
+// address type; RFC 6533 writes it "utf-8; j\x{F6}e@...". A remote reply
+// in UTF-8 went into Diagnostic-Code raw as well.
+func TestBuildDSNUTF8Address(t *testing.T) {
+	b, err := BuildDSN(DSNOptions{ReportingMTA: "relay.example.com", To: "noreply@example.com",
+		Recipients: []DSNRecipient{{Recipient: "j\u00f6e@example.com", OriginalRecipient: "J\u00d6E@example.com", Action: "failed",
+			Status: "5.1.1", Diagnostic: "550 5.1.1 Empf\u00e4nger unbekannt"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, l := range bytes.Split(b, []byte("\r\n")) {
+		if bytes.ContainsFunc(l, func(r rune) bool { return r >= 0x80 }) {
+			t.Errorf("line %d is not 7-bit: %q", i+1, l)
+		}
+	}
+	if !bytes.Contains(b, []byte("Final-Recipient: utf-8; j\\x{F6}e@example.com")) {
+		t.Errorf("no RFC 6533 Final-Recipient in\n%s", b)
+	}
+	rep, err := Parse(bytes.NewReader(b))
+	if err != nil || len(rep.Recipients) != 1 || rep.Recipients[0].Recipient != "j\u00f6e@example.com" || !rep.Recipients[0].Hard {
+		t.Fatalf("Parse = %+v, %v", rep, err)
+	}
+}
