@@ -211,7 +211,7 @@ func typedAddr(a string) string {
 
 // utf8Xtext escapes what may not be written in a delivery-status field as
 // \x{HEX} (RFC 6533 utf-8-addr-xtext): non-ASCII characters, and in an
-// address also "+", "=" and "\".
+// address also spaces and controls, "+", "=" and "\".
 func utf8Xtext(s string, addr bool) string {
 	var b strings.Builder
 	for _, r := range s {
