@@ -42,6 +42,11 @@ func (in *inbound) Rcpt(to string, _ *smtp.RcptOptions) error {
 		in.s.reject("bounce_address")
 		return errNoSuchBounceAddr
 	}
+	for _, seen := range in.ids {
+		if seen == id {
+			return nil // one report is applied once, however often it is addressed
+		}
+	}
 	in.ids = append(in.ids, id)
 	return nil
 }
@@ -122,6 +127,11 @@ func (s *Server) lateBounceOnce(id string, rep *bounce.Report, log zerolog.Logge
 				Class: it.Class, Recipient: rcpt, Fields: map[string]string{"complaint": rep.FeedbackType, "reason": "feedback"}}); err != nil {
 				return err
 			}
+			if !unwanted(rep.FeedbackType) {
+				// not-spam, auth-failure (RFC 6591) and the like are on
+				// record but say nothing about the user's wishes.
+				return nil
+			}
 			return queue.Suppress(tx, queue.Suppression{List: "unsubscribe", Address: rcpt, Reason: "complaint: " + rep.FeedbackType, Time: now})
 		})
 		if err != nil {
@@ -194,5 +204,17 @@ func (s *Server) lateBounceOnce(id string, rep *bounce.Report, log zerolog.Logge
 		return false
 	}
 	log.Info().Bool("backup", requeued).Str("reason", string(v.Reason)).Msg("asynchronous bounce recorded")
+	return false
+}
+
+// unwanted reports whether an ARF feedback type (RFC 5965 7.3) says the
+// user does not want the mail: only these stop marketing mail to them.
+func unwanted(feedbackType string) bool {
+	switch strings.ToLower(strings.TrimSpace(feedbackType)) {
+	case "abuse", "fraud", "virus", "opt-out", "":
+		// An ARF without a type is taken as the complaint it most
+		// often is.
+		return true
+	}
 	return false
 }

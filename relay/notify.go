@@ -64,6 +64,10 @@ func (s *Server) notifySender(it *queue.Item, body []byte, v bounce.Verdict, rem
 	signed := dsn
 	if sig, err := s.Keys.Sign(it.Domain, dsn); err == nil {
 		signed = append(sig, dsn...)
+	} else {
+		// Sent anyway: an unsigned DSN still reaches Salesforce's bounce
+		// handling, but say why DMARC may fail it.
+		s.log.Warn().Err(err).Str("queue_id", it.ID).Str("domain", it.Domain).Msg("DSN to the sender goes out unsigned")
 	}
 	item := &queue.Item{ID: queue.ItemID(msgID, 0), MsgID: msgID, Class: class.Name, Priority: class.Priority,
 		Rcpt: it.From, Domain: it.Domain, Accepted: now, Deadline: deadline, Cutoff: class.Cutoff(deadline), Due: now}
