@@ -239,17 +239,32 @@ func spfAll(terms []spfTerm) (spfTerm, bool) {
 	return spfTerm{}, false
 }
 
-// spfWith rewrites a record: extra terms go before the all term (or
-// redirect), and the all term gets qualifier qual (0 keeps it). A record
-// with neither gets "-all" when qual is set.
+// spfWith rewrites a record: extra terms go before the first term that is
+// not a plain ip4:/ip6: (so before any look-up, include or negative match
+// that could end evaluation with fail or permerror before them; at the
+// latest before the all term or redirect), and the all term gets qualifier
+// qual (0 keeps it). A term equal to an extra one is not repeated. A record
+// with neither all nor redirect gets "-all" when qual is set.
 func spfWith(terms []spfTerm, extra []string, qual byte) string {
 	out := []string{"v=spf1"}
 	placed := false
 	hasAll := false
+	isExtra := func(raw string) bool {
+		for _, e := range extra {
+			if strings.EqualFold(strings.TrimPrefix(raw, "+"), e) {
+				return true
+			}
+		}
+		return false
+	}
 	for _, t := range terms {
-		if !placed && (t.mech == "all" || t.mod == "redirect") {
+		plainIP := t.qual == '+' && (t.mech == "ip4" || t.mech == "ip6")
+		if !placed && !plainIP {
 			out = append(out, extra...)
 			placed = true
+		}
+		if len(extra) > 0 && plainIP && isExtra(t.raw) {
+			continue
 		}
 		if t.mech == "all" {
 			hasAll = true
@@ -263,7 +278,7 @@ func spfWith(terms []spfTerm, extra []string, qual byte) string {
 	if !placed {
 		out = append(out, extra...)
 	}
-	if !hasAll && qual != 0 {
+	if !hasAll && qual != 0 && !hasRedirect(terms) {
 		out = append(out, string(qual)+"all")
 	}
 	return strings.Join(out, " ")

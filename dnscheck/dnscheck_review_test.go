@@ -1,0 +1,61 @@
+package dnscheck
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/miekg/dns"
+)
+
+// report renders a report for failure messages.
+func report(rep *Report) string {
+	var b bytes.Buffer
+	rep.WriteText(&b)
+	return b.String()
+}
+
+// fixRecord returns the zone line a fix ends with (after the last ": ").
+func fixRecord(t *testing.T, fix string) string {
+	t.Helper()
+	fix, _, _ = strings.Cut(fix, "\n")
+	i := strings.LastIndex(fix, ": ")
+	if i < 0 || !strings.Contains(fix[i:], " IN ") {
+		t.Fatalf("fix %q names no record", fix)
+	}
+	return fix[i+2:]
+}
+
+// An SPF record that evaluates to permerror for latchkey's addresses (here:
+// more than two void look-ups before its ip4: term) must get a fix that,
+// once published, makes the addresses pass. The fix used to append the
+// ip4:/ip6: terms before -all, after the look-ups that cause the
+// permerror, so publishing it changed nothing (and listed them twice).
+func TestReviewSPFPermerrorFixWorks(t *testing.T) {
+	for _, rec := range []string{
+		"v=spf1 a:nx1.example.com a:nx2.example.com a:nx3.example.com ip4:127.0.0.1 ip6:::1 -all",
+		"v=spf1 -ip4:127.0.0.0/8 -ip6:::1 -all",
+		"v=spf1 include:nx.example.com -all",
+	} {
+		t.Run(rec, func(t *testing.T) {
+			s, in := goodZone(t)
+			set(t, s, testBounce, dns.TypeTXT, txtLine(testBounce, rec))
+			rep := check(t, in)
+			r := expect(t, rep, "spf", testBounce, Fail, "evaluates to", "add ")
+			fixed := fixRecord(t, r.Fix)
+			if strings.Count(fixed, "ip4:127.0.0.1") != 1 {
+				t.Errorf("fix lists 127.0.0.1 other than once: %s", fixed)
+			}
+			s.Remove(testBounce, dns.TypeTXT)
+			if err := s.Add(fixed); err != nil {
+				t.Fatal(err)
+			}
+			rep = check(t, in)
+			for _, r := range results(rep, "spf", testBounce) {
+				if strings.Contains(r.Problem, "evaluates to") {
+					t.Errorf("after publishing the fix %s, still: %s\n%s", fixed, r.Problem, report(rep))
+				}
+			}
+		})
+	}
+}
