@@ -79,18 +79,33 @@ func (c *checker) checkSPF(ctx context.Context, domain, name string) {
 	}
 	var qual byte
 	var allProblem finding
-	if all, ok := spfAll(terms); ok {
+	judge := func(all spfTerm, where string) (finding, bool) {
 		switch all.qual {
 		case '+', '?':
-			allProblem = finding{Fail, fmt.Sprintf("%q lets any host on the internet send as %s", all.raw, name), "end the record with -all"}
-			qual = '-'
+			return finding{Fail, fmt.Sprintf("%q%s lets any host on the internet send as %s", all.raw, where, name), "end the record with -all"}, true
 		case '~':
-			allProblem = finding{Warn, "~all only soft-fails forged mail; -all would do, since the record lists every latchkey address", "end the record with -all"}
+			return finding{Warn, "~all" + where + " only soft-fails forged mail; -all would do, since the record lists every latchkey address", "end the record with -all"}, true
+		}
+		return finding{}, false
+	}
+	// redirectFix is the fixed record of a redirect target whose all term
+	// is the one that applies.
+	var redirectFix string
+	if all, ok := spfAll(terms); ok {
+		if allProblem, ok = judge(all, ""); ok {
 			qual = '-'
 		}
 	} else if !hasRedirect(terms) {
 		allProblem = finding{Warn, "no all term: unlisted senders get neutral", "end the record with -all"}
 		qual = '-'
+	} else if target, tterms, ok := c.redirectTarget(ctx, terms); ok {
+		// Without an all term of its own, the record ends with the one of
+		// the record it redirects to (RFC 7208 section 6.1).
+		if all, ok := spfAll(tterms); ok {
+			if allProblem, ok = judge(all, " (at "+target+", by redirect=)"); ok {
+				redirectFix = txtLine(target, spfWith(tterms, nil, '-'))
+			}
+		}
 	}
 	fixed := txtLine(name, spfWith(terms, ipTerms(missing), qual))
 	var fs []finding
@@ -99,7 +114,11 @@ func (c *checker) checkSPF(ctx context.Context, domain, name string) {
 			"add " + strings.Join(ipTerms(missing), " ") + ": " + fixed})
 	}
 	if allProblem.status != "" {
-		allProblem.fix += ": " + fixed
+		if redirectFix != "" {
+			allProblem.fix += ": " + redirectFix
+		} else {
+			allProblem.fix += ": " + fixed
+		}
 		fs = append(fs, allProblem)
 	}
 	n, err := c.countSPFLookups(ctx, terms, 0, new(int))
@@ -122,6 +141,44 @@ func hasRedirect(terms []spfTerm) bool {
 		}
 	}
 	return false
+}
+
+// redirectTarget follows redirect= from a record without an all term to the
+// record whose all term applies, and returns that record's name and terms.
+// ok is false when it cannot be followed (a macro, no single valid record,
+// no answer): evaluation and counting report those.
+func (c *checker) redirectTarget(ctx context.Context, terms []spfTerm) (string, []spfTerm, bool) {
+	for hop := 0; hop < maxSPFLookups; hop++ {
+		var target string
+		for _, t := range terms {
+			if t.mod == "redirect" {
+				target = t.arg
+			}
+		}
+		if target == "" || strings.Contains(target, "%") {
+			return "", nil, false
+		}
+		txts, err := c.res.LookupTXT(ctx, target)
+		if err != nil {
+			return "", nil, false
+		}
+		var recs []string
+		for _, txt := range txts {
+			if isSPF(txt) {
+				recs = append(recs, txt)
+			}
+		}
+		if len(recs) != 1 {
+			return "", nil, false
+		}
+		if terms, err = parseSPF(recs[0]); err != nil {
+			return "", nil, false
+		}
+		if _, ok := spfAll(terms); ok || !hasRedirect(terms) {
+			return fqdn(target), terms, true
+		}
+	}
+	return "", nil, false
 }
 
 // countSPFLookups counts the DNS-querying terms of a record and, recursively,

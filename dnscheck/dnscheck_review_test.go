@@ -59,3 +59,38 @@ func TestReviewSPFPermerrorFixWorks(t *testing.T) {
 		})
 	}
 }
+
+// A record without an all term that ends in redirect= takes the all term of
+// the record it redirects to (RFC 7208 section 6.1). "+all" there lets any
+// host send as the domain, but the check passed it: it judged only the
+// record at the name itself.
+func TestReviewSPFRedirectAllJudged(t *testing.T) {
+	const target = "_spf.example.com"
+	cases := []struct {
+		all     string
+		status  Status
+		problem string
+	}{
+		{"+all", Fail, "lets any host"},
+		{"?all", Fail, "lets any host"},
+		{"~all", Warn, "~all only soft-fails"},
+		{"-all", Pass, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.all, func(t *testing.T) {
+			s, in := goodZone(t)
+			set(t, s, testBounce, dns.TypeTXT, txtLine(testBounce, "v=spf1 redirect="+target))
+			set(t, s, target, dns.TypeTXT, txtLine(target, "v=spf1 ip4:127.0.0.1 ip6:::1 "+tc.all))
+			rep := check(t, in)
+			if tc.status == Pass {
+				expect(t, rep, "spf", testBounce, Pass, "", "")
+				return
+			}
+			r := expect(t, rep, "spf", testBounce, tc.status, tc.problem,
+				`_spf.example.com. 3600 IN TXT "v=spf1 ip4:127.0.0.1 ip6:::1 -all"`)
+			if !strings.Contains(r.Problem, target) || !strings.Contains(r.Problem, tc.all) {
+				t.Errorf("problem does not say where the all term is: %s", r.Problem)
+			}
+		})
+	}
+}
