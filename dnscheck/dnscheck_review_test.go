@@ -73,7 +73,7 @@ func TestReviewSPFRedirectAllJudged(t *testing.T) {
 	}{
 		{"+all", Fail, "lets any host"},
 		{"?all", Fail, "lets any host"},
-		{"~all", Warn, "~all only soft-fails"},
+		{"~all", Warn, "only soft-fails"},
 		{"-all", Pass, ""},
 	}
 	for _, tc := range cases {
