@@ -406,6 +406,15 @@ func (c *checker) checkDMARC(ctx context.Context, d Domain) {
 	if len(r.rua) == 0 {
 		changes = append(changes, change{finding{Warn, "no rua=: you will get no aggregate reports to see who sends as " + from,
 			"add a report address"}, "rua", "mailto:dmarc-reports@" + orgDomain(from)})
+	} else if good, bad := mailtoURIs(r.rua); len(bad) > 0 {
+		// Receivers send reports only to mailto: URIs (RFC 7489 section
+		// 6.2); a bare address is the usual slip, and gets no reports.
+		if len(good) == 0 {
+			good = []string{"mailto:dmarc-reports@" + orgDomain(from)}
+		}
+		changes = append(changes, change{finding{Warn,
+			"rua=" + strings.Join(bad, ",") + " is not a mailto: address; receivers send no aggregate reports there",
+			"write the addresses as mailto: URIs"}, "rua", strings.Join(good, ",")})
 	}
 	// latchkey signs d=<From domain>, so DKIM alignment holds in either mode;
 	// computed anyway so that a future change of d= is caught here.
@@ -437,6 +446,31 @@ func (c *checker) checkDMARC(ctx context.Context, d Domain) {
 		fs = append(fs, f)
 	}
 	c.add(d.Name, "dmarc", name, observed, fs)
+}
+
+// mailtoURIs splits DMARC report URIs into usable mailto: ones and the
+// others; a bare address among the others comes back, with mailto: added,
+// among the usable ones.
+func mailtoURIs(uris []string) (good, bad []string) {
+	for _, u := range uris {
+		addr, _, _ := strings.Cut(u, "!") // an optional size limit
+		scheme, rest, hasScheme := strings.Cut(addr, ":")
+		switch {
+		case hasScheme && strings.EqualFold(scheme, "mailto") && validReportAddr(rest):
+			good = append(good, u)
+		case !hasScheme && validReportAddr(addr):
+			bad = append(bad, u)
+			good = append(good, "mailto:"+u)
+		default:
+			bad = append(bad, u)
+		}
+	}
+	return good, bad
+}
+
+func validReportAddr(a string) bool {
+	local, domain, ok := strings.Cut(a, "@")
+	return ok && local != "" && strings.Contains(domain, ".") && !strings.ContainsAny(a, " ,;")
 }
 
 // withTag rewrites a tag-list record with tag set to value, or removed when

@@ -94,3 +94,32 @@ func TestReviewSPFRedirectAllJudged(t *testing.T) {
 		})
 	}
 }
+
+// Receivers send aggregate reports only to mailto: URIs (RFC 7489 section
+// 6.2); "rua=dmarc@example.com", a common mistake, gets no reports at all,
+// but the check passed it as if reports were set up.
+func TestReviewDMARCRuaNotMailto(t *testing.T) {
+	const name = "_dmarc.example.com"
+	cases := []struct{ record, fix string }{
+		{"v=DMARC1; p=reject; rua=dmarc@example.com",
+			`"v=DMARC1; p=reject; rua=mailto:dmarc@example.com"`},
+		{"v=DMARC1; p=reject; rua=https://reports.example.com/dmarc",
+			`"v=DMARC1; p=reject; rua=mailto:dmarc-reports@example.com"`},
+		{"v=DMARC1; p=reject; rua=mailto:", `"v=DMARC1; p=reject; rua=mailto:dmarc-reports@example.com"`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.record, func(t *testing.T) {
+			s, in := goodZone(t)
+			set(t, s, name, dns.TypeTXT, txtLine(name, tc.record))
+			rep := check(t, in)
+			expect(t, rep, "dmarc", name, Warn, "rua=", name+". 3600 IN TXT "+tc.fix)
+			if rep.ExitCode() != 1 {
+				t.Errorf("exit code %d, want 1", rep.ExitCode())
+			}
+		})
+	}
+	// Valid forms still pass: several URIs, a size limit, upper-case scheme.
+	s, in := goodZone(t)
+	set(t, s, name, dns.TypeTXT, txtLine(name, "v=DMARC1; p=reject; rua=MAILTO:a@example.com,mailto:b@example.com!10m"))
+	expect(t, check(t, in), "dmarc", name, Pass, "", "")
+}
