@@ -194,3 +194,51 @@ func TestRunDirect(t *testing.T) {
 		t.Fatalf("direct run: %+v", rep)
 	}
 }
+
+// TestUsage: -h answers on stdout with exit 0 and names every command the
+// dispatcher knows, including the sink's DNS server a relay needs.
+func TestUsage(t *testing.T) {
+	var out, errOut strings.Builder
+	if code := run([]string{"-h"}, &out, &errOut); code != 0 {
+		t.Fatalf("-h: exit %d, stderr %q", code, errOut.String())
+	}
+	for _, cmd := range []string{"\n  run ", "\n  send ", "\n  sink ", "\n  restart ", "\n  fill ", "\n  relay ", "-dns-listen"} {
+		if !strings.Contains(out.String(), cmd) {
+			t.Errorf("usage does not mention %q:\n%s", cmd, out.String())
+		}
+	}
+	errOut.Reset()
+	if code := run([]string{"nope"}, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), "sink") {
+		t.Errorf("unknown command: exit %d, stderr %q; want 2 and the usage", code, errOut.String())
+	}
+}
+
+// TestSinkDuplicatesAcrossRuns: a sink left running across two send runs
+// (each numbering its messages from 0) reports no duplicates, while the same
+// message arriving twice is one.
+func TestSinkDuplicatesAcrossRuns(t *testing.T) {
+	sk, err := startSink(sinkOptions{addr: "127.0.0.2:0", tls: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sk.close()
+	for _, id := range []string{"a", "b"} {
+		rep, _ := runSend(sendOptions{addr: sk.Addr, startTLS: true, conns: 1, n: 3, size: 1024,
+			to: "user{n}@dest.test", from: "noreply@example.com", runID: id})
+		if rep.Accepted != 3 {
+			t.Fatalf("run %s: accepted %d of 3: %s", id, rep.Accepted, rep.FirstErr)
+		}
+	}
+	if !sk.wait(6, 10*time.Second) {
+		t.Fatalf("%d distinct of 6 arrived", sk.count())
+	}
+	msg := buildMessage(msgSpec{from: "noreply@example.com", to: "u@dest.test", class: "reset", seq: 0,
+		sent: time.Now(), size: 1024, runID: "c"})
+	sk.data("", nil, msg)
+	sk.data("", nil, msg)
+	sk.close()
+	r := sk.report(time.Now())
+	if r.Arrived != 8 || r.Duplicates != 1 || sk.count() != 7 {
+		t.Fatalf("arrived %d, duplicates %d, distinct %d; want 8, 1, 7", r.Arrived, r.Duplicates, sk.count())
+	}
+}

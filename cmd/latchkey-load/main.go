@@ -44,10 +44,13 @@ func init() {
 
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: latchkey-load run|send|sink|restart [flags]; latchkey-load CMD -h for flags")
+		fmt.Fprint(stderr, usage)
 		return 2
 	}
 	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return 0
 	case "run":
 		return cmdRun(args[1:], stdout, stderr)
 	case "send":
@@ -61,9 +64,26 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "relay":
 		return cmdRelay(args[1:], stdout, stderr)
 	}
-	fmt.Fprintf(stderr, "latchkey-load: unknown command %q\n", args[0])
+	fmt.Fprintf(stderr, "latchkey-load: unknown command %q\n%s", args[0], usage)
 	return 2
 }
+
+// usage lists every command, so that "latchkey-load -h" is where a new user
+// learns that the sink can also serve the DNS a relay needs for delivery.
+const usage = `usage: latchkey-load COMMAND [flags]; latchkey-load COMMAND -h for its flags
+
+  run      relay (from -latchkey or -addr), sink and sender in one process; the benchmark
+  send     submit reset/bulk messages to a relay (STARTTLS + AUTH PLAIN)
+  sink     a receiving MX that checks DKIM; with -dns-listen also a DNS server
+           answering the MX of -domain (default dest.test) and the DKIM records,
+           to use as the relay's [delivery] resolver (with [delivery] port = the
+           sink's port)
+  restart  time the relay from exec to its first SMTP greeting on an existing data dir
+  fill     write N queued messages straight into a relay's database
+  relay    boot the relay in this process (for -cpuprofile)
+
+Every address must be in 127.0.0.0/8: the tool never sends mail anywhere else.
+`
 
 // listFlag collects a repeated flag.
 type listFlag []string

@@ -89,6 +89,13 @@ func filler(n int, html bool) string {
 	return b.String()
 }
 
+// loadKey identifies one generated message: its sequence number within its
+// run and its send time, which differs between runs.
+type loadKey struct {
+	seq  int64
+	sent int64
+}
+
 // parseLoadID reads "<seq> <unix ns>" from an X-Load-ID value.
 func parseLoadID(v string) (seq int64, sent time.Time, ok bool) {
 	f := strings.Fields(v)

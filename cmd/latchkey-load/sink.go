@@ -38,9 +38,12 @@ type sink struct {
 	Addr  string
 	start time.Time
 
-	mu      sync.Mutex
-	cond    *sync.Cond
-	seen    map[int64]bool
+	mu   sync.Mutex
+	cond *sync.Cond
+	// seen is keyed by the whole X-Load-ID, not the sequence number alone:
+	// every send run numbers from 0, and a sink left running across two runs
+	// must not count the second run's messages as the relay's duplicates.
+	seen    map[loadKey]bool
 	lat     []time.Duration
 	byClass map[string][]time.Duration
 	first   time.Time
@@ -60,7 +63,7 @@ type sink struct {
 }
 
 func startSink(o sinkOptions) (*sink, error) {
-	s := &sink{opts: o, seen: map[int64]bool{}, byClass: map[string][]time.Duration{}, start: time.Now()}
+	s := &sink{opts: o, seen: map[loadKey]bool{}, byClass: map[string][]time.Duration{}, start: time.Now()}
 	s.cond = sync.NewCond(&s.mu)
 	so := smtpsink.Options{Addr: o.addr, TLS: o.tls, Discard: true, Data: s.data}
 	if o.deferAll {
@@ -97,10 +100,10 @@ func (s *sink) data(_ string, _ []string, msg []byte) *smtp.SMTPError {
 	switch {
 	case !ok:
 		s.noID++
-	case s.seen[seq]:
+	case s.seen[loadKey{seq, sent.UnixNano()}]:
 		s.dup++
 	default:
-		s.seen[seq] = true
+		s.seen[loadKey{seq, sent.UnixNano()}] = true
 		if s.minSent.IsZero() || sent.Before(s.minSent) {
 			s.minSent = sent
 		}
