@@ -4,6 +4,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"flag"
 	"fmt"
@@ -233,12 +234,14 @@ func cmdPasswd(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	fmt.Fprintln(stderr, "password (read from standard input, one line):")
-	b, err := io.ReadAll(io.LimitReader(os.Stdin, 1024))
-	if err != nil {
+	// One line, not to end-of-file: on a terminal the user presses Enter,
+	// not Ctrl-D.
+	line, err := bufio.NewReader(io.LimitReader(os.Stdin, 1024)).ReadString('\n')
+	if err != nil && err != io.EOF {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	pass := strings.TrimRight(string(b), "\r\n")
+	pass := strings.TrimRight(line, "\r\n")
 	if len(pass) < 12 {
 		fmt.Fprintln(stderr, "latchkey passwd: use at least 12 characters")
 		return 1
