@@ -201,6 +201,12 @@ func cmdKeygen(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "latchkey dkim keygen: -domain and -selector are required")
 		return 2
 	}
+	if strings.EqualFold(strings.TrimSpace(*algo), "rsa") && *bits < 2048 {
+		// dkim accepts 1024-bit keys (RFC 8301) so that old ones still
+		// load, but `dns check` fails them: do not make a new one.
+		fmt.Fprintf(stderr, "latchkey dkim keygen: -bits %d: use at least 2048 (receivers distrust smaller RSA keys)\n", *bits)
+		return 2
+	}
 	if *out == "" {
 		*out = fmt.Sprintf("%s.%s.pem", *domain, *selector)
 	}
