@@ -242,3 +242,49 @@ func TestSinkDuplicatesAcrossRuns(t *testing.T) {
 		t.Fatalf("arrived %d, duplicates %d, distinct %d; want 8, 1, 7", r.Arrived, r.Duplicates, sk.count())
 	}
 }
+
+// TestZoneTXT: the output of `latchkey dns records` (comments, split TXT
+// strings, MX, A, PTR) is read as is, and a DKIM key split over two strings
+// comes back joined.
+func TestZoneTXT(t *testing.T) {
+	zone := `; acme.test
+acme.test. 3600 IN TXT "v=spf1 ip4:127.0.0.1 -all"
+s1._domainkey.acme.test. 3600 IN TXT "v=DKIM1; k=rsa; p=AAAA" "BBBB"
+bounce.acme.test. 3600 IN MX 10 relay.acme.test.
+relay.acme.test. 3600 IN A 127.0.0.1
+1.0.0.127.in-addr.arpa. 3600 IN PTR relay.acme.test.
+`
+	txt, err := zoneTXT(zone, "zone.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := txt["s1._domainkey.acme.test"]; len(got) != 1 || got[0] != "v=DKIM1; k=rsa; p=AAAABBBB" {
+		t.Errorf("DKIM record = %q", got)
+	}
+	if len(txt) != 2 {
+		t.Errorf("%d TXT names, want 2: %v", len(txt), txt)
+	}
+	if _, err := zoneTXT("acme.test. 3600 IN TXT \"unterminated\n", "zone.txt"); err == nil || !strings.Contains(err.Error(), "zone.txt") {
+		t.Errorf("bad zone: err = %v, want one naming the file", err)
+	}
+}
+
+// TestSinkReject: recipients starting with -reject get a 550 5.1.1 at RCPT,
+// the others are accepted.
+func TestSinkReject(t *testing.T) {
+	sk, err := startSink(sinkOptions{addr: "127.0.0.2:0", tls: true, rejectPrefix: "Bad"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sk.close()
+	bad, _ := runSend(sendOptions{addr: sk.Addr, startTLS: true, conns: 1, n: 2, size: 1024,
+		to: "bad{n}@dest.test", from: "noreply@example.com", runID: "r1"})
+	if bad.Accepted != 0 || bad.Failed != 2 || !strings.Contains(bad.FirstErr, "550") {
+		t.Fatalf("to bad*: accepted %d, failed %d (%s); want 0, 2 and a 550", bad.Accepted, bad.Failed, bad.FirstErr)
+	}
+	good, _ := runSend(sendOptions{addr: sk.Addr, startTLS: true, conns: 1, n: 2, size: 1024,
+		to: "good{n}@dest.test", from: "noreply@example.com", runID: "r2"})
+	if good.Accepted != 2 {
+		t.Fatalf("to good*: accepted %d of 2 (%s)", good.Accepted, good.FirstErr)
+	}
+}

@@ -7,7 +7,7 @@
 //	latchkey-load run  -latchkey ./latchkey [-dkim rsa|ed25519|both] [send flags]
 //	latchkey-load run  -addr 127.0.0.1:10587 -user U -pass-file F -mx-listen 127.0.0.2:2526 ...
 //	latchkey-load send -addr 127.0.0.1:587 -user U -pass-file F [send flags]
-//	latchkey-load sink -listen 127.0.0.2:2525 [-dns-listen 127.0.0.1:5353] [-expect N]
+//	latchkey-load sink -listen 127.0.0.2:2525 [-dns-listen 127.0.0.1:5353 [-zone FILE]] [-reject PREFIX] [-expect N]
 //	latchkey-load restart -latchkey ./latchkey -workdir DIR
 //	latchkey-load fill -workdir DIR -n 1000000
 //	latchkey-load relay -workdir DIR -resolver 127.0.0.1:5400 -mx-port 2700 -cpuprofile relay.prof
@@ -77,7 +77,8 @@ const usage = `usage: latchkey-load COMMAND [flags]; latchkey-load COMMAND -h fo
   sink     a receiving MX that checks DKIM; with -dns-listen also a DNS server
            answering the MX of -domain (default dest.test) and the DKIM records,
            to use as the relay's [delivery] resolver (with [delivery] port = the
-           sink's port)
+           sink's port); -zone FILE also serves the output of "latchkey dns records -ip 127.0.0.1";
+           -reject PREFIX answers 550 5.1.1 to those recipients (a hard bounce)
   restart  time the relay from exec to its first SMTP greeting on an existing data dir
   fill     write N queued messages straight into a relay's database
   relay    boot the relay in this process (for -cpuprofile)
@@ -278,7 +279,9 @@ func cmdSink(args []string, stdout, stderr io.Writer) int {
 	timeout := fs.Duration("timeout", 0, "with -expect: give up after this long")
 	jsonOut := fs.Bool("json", false, "print the report as JSON")
 	jsonFile := fs.String("json-file", "", "also write the JSON report to this file")
+	zoneFile := fs.String("zone", "", "with -dns-listen: also serve this zone file, e.g. the output of `latchkey dns records -ip 127.0.0.1` (its DKIM TXT records are used for verifying too)")
 	fs.BoolVar(&o.deferAll, "defer", false, "answer 451 to every RCPT")
+	fs.StringVar(&o.rejectPrefix, "reject", "", "answer 550 5.1.1 to every RCPT whose address starts with this (a hard bounce)")
 	fs.DurationVar(&o.bulkDelay, "bulk-delay", 0, "hold each bulk message this long")
 	if fs.Parse(args) != nil {
 		return 2
@@ -298,6 +301,22 @@ func cmdSink(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 2
+	}
+	if *zoneFile != "" {
+		b, err := os.ReadFile(*zoneFile)
+		if err != nil {
+			fmt.Fprintln(stderr, "latchkey-load:", err)
+			return 2
+		}
+		more, err := zoneTXT(string(b), *zoneFile)
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 2
+		}
+		for name, vals := range more {
+			txt[name] = append(txt[name], vals...)
+		}
+		zone += string(b) + "\n"
 	}
 	o.txt = txt
 	sk, err := startSink(o)

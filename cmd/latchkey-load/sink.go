@@ -27,6 +27,9 @@ type sinkOptions struct {
 	txt map[string][]string
 	// deferAll answers every RCPT with 451 (an MX that is down for mail).
 	deferAll bool
+	// rejectPrefix answers 550 5.1.1 to the recipients that start with it,
+	// so that a hard bounce (suppression, escalation) can be tried out.
+	rejectPrefix string
 	// bulkDelay holds the end of DATA of bulk messages (a slow MX for bulk).
 	bulkDelay time.Duration
 }
@@ -66,9 +69,16 @@ func startSink(o sinkOptions) (*sink, error) {
 	s := &sink{opts: o, seen: map[loadKey]bool{}, byClass: map[string][]time.Duration{}, start: time.Now()}
 	s.cond = sync.NewCond(&s.mu)
 	so := smtpsink.Options{Addr: o.addr, TLS: o.tls, Discard: true, Data: s.data}
-	if o.deferAll {
-		so.Rcpt = func(string) *smtp.SMTPError {
-			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "latchkey-load: deferring everything"}
+	if o.deferAll || o.rejectPrefix != "" {
+		prefix := strings.ToLower(o.rejectPrefix)
+		so.Rcpt = func(rcpt string) *smtp.SMTPError {
+			if prefix != "" && strings.HasPrefix(strings.ToLower(rcpt), prefix) {
+				return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "latchkey-load: no such user"}
+			}
+			if o.deferAll {
+				return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "latchkey-load: deferring everything"}
+			}
+			return nil
 		}
 	}
 	ss, err := smtpsink.New(so)
@@ -335,6 +345,25 @@ func txtRecords(recs []string) (zone string, txt map[string][]string, err error)
 		b.WriteString("\n")
 	}
 	return b.String(), txt, nil
+}
+
+// zoneTXT parses zone-file text (such as `latchkey dns records` prints) and
+// returns its TXT records, lower-case name without the final dot → the
+// record's strings joined, for the DKIM verifier. file names the source in
+// errors.
+func zoneTXT(zone, file string) (map[string][]string, error) {
+	txt := map[string][]string{}
+	zp := dns.NewZoneParser(strings.NewReader(zone), ".", file)
+	for rr, ok := zp.Next(); ok; rr, ok = zp.Next() {
+		if t, isTXT := rr.(*dns.TXT); isTXT {
+			name := strings.ToLower(strings.TrimSuffix(t.Hdr.Name, "."))
+			txt[name] = append(txt[name], strings.Join(t.Txt, ""))
+		}
+	}
+	if err := zp.Err(); err != nil {
+		return nil, fmt.Errorf("latchkey-load: zone: %w", err)
+	}
+	return txt, nil
 }
 
 // add serves more zone lines.
