@@ -121,10 +121,16 @@ func (c *checker) checkSPF(ctx context.Context, domain, name string) {
 		}
 		fs = append(fs, allProblem)
 	}
-	n, err := c.countSPFLookups(ctx, terms, 0, new(int))
+	w := &spfWalk{}
+	n, err := c.countSPFLookups(ctx, terms, 0, false, w)
 	if err != nil {
 		c.couldNot(domain, "spf", name, err)
 		return
+	}
+	for _, o := range w.open {
+		fs = append(fs, finding{Fail,
+			fmt.Sprintf("%s, reached by include:, ends in %q: it matches every address, so the include lets any host on the internet send as %s", o.name, o.all, name),
+			"end that record with -all, or drop the include: " + txtLine(o.name, spfWith(o.terms, nil, '-'))})
 	}
 	if n > maxSPFLookups {
 		fs = append(fs, finding{Fail,
@@ -181,11 +187,35 @@ func (c *checker) redirectTarget(ctx context.Context, terms []spfTerm) (string, 
 	return "", nil, false
 }
 
+// spfWalk is the state of one walk through an SPF include tree.
+type spfWalk struct {
+	fetched int       // records fetched, bounded by maxSPFFetches
+	open    []openSPF // included records that end in +all
+}
+
+// openSPF is an included record that ends in +all.
+type openSPF struct {
+	name, all string
+	terms     []spfTerm
+}
+
+func (w *spfWalk) noted(name string) bool {
+	for _, o := range w.open {
+		if o.name == fqdn(name) {
+			return true
+		}
+	}
+	return false
+}
+
 // countSPFLookups counts the DNS-querying terms of a record and, recursively,
 // of the records its include and redirect terms name. A target written with
 // macros cannot be followed without a message and counts one. A target
 // without a usable record counts one too: evaluation reports that itself.
-func (c *checker) countSPFLookups(ctx context.Context, terms []spfTerm, depth int, fetched *int) (int, error) {
+//
+// On the way it notes in w the records reached through include: whose all
+// term is +all: such an include matches, and so passes, every address.
+func (c *checker) countSPFLookups(ctx context.Context, terms []spfTerm, depth int, viaInclude bool, w *spfWalk) (int, error) {
 	n := 0
 	_, hasAll := spfAll(terms)
 	for _, t := range terms {
@@ -196,11 +226,11 @@ func (c *checker) countSPFLookups(ctx context.Context, terms []spfTerm, depth in
 		if t.mech != "include" && t.mod != "redirect" || strings.Contains(t.arg, "%") {
 			continue
 		}
-		if depth >= maxSPFLookups || *fetched >= maxSPFFetches {
+		if depth >= maxSPFLookups || w.fetched >= maxSPFFetches {
 			// Deep enough to be over the limit already; stop fetching.
 			continue
 		}
-		*fetched++
+		w.fetched++
 		txts, err := c.res.LookupTXT(ctx, t.arg)
 		if err != nil {
 			if IsNotFound(err) {
@@ -219,7 +249,11 @@ func (c *checker) countSPFLookups(ctx context.Context, terms []spfTerm, depth in
 		if count != 1 {
 			continue
 		}
-		m, err := c.countSPFLookups(ctx, sub, depth+1, fetched)
+		subVia := viaInclude || t.mech == "include"
+		if all, ok := spfAll(sub); ok && all.qual == '+' && subVia && !w.noted(t.arg) {
+			w.open = append(w.open, openSPF{fqdn(t.arg), all.raw, sub})
+		}
+		m, err := c.countSPFLookups(ctx, sub, depth+1, subVia, w)
 		if err != nil {
 			return 0, err
 		}

@@ -123,3 +123,53 @@ func TestReviewDMARCRuaNotMailto(t *testing.T) {
 	set(t, s, name, dns.TypeTXT, txtLine(name, "v=DMARC1; p=reject; rua=MAILTO:a@example.com,mailto:b@example.com!10m"))
 	expect(t, check(t, in), "dmarc", name, Pass, "", "")
 }
+
+// An included record that ends in +all matches every address, so the
+// include: passes mail from any host (RFC 7208 section 5.2): a common way
+// to open a domain by mistake. The check passed it.
+func TestReviewSPFIncludePlusAll(t *testing.T) {
+	for _, tc := range []struct {
+		inc, nested string
+		status      Status
+	}{
+		{"v=spf1 +all", "", Fail},
+		{"v=spf1 ip4:192.0.2.1 all", "", Fail},
+		{"v=spf1 include:_deep.example.com -all", "v=spf1 +all", Fail},
+		{"v=spf1 redirect=_deep.example.com", "v=spf1 +all", Fail},
+		{"v=spf1 ip4:192.0.2.1 ?all", "", Pass}, // neutral: the include does not match
+		{"v=spf1 ip4:192.0.2.1 -all", "", Pass},
+	} {
+		t.Run(tc.inc+" "+tc.nested, func(t *testing.T) {
+			s, in := goodZone(t)
+			set(t, s, testBounce, dns.TypeTXT, txtLine(testBounce, "v=spf1 ip4:127.0.0.1 ip6:::1 include:_spf.example.com -all"))
+			set(t, s, "_spf.example.com", dns.TypeTXT, txtLine("_spf.example.com", tc.inc))
+			if tc.nested != "" {
+				set(t, s, "_deep.example.com", dns.TypeTXT, txtLine("_deep.example.com", tc.nested))
+			}
+			rep := check(t, in)
+			if tc.status == Pass {
+				expect(t, rep, "spf", testBounce, Pass, "", "")
+				return
+			}
+			expect(t, rep, "spf", testBounce, Fail, "lets any host", "")
+		})
+	}
+}
+
+// A looping include tree with +all is reported once, not once per fetch.
+func TestReviewSPFIncludePlusAllLoopOnce(t *testing.T) {
+	s, in := goodZone(t)
+	set(t, s, testBounce, dns.TypeTXT, txtLine(testBounce, "v=spf1 ip4:127.0.0.1 ip6:::1 include:_a.example.com -all"))
+	set(t, s, "_a.example.com", dns.TypeTXT, txtLine("_a.example.com", "v=spf1 include:_a.example.com +all"))
+	rep := check(t, in)
+	r := expect(t, rep, "spf", testBounce, Fail, "lets any host", `_a.example.com. 3600 IN TXT "v=spf1 include:_a.example.com -all"`)
+	n := 0
+	for _, x := range results(rep, "spf", testBounce) {
+		if x.Problem == r.Problem {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("reported %d times:\n%s", n, report(rep))
+	}
+}
