@@ -191,6 +191,11 @@ func Parse(file string, src []byte, trial bool) (*Config, error) {
 		}
 	}
 	c.File, c.Trial = file, trial
+	if c.PolicyFile != "" && !filepath.IsAbs(c.PolicyFile) && !trial {
+		// Next to latchkey.toml, wherever the relay was started from
+		// (systemd starts it in /).
+		c.PolicyFile = filepath.Join(filepath.Dir(file), c.PolicyFile)
+	}
 	if c.Delivery.Hostname == "" || c.Delivery.Hostname != c.Hostname {
 		// One name for the relay: EHLO on delivery is the configured hostname.
 		c.Delivery.Hostname = c.Hostname

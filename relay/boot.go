@@ -158,5 +158,7 @@ func (s *Server) Reload() {
 	}
 	if err := s.Keys.Reload(); err != nil {
 		s.log.Error().Err(err).Msg("DKIM key reload failed; keeping the loaded keys")
+	} else {
+		s.log.Info().Msg("DKIM keys reloaded")
 	}
 }

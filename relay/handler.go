@@ -56,11 +56,11 @@ func (s *Server) Deliver(ctx context.Context, it *queue.Item, body []byte) queue
 	switch {
 	case r.Delivered:
 		lat := now.Sub(it.Accepted)
-		out.State = queue.StateDelivered
+		out.State, out.Reason = queue.StateDelivered, "delivered: "+att.Text
 		out.Events = append(out.Events, &audit.Event{Time: now, Type: audit.Delivered, Recipient: it.Rcpt, Fields: map[string]string{
 			"mx": r.Host, "reply": att.Text, "latency_ms": strconv.FormatInt(lat.Milliseconds(), 10)}})
 		s.attempted(it.Class, "delivered")
-		log.Info().Str("mx", r.Host).Dur("latency", lat).Msg("delivered")
+		log.Info().Str("mx", r.Host).Int64("latency_ms", lat.Milliseconds()).Msg("delivered")
 		return out
 	case r.Permanent:
 		s.attempted(it.Class, "permanent")
@@ -258,6 +258,14 @@ func (s *Server) recordEscalation(tx *queue.Tx, e Escalation, now time.Time) err
 	rcpt := e.Item.Rcpt
 	if e.Item.OrigRcpt != "" {
 		rcpt = e.Item.OrigRcpt
+	}
+	if via == "log" {
+		// Without Salesforce the log is where support learns of it.
+		id, trigger, reason := e.Item.ID, e.Trigger, e.Reason
+		tx.After(func() {
+			s.log.Warn().Str("queue_id", id).Str("trigger", trigger).Str("reason", reason).
+				Msg("escalation: support must act (no Salesforce configured)")
+		})
 	}
 	return tx.Audit(&audit.Event{Time: now, Type: audit.Escalated, QueueID: e.Item.ID, MessageID: e.Item.MessageID,
 		Class: e.Item.Class, Recipient: rcpt, Fields: map[string]string{"trigger": e.Trigger, "reason": e.Reason, "via": via}})

@@ -248,7 +248,11 @@ func (s *Server) Start(ctx context.Context) error {
 			s.Policy.Watch(bgctx, 2*time.Second, s.policyChanged)
 		})
 	}
-	s.log.Info().Strs("submission", addrStrings(s.SubmissionAddrs)).Strs("inbound", addrStrings(s.InboundAddrs)).Msg("relay started")
+	ev := s.log.Info().Strs("submission", addrStrings(s.SubmissionAddrs)).Strs("inbound", addrStrings(s.InboundAddrs))
+	if s.AdminAddr != nil {
+		ev = ev.Str("admin", s.AdminAddr.String())
+	}
+	ev.Msg("relay started")
 	return nil
 }
 

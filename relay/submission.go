@@ -375,7 +375,9 @@ func (s *Server) accept(ss *submission, data []byte) error {
 	cutoff := class.Cutoff(deadline)
 
 	msgID := queue.NewMsgID(now)
-	log := ss.log.With().Str("queue_id", msgID).Str("class", class.Name).Logger()
+	// msg_id, not queue_id: the operator commands take the items' ids
+	// (msg_id + two letters), which the "queued" line lists.
+	log := ss.log.With().Str("msg_id", msgID).Str("class", class.Name).Logger()
 
 	// Prepend, never rewrite: Salesforce may have signed the message, and
 	// its signature must still verify after us.
@@ -512,12 +514,25 @@ func (s *Server) accept(ss *submission, data []byte) error {
 		log.Info().Str("original", res.MsgID).Msg("duplicate submission")
 		return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "OK: already queued as " + res.MsgID}
 	}
+	var suppressed []string
 	for _, ev := range m.Events {
 		if ev.Type == audit.Suppressed {
 			s.outcome(class.Name, "suppressed", ev.Fields["list"])
+			suppressed = append(suppressed, ev.Recipient)
 		}
 	}
-	log.Info().Int("rcpts", len(m.Items)).Time("deadline", deadline).Strs("superseded", res.Superseded).Msg("queued")
+	ids := make([]string, len(m.Items))
+	for i, it := range m.Items {
+		ids[i] = it.ID
+	}
+	if len(suppressed) > 0 {
+		log.Warn().Strs("suppressed", suppressed).Int("escalated", len(escalations)).Msg("recipients on a suppression list")
+	}
+	if len(m.Items) == 0 {
+		log.Info().Msg("nothing queued: every recipient is suppressed")
+	} else {
+		log.Info().Strs("queue_ids", ids).Time("deadline", deadline).Strs("superseded", res.Superseded).Msg("queued")
+	}
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "OK: queued as " + msgID}
 }
 
