@@ -428,6 +428,10 @@ func TestAuditRoutes(t *testing.T) {
 	if st, msg := status(t, c, "GET", "/api/v1/audit/events?until=tomorrow", nil); st != 400 || !strings.HasPrefix(msg, "until:") {
 		t.Errorf("bad until: %d %q", st, msg)
 	}
+	// A mistyped event type is an error, not "no such events".
+	if st, msg := status(t, c, "GET", "/api/v1/audit/events?type=delivred", nil); st != 400 || !strings.HasPrefix(msg, "type:") || !strings.Contains(msg, "delivered") {
+		t.Errorf("bad type: %d %q", st, msg)
+	}
 	call(t, c, "GET", "/api/v1/audit/messages/%3Ca@example.test%3E", nil, &evs)
 	if len(evs) != 2 || evs[0].Type != audit.Received || evs[1].Type != audit.Queued {
 		t.Errorf("timeline by Message-ID: %+v", evs)

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/latchkey/latchkey/audit"
@@ -50,6 +52,11 @@ func (s *server) auditEvents(w http.ResponseWriter, r *http.Request) {
 		QueueID: q.Get("queue_id"), SFDCUser: q.Get("sfdc_user"), SFDCOrg: q.Get("sfdc_org")}
 	if f.Type == "" {
 		f.Type = q.Get("outcome") // the word for the final event type
+	}
+	if f.Type != "" && !slices.Contains(audit.Types, f.Type) {
+		// A typo would otherwise read as "no such events".
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("type: %q is not an event type (%s)", f.Type, strings.Join(audit.Types, ", ")))
+		return
 	}
 	var err error
 	if f.Since, err = parseTime("since", q.Get("since")); err != nil {

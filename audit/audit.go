@@ -70,6 +70,10 @@ const (
 	Integrity = "integrity"
 )
 
+// Types lists every event type, for callers that check a type a person typed.
+var Types = []string{Received, Signed, Queued, Attempt, Delivered, Deferred, Bounced, Superseded, Deduplicated,
+	Expired, RetriedBackup, Suppressed, Escalated, Dropped, Clicked, RateLimited, Rejected, Integrity}
+
 // Key prefixes inside the shared Badger database.
 const (
 	prefixEvent      = "a/e/"
