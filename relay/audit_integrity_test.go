@@ -3,6 +3,7 @@ package relay
 import (
 	"encoding/hex"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -86,4 +87,23 @@ func TestAuditHeadAnchoredInLog(t *testing.T) {
 	}
 	want := fmt.Sprintf(`"seq":%d,"hash":"%s","message":"audit chain head"`, rep.HeadSeq, hex.EncodeToString(rep.HeadHash))
 	waitFor(t, "anchor logged", 5*time.Second, func() bool { return strings.Contains(logs.String(), want) })
+}
+
+// A DKIM key file that other users can read is warned about at start.
+func TestOpenKeyFileWarned(t *testing.T) {
+	e := newEnv(t, envOpts{policy: fastPolicy})
+	file := e.srv.cfg.KeyEntries()[0].KeyFile
+	var logs syncBuffer
+	restartLogged(e, &logs)
+	if strings.Contains(logs.String(), "readable by other users") {
+		t.Fatalf("warned about a 0600 key:\n%.1000s", logs.String())
+	}
+	if err := os.Chmod(file, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var logs2 syncBuffer
+	restartLogged(e, &logs2)
+	if !strings.Contains(logs2.String(), "readable by other users") || !strings.Contains(logs2.String(), file) {
+		t.Errorf("no warning for a 0644 key file %s", file)
+	}
 }

@@ -35,6 +35,7 @@ func Boot(cfg *conf.Config, log zerolog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	warnOpenKeys(cfg, log)
 	certFile, keyFile := cfg.Path(cfg.Submission.TLSCert), cfg.Path(cfg.Submission.TLSKey)
 	if cfg.Submission.TLSCert == "" {
 		certFile, keyFile = cfg.Path("tls/trial-cert.pem"), cfg.Path("tls/trial-key.pem")
@@ -160,5 +161,18 @@ func (s *Server) Reload() {
 		s.log.Error().Err(err).Msg("DKIM key reload failed; keeping the loaded keys")
 	} else {
 		s.log.Info().Msg("DKIM keys reloaded")
+	}
+}
+
+// warnOpenKeys warns about secret files that other users can read: a DKIM
+// key lets anyone sign mail as the domain (OpenDKIM refuses to start with
+// one). A warning, not a refusal: a relay that does not start sends no
+// reset at all.
+func warnOpenKeys(cfg *conf.Config, log zerolog.Logger) {
+	for _, k := range cfg.KeyEntries() {
+		if fi, err := os.Stat(k.KeyFile); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			log.Warn().Str("file", k.KeyFile).Str("mode", fi.Mode().Perm().String()).
+				Msg("DKIM private key is readable by other users; chmod 600 it")
+		}
 	}
 }
