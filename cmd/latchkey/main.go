@@ -18,6 +18,7 @@ import (
 
 	"github.com/rs/zerolog"
 	"golang.org/x/crypto/bcrypt"
+	"golang.org/x/term"
 
 	"github.com/latchkey/latchkey/conf"
 	"github.com/latchkey/latchkey/dkim"
@@ -240,12 +241,25 @@ func cmdPasswd(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	fmt.Fprintln(stderr, "password (read from standard input, one line):")
-	// One line, not to end-of-file: on a terminal the user presses Enter,
-	// not Ctrl-D.
-	line, err := bufio.NewReader(io.LimitReader(os.Stdin, 1024)).ReadString('\n')
-	if err != nil && err != io.EOF {
-		fmt.Fprintln(stderr, err)
-		return 1
+	var line string
+	if fd := int(os.Stdin.Fd()); term.IsTerminal(fd) {
+		// Not echoed: the password must not stay on the screen or in a
+		// terminal recording.
+		b, err := term.ReadPassword(fd)
+		fmt.Fprintln(stderr)
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		line = string(b)
+	} else {
+		// One line, not to end-of-file.
+		l, err := bufio.NewReader(io.LimitReader(os.Stdin, 1024)).ReadString('\n')
+		if err != nil && err != io.EOF {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		line = l
 	}
 	pass := strings.TrimRight(line, "\r\n")
 	if len(pass) < 12 {

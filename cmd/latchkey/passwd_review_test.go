@@ -69,6 +69,10 @@ func TestReviewPasswdFromTerminal(t *testing.T) {
 	if err := bcrypt.CompareHashAndPassword([]byte(hash), []byte("correct horse battery")); err != nil {
 		t.Errorf("hash does not match the typed password: %v", err)
 	}
+	// The password is not echoed on the terminal.
+	if strings.Contains(string(out), "correct horse battery") {
+		t.Errorf("the terminal showed the password:\n%s", out)
+	}
 }
 
 // Piped input: the password is the first line; what follows it is not
