@@ -170,6 +170,7 @@ func (d *Deliverer) Close() {
 		if d.stsStop != nil {
 			d.stsStop()
 		}
+		d.stsClose()
 		d.pool.close()
 	})
 }

@@ -300,6 +300,11 @@ func (e *stsEntry) valid(now time.Time) *STSPolicy {
 type stsCache struct {
 	mu      sync.Mutex
 	entries map[string]*stsEntry
+	// closed is set by Close (under mu): no fetch starts after it, so that
+	// wg.Wait in Close sees every fetch, and no SaveSTS reaches a store
+	// the caller closes once Close returns.
+	closed bool
+	wg     sync.WaitGroup // fetches in flight, each with its SaveSTS
 }
 
 // StoredSTS is a domain's policy as an STSStore keeps it.
@@ -424,7 +429,7 @@ func (d *Deliverer) stsPolicy(ctx context.Context, domain string) *STSPolicy {
 			c.entries[domain] = e
 		}
 	}
-	if e.fetching == nil && e.failedID == id && now.Before(e.retryAt) {
+	if e.fetching == nil && (c.closed || e.failedID == id && now.Before(e.retryAt)) {
 		p := e.valid(now)
 		c.mu.Unlock()
 		return p
@@ -433,6 +438,7 @@ func (d *Deliverer) stsPolicy(ctx context.Context, domain string) *STSPolicy {
 	if done == nil {
 		done = make(chan struct{})
 		e.fetching = done
+		c.wg.Add(1)
 		go d.stsFetchInto(e, domain, id, done)
 	}
 	if p := e.valid(now); p != nil {
@@ -460,10 +466,12 @@ func (d *Deliverer) stsPolicy(ctx context.Context, domain string) *STSPolicy {
 // runs on its own, bounded by command_timeout rather than by the delivery that
 // started it, because other deliveries wait for the same fetch.
 func (d *Deliverer) stsFetchInto(e *stsEntry, domain, id string, done chan struct{}) {
+	defer d.sts.wg.Done()
 	ctx, cancel := context.WithTimeout(d.stsCtx, d.cfg.CommandTimeout)
 	p, err := d.fetchSTSPolicy(ctx, domain)
 	cancel()
 	c := &d.sts
+	var save *StoredSTS
 	c.mu.Lock()
 	if err != nil {
 		e.failedID, e.retryAt = id, time.Now().Add(stsRetry)
@@ -473,12 +481,7 @@ func (d *Deliverer) stsFetchInto(e *stsEntry, domain, id string, done chan struc
 		e.id, e.policy, e.expires = id, p, time.Now().Add(p.MaxAge)
 		e.failedID = ""
 		if d.stsStore != nil {
-			stored := StoredSTS{ID: id, Policy: p.String(), Expires: e.expires}
-			go func() {
-				if err := d.stsStore.SaveSTS(domain, stored); err != nil {
-					d.log.Warn().Str("domain", domain).Err(err).Msg("deliver: storing the MTA-STS policy failed")
-				}
-			}()
+			save = &StoredSTS{ID: id, Policy: p.String(), Expires: e.expires}
 		}
 		d.log.Debug().Str("domain", domain).Str("id", id).Str("mode", p.Mode).Strs("mx", p.MX).
 			Dur("max_age", p.MaxAge).Msg("deliver: MTA-STS policy fetched")
@@ -486,6 +489,23 @@ func (d *Deliverer) stsFetchInto(e *stsEntry, domain, id string, done chan struc
 	e.fetching = nil
 	close(done)
 	c.mu.Unlock()
+	// Saved here, after the waiting deliveries are let go, rather than in a
+	// goroutine of its own: Close waits for it (the store is closed after
+	// Close), and one domain's saves keep the order of its fetches.
+	if save != nil {
+		if err := d.stsStore.SaveSTS(domain, *save); err != nil {
+			d.log.Warn().Str("domain", domain).Err(err).Msg("deliver: storing the MTA-STS policy failed")
+		}
+	}
+}
+
+// stsClose stops new policy fetches and waits for those in flight (their
+// context has ended) and their SaveSTS calls.
+func (d *Deliverer) stsClose() {
+	d.sts.mu.Lock()
+	d.sts.closed = true
+	d.sts.mu.Unlock()
+	d.sts.wg.Wait()
 }
 
 // prune drops expired entries that no fetch is using; c.mu is held.
