@@ -160,7 +160,14 @@ func Open(db *badger.DB, key []byte) (*Log, error) {
 		it := txn.NewIterator(badger.IteratorOptions{Reverse: true, Prefix: []byte(prefixEvent)})
 		defer it.Close()
 		it.Seek(append([]byte(prefixEvent), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff))
+		// lastKey is the highest sequence number stored, decodable or not:
+		// a record after the signed head that does not decode is not
+		// latchkey's either, and must not be overwritten by the next event.
+		var lastKey uint64
 		for ; it.Valid(); it.Next() {
+			if k := it.Item().Key(); lastKey == 0 && len(k) == len(prefixEvent)+8 {
+				lastKey = binary.BigEndian.Uint64(k[len(prefixEvent):])
+			}
 			var ev Event
 			err := it.Item().Value(func(v []byte) error { return ev.decodeStored(v) })
 			if err != nil {
@@ -175,6 +182,9 @@ func Open(db *badger.DB, key []byte) (*Log, error) {
 		}
 		if err != nil {
 			return err
+		}
+		if lastKey > l.seq && lastKey > h.seq {
+			l.seq = lastKey
 		}
 		switch {
 		case h.seq > l.seq:
