@@ -91,6 +91,11 @@ var bounceBusyWait = 5 * time.Second
 func (s *Server) lateBounce(id string, rep *bounce.Report, log zerolog.Logger) error {
 	end := time.Now().Add(bounceBusyWait)
 	for {
+		if !s.started.Load() {
+			// Shutting down: the database may be closing under us. The
+			// remote MTA keeps the report and sends it again.
+			return errBounceBusy
+		}
 		if !s.lateBounceOnce(id, rep, log) {
 			return nil
 		}

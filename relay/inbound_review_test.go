@@ -69,3 +69,31 @@ func TestFeedbackTypes(t *testing.T) {
 		}
 	}
 }
+
+// A bounce that arrives while the relay is shutting down is answered 451:
+// the remote MTA keeps it and sends it again, instead of latchkey taking it
+// with a 250 and failing to record it in a closing database.
+func TestBounceDuringShutdownDeferred(t *testing.T) {
+	e := newEnv(t, envOpts{policy: fastPolicy})
+	id := queue.ItemID(e.sendID(e.client("PLAIN"), "noreply@example.com", []string{"jane@dest.test"}, resetMsg("jane@dest.test", "shut1")), 0)
+	waitFor(t, "delivered", 5*time.Second, func() bool { it := itemState(e, id); return it != nil && it.State == queue.StateDelivered })
+	verp := bounce.EncodeVERP(e.srv.verpKey, id, "example.com")
+	dsn, err := bounce.BuildDSN(bounce.DSNOptions{ReportingMTA: "mx.dest.test", From: "MAILER-DAEMON@mx.dest.test", To: verp,
+		Recipients: []bounce.DSNRecipient{{Recipient: "jane@dest.test", Action: "failed", Status: "5.1.1", Diagnostic: "smtp; 550 5.1.1 no such user"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := smtp.Dial(e.srv.InboundAddrs[0].String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	e.srv.started.Store(false) // what Close does first
+	err = c.SendMail("", []string{verp}, strings.NewReader(string(dsn)))
+	if code, enh := smtpCode(err); code != 451 || enh != "4.3.0" {
+		t.Errorf("DSN during shutdown answered %v, want 451 4.3.0", err)
+	}
+	if it := itemState(e, id); it.State != queue.StateDelivered {
+		t.Errorf("item %s, want it untouched", it.State)
+	}
+}

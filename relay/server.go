@@ -341,6 +341,12 @@ func (s *Server) addLanes() {
 	for _, cl := range s.Policy.Get().Classes() {
 		s.delivMu.Lock()
 		_, ok := s.deliverers[cl.Name]
+		if !ok && !s.started.Load() {
+			// Close ran meanwhile (a SIGHUP racing shutdown): a pool made
+			// now would never be closed.
+			s.delivMu.Unlock()
+			return
+		}
 		if !ok {
 			d, err := s.newDeliverer(cl.Name)
 			if err != nil {

@@ -193,8 +193,8 @@ func readOnlyHandler(h http.Handler) http.Handler {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusServiceUnavailable)
-			json.NewEncoder(w).Encode(map[string]string{"error": "the audit chain head does not verify (tampered with, or another audit key): " +
-				"read-only; run `latchkey audit verify`"})
+			json.NewEncoder(w).Encode(map[string]string{"error": "the audit trail does not verify (its chain head is forged or signed " +
+				"with another key, or events follow it): read-only; run `latchkey audit verify`"})
 			return
 		}
 		h.ServeHTTP(w, r)
