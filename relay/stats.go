@@ -105,8 +105,10 @@ func (s *Server) calibrate(ctx context.Context, every time.Duration) {
 			}
 			rep, err := metrics.ComputeStats(s.Store.DB, o)
 			if err != nil {
-				s.log.Warn().Err(err).Msg("expiry calibration failed")
-				return
+				// One failed read must not end the hourly check for
+				// good: try the next class, and again next hour.
+				s.log.Warn().Err(err).Str("class", c.Name).Msg("expiry calibration failed")
+				continue
 			}
 			if !rep.Calibration.Safe {
 				s.log.Warn().Str("class", c.Name).Msg("expiry calibration: " + rep.Calibration.Advice)
