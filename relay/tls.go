@@ -37,35 +37,52 @@ func newCertReloader(certFile, keyFile string) (*certReloader, error) {
 }
 
 func (r *certReloader) load() error {
-	ci, err := os.Stat(r.certFile)
+	cert, modCert, modKey, err := r.read()
 	if err != nil {
-		return fmt.Errorf("relay: tls certificate: %w", err)
+		return err
 	}
-	ki, err := os.Stat(r.keyFile)
-	if err != nil {
-		return fmt.Errorf("relay: tls key: %w", err)
-	}
-	cert, err := tls.LoadX509KeyPair(r.certFile, r.keyFile)
-	if err != nil {
-		return fmt.Errorf("relay: tls certificate %s: %w", r.certFile, err)
-	}
-	r.cert, r.modCert, r.modKey = &cert, ci.ModTime(), ki.ModTime()
+	r.cert, r.modCert, r.modKey = cert, modCert, modKey
 	return nil
 }
 
+// read loads the pair from disk with the modification times seen before
+// reading, so that a change during the read is seen at the next check.
+func (r *certReloader) read() (*tls.Certificate, time.Time, time.Time, error) {
+	ci, err := os.Stat(r.certFile)
+	if err != nil {
+		return nil, time.Time{}, time.Time{}, fmt.Errorf("relay: tls certificate: %w", err)
+	}
+	ki, err := os.Stat(r.keyFile)
+	if err != nil {
+		return nil, time.Time{}, time.Time{}, fmt.Errorf("relay: tls key: %w", err)
+	}
+	cert, err := tls.LoadX509KeyPair(r.certFile, r.keyFile)
+	if err != nil {
+		return nil, time.Time{}, time.Time{}, fmt.Errorf("relay: tls certificate %s: %w", r.certFile, err)
+	}
+	return &cert, ci.ModTime(), ki.ModTime(), nil
+}
+
+// expired says whether c's leaf certificate is past its end of validity.
+func expired(c *tls.Certificate, now time.Time) bool {
+	return c != nil && c.Leaf != nil && now.After(c.Leaf.NotAfter)
+}
+
 // getCertificate is tls.Config.GetCertificate. It looks at the files at most
-// once every few seconds; a broken new pair keeps the old one in service.
+// once every few seconds; a broken new pair keeps the old one in service,
+// and so does an expired one while the old one is still valid (an old
+// backup restored over a renewal must not break every STARTTLS).
 func (r *certReloader) getCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if time.Since(r.checked) > 5*time.Second {
-		r.checked = time.Now()
+	now := time.Now()
+	if now.Sub(r.checked) > 5*time.Second {
+		r.checked = now
 		ci, err1 := os.Stat(r.certFile)
 		ki, err2 := os.Stat(r.keyFile)
 		if err1 == nil && err2 == nil && (!ci.ModTime().Equal(r.modCert) || !ki.ModTime().Equal(r.modKey)) {
-			old := r.cert
-			if err := r.load(); err != nil {
-				r.cert = old
+			if cert, mc, mk, err := r.read(); err == nil && (!expired(cert, now) || expired(r.cert, now)) {
+				r.cert, r.modCert, r.modKey = cert, mc, mk
 			}
 		}
 	}
