@@ -100,13 +100,13 @@ func (r *certReloader) tlsConfig(minTLS string) *tls.Config {
 }
 
 // EnsureSelfSigned writes a self-signed certificate for hostname to
-// certFile/keyFile unless both exist. It is for trying latchkey out only:
-// Salesforce's RequiredVerify setting needs a certificate from a public CA.
+// certFile/keyFile unless both exist as a pair that has not expired (the
+// trial certificate lasts a year; nothing else renews it). It is for trying
+// latchkey out only: Salesforce's RequiredVerify setting needs a
+// certificate from a public CA.
 func EnsureSelfSigned(certFile, keyFile, hostname string) (created bool, err error) {
-	if _, err1 := os.Stat(certFile); err1 == nil {
-		if _, err2 := os.Stat(keyFile); err2 == nil {
-			return false, nil
-		}
+	if c, err := tls.LoadX509KeyPair(certFile, keyFile); err == nil && !expired(&c, time.Now()) {
+		return false, nil
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
