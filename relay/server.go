@@ -150,6 +150,11 @@ func New(o Options) (*Server, error) {
 	if s.certs, err = newCertReloader(o.CertFile, o.KeyFile); err != nil {
 		return nil, err
 	}
+	certLog := o.Log.With().Str("component", "tls").Logger()
+	s.certs.log = &certLog
+	if c := s.certs.cert; c.Leaf != nil && time.Until(c.Leaf.NotAfter) < 14*24*time.Hour {
+		certLog.Warn().Str("cert", o.CertFile).Time("not_after", c.Leaf.NotAfter).Msg("TLS certificate expires within 14 days (or has expired): renew it")
+	}
 	if s.Queue, err = queue.New(o.Store, o.Log); err != nil {
 		return nil, err
 	}

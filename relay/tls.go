@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/rs/zerolog"
 )
 
 // certReloader serves the certificate from files and re-reads them when their
@@ -21,11 +23,19 @@ import (
 type certReloader struct {
 	certFile, keyFile string
 
+	// log, if set, hears of a changed pair taken or refused, once per
+	// change: a refused renewal would otherwise go unnoticed until the
+	// certificate in service expires.
+	log *zerolog.Logger
+
 	mu      sync.Mutex
 	cert    *tls.Certificate
 	modCert time.Time
 	modKey  time.Time
 	checked time.Time
+	// refCert and refKey are the modification times of the pair last
+	// refused, so that it is reported once, not at every check.
+	refCert, refKey time.Time
 }
 
 func newCertReloader(certFile, keyFile string) (*certReloader, error) {
@@ -81,8 +91,21 @@ func (r *certReloader) getCertificate(*tls.ClientHelloInfo) (*tls.Certificate, e
 		ci, err1 := os.Stat(r.certFile)
 		ki, err2 := os.Stat(r.keyFile)
 		if err1 == nil && err2 == nil && (!ci.ModTime().Equal(r.modCert) || !ki.ModTime().Equal(r.modKey)) {
-			if cert, mc, mk, err := r.read(); err == nil && (!expired(cert, now) || expired(r.cert, now)) {
+			cert, mc, mk, err := r.read()
+			switch {
+			case err == nil && (!expired(cert, now) || expired(r.cert, now)):
 				r.cert, r.modCert, r.modKey = cert, mc, mk
+				if r.log != nil && cert.Leaf != nil {
+					r.log.Info().Str("cert", r.certFile).Time("not_after", cert.Leaf.NotAfter).Msg("TLS certificate reloaded")
+				}
+			case !ci.ModTime().Equal(r.refCert) || !ki.ModTime().Equal(r.refKey):
+				r.refCert, r.refKey = ci.ModTime(), ki.ModTime()
+				if err == nil {
+					err = fmt.Errorf("certificate expired on %s", cert.Leaf.NotAfter.UTC().Format(time.RFC3339))
+				}
+				if r.log != nil {
+					r.log.Warn().Err(err).Str("cert", r.certFile).Msg("TLS certificate changed on disk but not taken; the old one stays in service")
+				}
 			}
 		}
 	}
