@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"regexp"
 	"strings"
@@ -93,6 +94,26 @@ func BenchmarkFindURLSpans(b *testing.B) {
 	for b.Loop() {
 		if len(findURLSpans(s)) != 2 {
 			b.Fatal("expected 2 URLs")
+		}
+	}
+}
+
+// BenchmarkURLHashes measures what the submission path calls for the audit
+// trail (URLHashes) on a 4 KB reset: MIME walk, decoding, the link scanner
+// and the keyed hashes.
+func BenchmarkURLHashes(b *testing.B) {
+	db := openDB(b, b.TempDir())
+	b.Cleanup(func() { db.Close() })
+	l := openLog(b, db)
+	text := resetText()
+	i := strings.Index(text, "<html>")
+	msg := fmt.Sprintf("From: a@example.com\r\nTo: b@dest.test\r\nSubject: Reset\r\nMIME-Version: 1.0\r\n"+
+		"Content-Type: multipart/alternative; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n%s\r\n"+
+		"--b\r\nContent-Type: text/html; charset=utf-8\r\n\r\n%s\r\n--b--\r\n", text[:i], text[i:])
+	b.SetBytes(int64(len(msg)))
+	for b.Loop() {
+		if len(l.URLHashes([]byte(msg))) != 1 {
+			b.Fatal("expected 1 distinct URL")
 		}
 	}
 }
