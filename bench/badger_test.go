@@ -27,32 +27,43 @@ func BenchmarkBadgerSyncCommit(b *testing.B) {
 	}{{16 << 20, true}, {16 << 20, false}, {64 << 20, true}} {
 		mt := c.mt
 		b.Run(fmt.Sprintf("memtable=%dMiB/sync=%v", mt>>20, c.sync), func(b *testing.B) {
-			opts := badger.DefaultOptions(benchDir(b)).WithSyncWrites(c.sync).WithLogger(nil).
-				WithNumVersionsToKeep(1).WithMemTableSize(mt).WithNumMemtables(3).
-				WithBlockCacheSize(32 << 20).WithIndexCacheSize(16 << 20).WithValueLogFileSize(128 << 20).
-				WithNumCompactors(2).WithDetectConflicts(false)
-			db, err := badger.Open(opts)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer db.Close()
-			var n atomic.Int64
-			cpu0 := cpuTime()
-			b.SetParallelism(4)
-			b.ResetTimer()
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					k := []byte(fmt.Sprintf("m/%012d", n.Add(1)))
-					if err := db.Update(func(txn *badger.Txn) error { return txn.Set(k, val) }); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
-			b.StopTimer()
-			b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-µs/op")
+			opts := queueOptions(b).WithSyncWrites(c.sync).WithMemTableSize(mt).WithValueLogFileSize(128 << 20)
+			writeValues(b, opts, val, 4)
 		})
 	}
+}
+
+// queueOptions are the Badger options both benchmarks share with the queue
+// (queue/store.go); each case sets sync, memtable and value-log sizes.
+func queueOptions(b *testing.B) badger.Options {
+	return badger.DefaultOptions(benchDir(b)).WithLogger(nil).WithNumVersionsToKeep(1).WithNumMemtables(3).
+		WithBlockCacheSize(32 << 20).WithIndexCacheSize(16 << 20).WithNumCompactors(2).WithDetectConflicts(false)
+}
+
+// writeValues opens a database with opts and commits val under new keys from
+// parallelism×GOMAXPROCS writers, one transaction each, reporting the CPU time
+// per commit.
+func writeValues(b *testing.B, opts badger.Options, val []byte, parallelism int) {
+	db, err := badger.Open(opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	var n atomic.Int64
+	cpu0 := cpuTime()
+	b.SetParallelism(parallelism)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			k := []byte(fmt.Sprintf("m/%012d", n.Add(1)))
+			if err := db.Update(func(txn *badger.Txn) error { return txn.Set(k, val) }); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-µs/op")
 }
 
 // cpuTime is this process's user+system CPU time in microseconds.
@@ -84,33 +95,11 @@ func BenchmarkBadgerMemory(b *testing.B) {
 		vlogSize  int64
 	}{{"inline", 0, 128 << 20}, {"vlog", 1024, 128 << 20}, {"vlog32", 1024, 32 << 20}} {
 		b.Run(c.name, func(b *testing.B) {
-			opts := badger.DefaultOptions(benchDir(b)).WithSyncWrites(true).WithLogger(nil).
-				WithNumVersionsToKeep(1).WithMemTableSize(16 << 20).WithNumMemtables(3).
-				WithBlockCacheSize(32 << 20).WithIndexCacheSize(16 << 20).WithValueLogFileSize(c.vlogSize).
-				WithNumCompactors(2).WithDetectConflicts(false)
+			opts := queueOptions(b).WithSyncWrites(true).WithMemTableSize(16 << 20).WithValueLogFileSize(c.vlogSize)
 			if c.threshold > 0 {
 				opts = opts.WithValueThreshold(c.threshold)
 			}
-			db, err := badger.Open(opts)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer db.Close()
-			var n atomic.Int64
-			cpu0 := cpuTime()
-			b.SetParallelism(8)
-			b.ResetTimer()
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					k := []byte(fmt.Sprintf("m/%012d", n.Add(1)))
-					if err := db.Update(func(txn *badger.Txn) error { return txn.Set(k, val) }); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
-			b.StopTimer()
-			b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-µs/op")
+			writeValues(b, opts, val, 8)
 			b.ReportMetric(peakRSSMB(), "peak-RSS-MB")
 		})
 	}
