@@ -453,7 +453,7 @@ func (q *Queue) Reopen(id string, out Outcome) (requeued bool, err error) {
 			// A newer reset replaced this one: sending the dead link to
 			// the backup address (perhaps after the newer one) would
 			// only confuse the user.
-			if newer, err := q.newerThan(tx.Txn, it); err != nil {
+			if newer, err := Newer(tx, it); err != nil {
 				return err
 			} else if newer != "" {
 				return ErrTooLate
@@ -737,7 +737,7 @@ func (q *Queue) complete(id string, out Outcome, idle bool) error {
 		// not be tried again, or the user gets the dead link last.
 		var newer string
 		if out.State == "" {
-			if newer, err = q.newerThan(tx.Txn, it); err != nil {
+			if newer, err = Newer(tx, it); err != nil {
 				return err
 			}
 			if newer != "" && out.Redirect != "" {
@@ -788,14 +788,11 @@ func without(evs []*audit.Event, typ string) []*audit.Event {
 	return out
 }
 
-// newerThan returns the id of a message accepted after it under the same
-// supersede key, or "".
-func (q *Queue) newerThan(txn *badger.Txn, it *Item) (string, error) { return newerThan(txn, it) }
-
 // Newer returns the id of a message accepted after it under the same
 // supersede key (a newer reset for the same user), or "", in tx.
 func Newer(tx *Tx, it *Item) (string, error) { return newerThan(tx.Txn, it) }
 
+// newerThan is Newer inside a Badger transaction.
 func newerThan(txn *badger.Txn, it *Item) (string, error) {
 	if it.SupersedeKey == "" {
 		return "", nil
