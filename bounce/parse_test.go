@@ -257,7 +257,7 @@ func FuzzParse(f *testing.F) {
 func BenchmarkParse(b *testing.B) {
 	files, _ := filepath.Glob(filepath.Join(corpusDir, "*.eml"))
 	if len(files) == 0 {
-		b.Skip("bounce corpus not found at " + corpusDir)
+		b.Fatal("bounce corpus not found at " + corpusDir)
 	}
 	var msgs [][]byte
 	size := 0
