@@ -240,12 +240,30 @@ func cmdPasswd(args []string, stdout, stderr io.Writer) int {
 	if fs.Parse(args) != nil {
 		return 2
 	}
-	fmt.Fprintln(stderr, "password (read from standard input, one line):")
+	const prompt = "password (read from standard input, one line):"
 	var line string
 	if fd := int(os.Stdin.Fd()); term.IsTerminal(fd) {
 		// Not echoed: the password must not stay on the screen or in a
-		// terminal recording.
-		b, err := term.ReadPassword(fd)
+		// terminal recording. Echo goes off before the prompt shows, so
+		// that a password pasted at once is not echoed either.
+		restore, err := noEcho(fd)
+		if err != nil {
+			fmt.Fprintln(stderr, "latchkey passwd:", err)
+			return 1
+		}
+		fmt.Fprintln(stderr, prompt)
+		var b []byte
+		if restore != nil {
+			defer restore()
+			var l string
+			l, err = bufio.NewReader(io.LimitReader(os.Stdin, 1024)).ReadString('\n')
+			if err == io.EOF {
+				err = nil
+			}
+			b = []byte(l)
+		} else {
+			b, err = term.ReadPassword(fd)
+		}
 		fmt.Fprintln(stderr)
 		if err != nil {
 			fmt.Fprintln(stderr, err)
@@ -253,6 +271,7 @@ func cmdPasswd(args []string, stdout, stderr io.Writer) int {
 		}
 		line = string(b)
 	} else {
+		fmt.Fprintln(stderr, prompt)
 		// One line, not to end-of-file.
 		l, err := bufio.NewReader(io.LimitReader(os.Stdin, 1024)).ReadString('\n')
 		if err != nil && err != io.EOF {
