@@ -378,7 +378,7 @@ func (c *checker) lookupDMARC(ctx context.Context, name string) ([]string, error
 func (c *checker) checkDMARC(ctx context.Context, d Domain) {
 	from := fqdn(d.Name)
 	name := "_dmarc." + from
-	want := dmarcSuggestion("mailto:dmarc-reports@" + from)
+	want := dmarcSuggestion(c.in.RUA)
 	publish := "publish: " + txtLine(name, want)
 	recs, err := c.lookupDMARC(ctx, from)
 	if err != nil {
@@ -437,18 +437,32 @@ func (c *checker) checkDMARC(ctx context.Context, d Domain) {
 			fmt.Sprintf("pct=%d: the policy applies to only %d%% of failing mail", r.pct, r.pct),
 			"remove pct="}, "pct", ""})
 	}
+	// The report address is the admin's (-rua): with none given, the fix
+	// says what to add rather than inventing a mailbox.
+	var ruaOnly []finding
+	rua := ruaURI(c.in.RUA)
 	if len(r.rua) == 0 {
-		changes = append(changes, change{finding{Warn, "no rua=: you will get no aggregate reports to see who sends as " + from,
-			"add a report address"}, "rua", "mailto:dmarc-reports@" + orgDomain(from)})
+		f := finding{Warn, "no rua=: you will get no aggregate reports to see who sends as " + from, "add a report address"}
+		if rua != "" {
+			changes = append(changes, change{f, "rua", rua})
+		} else {
+			f.fix = "add rua=mailto:<a mailbox you read> (run with -rua ADDRESS for the whole record)"
+			ruaOnly = append(ruaOnly, f)
+		}
 	} else if good, bad := mailtoURIs(r.rua); len(bad) > 0 {
 		// Receivers send reports only to mailto: URIs (RFC 7489 section
 		// 6.2); a bare address is the usual slip, and gets no reports.
-		if len(good) == 0 {
-			good = []string{"mailto:dmarc-reports@" + orgDomain(from)}
+		f := finding{Warn, "rua=" + strings.Join(bad, ",") + " is not a mailto: address; receivers send no aggregate reports there",
+			"write the addresses as mailto: URIs"}
+		switch {
+		case len(good) > 0:
+			changes = append(changes, change{f, "rua", strings.Join(good, ",")})
+		case rua != "":
+			changes = append(changes, change{f, "rua", rua})
+		default:
+			f.fix = "replace rua= with mailto:<a mailbox you read> (run with -rua ADDRESS for the whole record)"
+			ruaOnly = append(ruaOnly, f)
 		}
-		changes = append(changes, change{finding{Warn,
-			"rua=" + strings.Join(bad, ",") + " is not a mailto: address; receivers send no aggregate reports there",
-			"write the addresses as mailto: URIs"}, "rua", strings.Join(good, ",")})
 	}
 	// latchkey signs d=<From domain>, so DKIM alignment holds in either mode;
 	// computed anyway so that a future change of d= is caught here.
@@ -479,7 +493,7 @@ func (c *checker) checkDMARC(ctx context.Context, d Domain) {
 		}
 		fs = append(fs, f)
 	}
-	c.add(d.Name, "dmarc", name, observed, fs)
+	c.add(d.Name, "dmarc", name, observed, append(fs, ruaOnly...))
 }
 
 // mailtoURIs splits DMARC report URIs into usable mailto: ones and the

@@ -40,6 +40,10 @@ type Input struct {
 	Resolver    string   // "host:port"; "" for the system resolv.conf
 	Timeout     time.Duration
 	Domains     []Domain
+	// RUA is the DMARC aggregate report address the admin reads ("" for
+	// none): Records writes it and Check's fixes suggest it, never an
+	// invented mailbox whose reports no one would read.
+	RUA string
 }
 
 // Domain is one transactional From domain.

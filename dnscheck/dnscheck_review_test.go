@@ -104,8 +104,8 @@ func TestReviewDMARCRuaNotMailto(t *testing.T) {
 		{"v=DMARC1; p=reject; rua=dmarc@example.com",
 			`"v=DMARC1; p=reject; rua=mailto:dmarc@example.com"`},
 		{"v=DMARC1; p=reject; rua=https://reports.example.com/dmarc",
-			`"v=DMARC1; p=reject; rua=mailto:dmarc-reports@example.com"`},
-		{"v=DMARC1; p=reject; rua=mailto:", `"v=DMARC1; p=reject; rua=mailto:dmarc-reports@example.com"`},
+			`"v=DMARC1; p=reject; rua=mailto:dmarc@example.com"`},
+		{"v=DMARC1; p=reject; rua=mailto:", `"v=DMARC1; p=reject; rua=mailto:dmarc@example.com"`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.record, func(t *testing.T) {

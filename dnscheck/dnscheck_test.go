@@ -70,7 +70,8 @@ func testInput(t testing.TB) Input {
 // goodZone starts a DNS server holding exactly what Records says to publish.
 func goodZone(t *testing.T) (*dnstest.Server, Input) {
 	in := testInput(t)
-	s := dnstest.Start(t, strings.Join(Records(in, testRUA), "\n"))
+	in.RUA = testRUA // check's fixes then name the same report address
+	s := dnstest.Start(t, strings.Join(Records(in), "\n"))
 	in.Resolver = s.Addr
 	return s, in
 }
@@ -149,7 +150,7 @@ func TestCorrectZonePasses(t *testing.T) {
 
 func TestRecords(t *testing.T) {
 	in := testInput(t)
-	lines := Records(in, testRUA)
+	lines := recordsWith(in, testRUA)
 	for _, want := range []string{
 		`bounce.example.com. 3600 IN TXT "v=spf1 ip4:127.0.0.1 ip6:::1 -all"`,
 		`example.com. 3600 IN TXT "v=spf1 ip4:127.0.0.1 ip6:::1 -all"`,
@@ -307,7 +308,7 @@ func TestDKIMProblems(t *testing.T) {
 		}
 		in := testInput(t)
 		in.Domains[0].Selectors[0].PublicKey = &small.PublicKey
-		s := dnstest.Start(t, strings.Join(Records(in, testRUA), "\n"))
+		s := dnstest.Start(t, strings.Join(recordsWith(in, testRUA), "\n"))
 		in.Resolver = s.Addr
 		rep := check(t, in)
 		expect(t, rep, "dkim", name, Fail, "RSA key of 1024 bits", "2048-bit key")
@@ -344,13 +345,13 @@ func TestDMARCProblems(t *testing.T) {
 		s, in := goodZone(t)
 		s.Remove(name, dns.TypeTXT)
 		expect(t, check(t, in), "dmarc", name, Fail, "no DMARC record",
-			`publish: _dmarc.example.com. 3600 IN TXT "v=DMARC1; p=quarantine; adkim=r; aspf=r; rua=mailto:dmarc-reports@example.com"`)
+			`publish: _dmarc.example.com. 3600 IN TXT "v=DMARC1; p=quarantine; adkim=r; aspf=r; rua=mailto:dmarc@example.com"`)
 	})
 	t.Run("at organisational domain", func(t *testing.T) {
 		in := testInput(t)
 		in.Domains[0].Name = "tx.example.com"
 		in.Domains[0].BounceDomain = "bounce.tx.example.com"
-		s := dnstest.Start(t, strings.Join(Records(in, testRUA), "\n"))
+		s := dnstest.Start(t, strings.Join(recordsWith(in, testRUA), "\n"))
 		in.Resolver = s.Addr
 		s.Remove("_dmarc.tx.example.com", dns.TypeTXT)
 		set(t, s, name, dns.TypeTXT, txtLine(name, "v=DMARC1; p=reject; sp=quarantine; rua=mailto:d@example.com"))
@@ -367,7 +368,7 @@ func TestDMARCProblems(t *testing.T) {
 		in := testInput(t)
 		in.Domains[0].Name = "tx.example.com"
 		in.Domains[0].BounceDomain = "bounce.tx.example.com"
-		s := dnstest.Start(t, strings.Join(Records(in, testRUA), "\n"))
+		s := dnstest.Start(t, strings.Join(recordsWith(in, testRUA), "\n"))
 		in.Resolver = s.Addr
 		s.Remove("_dmarc.tx.example.com", dns.TypeTXT)
 		set(t, s, name, dns.TypeTXT, txtLine(name, "v=DMARC1; p=reject; sp=none; rua=mailto:d@example.com"))
@@ -382,7 +383,7 @@ func TestDMARCProblems(t *testing.T) {
 			`_dmarc.example.com. 3600 IN TXT "v=DMARC1; p=quarantine; rua=mailto:d@example.com"`},
 		{"pct", "v=DMARC1; p=reject; pct=50; rua=mailto:d@example.com", Warn, "pct=50",
 			`"v=DMARC1; p=reject; rua=mailto:d@example.com"`},
-		{"no rua", "v=DMARC1; p=reject", Warn, "no rua=", `"v=DMARC1; p=reject; rua=mailto:dmarc-reports@example.com"`},
+		{"no rua", "v=DMARC1; p=reject", Warn, "no rua=", `"v=DMARC1; p=reject; rua=mailto:dmarc@example.com"`},
 		{"aspf=s", "v=DMARC1; p=reject; aspf=s; rua=mailto:d@example.com", Fail,
 			"envelope domain bounce.example.com does not align with From example.com",
 			`set aspf=r: _dmarc.example.com. 3600 IN TXT "v=DMARC1; p=reject; aspf=r; rua=mailto:d@example.com"` +
@@ -682,7 +683,7 @@ func TestFixesCombine(t *testing.T) {
 	spfFixed := `bounce.example.com. 3600 IN TXT "v=spf1 ip4:192.0.2.1 ip4:127.0.0.1 ip6:::1 -all"`
 	expect(t, rep, "spf", testBounce, Fail, "127.0.0.1 evaluates to softfail", "add ip4:127.0.0.1 ip6:::1: "+spfFixed)
 	expect(t, rep, "spf", testBounce, Warn, "~all", spfFixed)
-	dmarcFixed := `_dmarc.example.com. 3600 IN TXT "v=DMARC1; p=quarantine; aspf=r; rua=mailto:dmarc-reports@example.com"`
+	dmarcFixed := `_dmarc.example.com. 3600 IN TXT "v=DMARC1; p=quarantine; aspf=r; rua=mailto:dmarc@example.com"`
 	expect(t, rep, "dmarc", "_dmarc.example.com", Warn, "p=none", dmarcFixed)
 	expect(t, rep, "dmarc", "_dmarc.example.com", Warn, "no rua=", dmarcFixed)
 	expect(t, rep, "dmarc", "_dmarc.example.com", Fail, "aspf=s", dmarcFixed)
@@ -705,14 +706,14 @@ func TestInputProblems(t *testing.T) {
 		_, in := goodZone(t)
 		in.Domains[0].Selectors[0].PublicKey = "not a key"
 		expect(t, check(t, in), "dkim", "lk1._domainkey.example.com", Fail, "unsupported public key type", "latchkey dkim keygen")
-		if lines := strings.Join(Records(in, ""), "\n"); !strings.Contains(lines, "; selector lk1: dnscheck: dkim: unsupported public key type") {
+		if lines := strings.Join(recordsWith(in, ""), "\n"); !strings.Contains(lines, "; selector lk1: dnscheck: dkim: unsupported public key type") {
 			t.Errorf("records:\n%s", lines)
 		}
 	})
 	t.Run("rua forms and default bounce domain", func(t *testing.T) {
 		in := testInput(t)
 		in.Domains[0].BounceDomain = ""
-		lines := Records(in, "mailto:r@example.com")
+		lines := recordsWith(in, "mailto:r@example.com")
 		for _, want := range []string{
 			`_dmarc.example.com. 3600 IN TXT "v=DMARC1; p=quarantine; adkim=r; aspf=r; rua=mailto:r@example.com"`,
 			`bounce.example.com. 3600 IN MX 10 mx.latchkey.example.net.`,
@@ -721,7 +722,7 @@ func TestInputProblems(t *testing.T) {
 				t.Errorf("missing %s", want)
 			}
 		}
-		if !containsLine(Records(in, ""), `_dmarc.example.com. 3600 IN TXT "v=DMARC1; p=quarantine; adkim=r; aspf=r"`) {
+		if !containsLine(recordsWith(in, ""), `_dmarc.example.com. 3600 IN TXT "v=DMARC1; p=quarantine; adkim=r; aspf=r"`) {
 			t.Error("without rua")
 		}
 	})
@@ -731,7 +732,7 @@ func TestInputProblems(t *testing.T) {
 // records, two selectors, DMARC, MX, two PTRs, hostname) over loopback DNS.
 func BenchmarkCheck(b *testing.B) {
 	in := testInput(b)
-	s := dnstest.Start(b, strings.Join(Records(in, testRUA), "\n"))
+	s := dnstest.Start(b, strings.Join(recordsWith(in, testRUA), "\n"))
 	in.Resolver = s.Addr
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -754,4 +755,39 @@ func TestNamesNormalised(t *testing.T) {
 	}
 	expect(t, rep, "spf", testBounce, Pass, "", "")
 	expect(t, rep, "dkim", "lk1._domainkey.example.com", Pass, "", "")
+}
+
+// recordsWith is Records for in with the report address rua.
+func recordsWith(in Input, rua string) []string {
+	in.RUA = rua
+	return Records(in)
+}
+
+// Without -rua, check and records print the same DMARC record (no rua=), and
+// the missing report address is a fix in words: an invented mailbox would
+// send the domain's reports where no one reads them.
+func TestDMARCWithoutReportAddressAgreesWithRecords(t *testing.T) {
+	const name = "_dmarc.example.com"
+	s, in := goodZone(t)
+	in.RUA = ""
+	var published string
+	for _, l := range Records(in) {
+		if strings.HasPrefix(l, name+".") {
+			published = l
+		}
+	}
+	if published == "" || strings.Contains(published, "rua=") {
+		t.Fatalf("records without a report address: DMARC line %q", published)
+	}
+	s.Remove(name, dns.TypeTXT)
+	expect(t, check(t, in), "dmarc", name, Fail, "no DMARC record", "publish: "+published)
+
+	set(t, s, name, dns.TypeTXT, txtLine(name, "v=DMARC1; p=reject"))
+	rep := check(t, in)
+	expect(t, rep, "dmarc", name, Warn, "no rua=", "add rua=mailto:<a mailbox you read> (run with -rua ADDRESS for the whole record)")
+	for _, r := range results(rep, "dmarc", name) {
+		if strings.Contains(r.Fix, "@example.com") {
+			t.Errorf("fix invents a report address: %q", r.Fix)
+		}
+	}
 }

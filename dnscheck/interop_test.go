@@ -105,7 +105,7 @@ func TestIndependentVerifiers(t *testing.T) {
 	// A second server holds the zone without the DKIM key and the bounce
 	// domain's SPF: the same verifiers must fail there, or passing proves
 	// nothing.
-	broken := dnstest.Start(t, strings.Join(Records(in, testRUA), "\n"))
+	broken := dnstest.Start(t, strings.Join(recordsWith(in, testRUA), "\n"))
 	broken.Remove("lk1._domainkey."+testDomain, dns.TypeTXT)
 	broken.Remove(testBounce, dns.TypeTXT)
 

@@ -22,7 +22,7 @@ const recordTTL = 3600
 //
 // Lines starting with ";" are zone-file comments. A selector whose key cannot
 // be published (an unsupported type) appears as a comment saying so.
-func Records(in Input, rua string) []string {
+func Records(in Input) []string {
 	var out []string
 	host := dns.Fqdn(strings.ToLower(in.Hostname))
 	spf := spfRecord(in.OutboundIPs)
@@ -42,7 +42,7 @@ func Records(in Input, rua string) []string {
 			out = append(out, txtLine(sel.Name+"._domainkey."+dom, rec))
 		}
 		out = append(out,
-			txtLine("_dmarc."+dom, dmarcSuggestion(rua)),
+			txtLine("_dmarc."+dom, dmarcSuggestion(in.RUA)),
 			fmt.Sprintf("%s %d IN MX 10 %s", bounce, recordTTL, host))
 	}
 	if host != "." && len(in.OutboundIPs) > 0 {
@@ -88,12 +88,17 @@ func ipTerms(ips []net.IP) []string {
 func dmarcSuggestion(rua string) string {
 	rec := "v=DMARC1; p=quarantine; adkim=r; aspf=r"
 	if rua != "" {
-		if !strings.HasPrefix(strings.ToLower(rua), "mailto:") {
-			rua = "mailto:" + rua
-		}
-		rec += "; rua=" + rua
+		rec += "; rua=" + ruaURI(rua)
 	}
 	return rec
+}
+
+// ruaURI is the report address as a DMARC rua= URI ("" stays "").
+func ruaURI(addr string) string {
+	if addr != "" && !strings.HasPrefix(strings.ToLower(addr), "mailto:") {
+		return "mailto:" + addr
+	}
+	return addr
 }
 
 func addrLine(host string, ip net.IP) string {

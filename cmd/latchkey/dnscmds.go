@@ -65,14 +65,17 @@ func (m *multiFlag) Set(s string) error { *m = append(*m, s); return nil }
 
 // dnsFlags are the flags `dns records` and `dns check` share.
 type dnsFlags struct {
-	path, domain *string
-	ips          multiFlag
+	path, domain, rua *string
+	ips               multiFlag
 }
 
 func addDNSFlags(fs *flag.FlagSet) *dnsFlags {
 	f := &dnsFlags{
 		path:   fs.String("config", "", "configuration file"),
 		domain: fs.String("domain", "", "only this transactional domain"),
+		// Both commands take it, so that check's fixes and records print
+		// the same DMARC record.
+		rua: fs.String("rua", "", "DMARC aggregate report address, e.g. dmarc@example.com (default: none)"),
 	}
 	fs.Var(&f.ips, "ip", "outbound IP address of latchkey (repeat for several)")
 	return f
@@ -90,13 +93,13 @@ func (f *dnsFlags) input(cmd string, stderr io.Writer) (in dnscheck.Input, rc in
 		fmt.Fprintf(stderr, "latchkey %s: %v\n", cmd, err)
 		return in, 1, false
 	}
+	in.RUA = *f.rua
 	return in, 0, true
 }
 
 func cmdDNSRecords(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("dns records", stderr)
 	df := addDNSFlags(fs)
-	rua := fs.String("rua", "", "DMARC aggregate report address, e.g. dmarc@example.com (default: none)")
 	if fs.Parse(args) != nil {
 		return 2
 	}
@@ -110,7 +113,7 @@ func cmdDNSRecords(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "latchkey dns records: give latchkey's outbound addresses with -ip (repeat for several)")
 		return 2
 	}
-	for _, l := range dnscheck.Records(in, *rua) {
+	for _, l := range dnscheck.Records(in) {
 		fmt.Fprintln(stdout, l)
 	}
 	return 0
