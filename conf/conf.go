@@ -163,6 +163,9 @@ func Defaults() Config {
 	}
 }
 
+// TrialMaildir is where the trial configuration delivers, under data_dir.
+const TrialMaildir = "trial-mail"
+
 // Load reads the configuration from path, or the shipped trial
 // configuration when path is "". The error, if any, is a tomlconf.Errors
 // listing every problem with file, line and key.
@@ -196,6 +199,13 @@ func Parse(file string, src []byte, trial bool) (*Config, error) {
 		// (systemd starts it in /).
 		c.PolicyFile = filepath.Join(filepath.Dir(file), c.PolicyFile)
 	}
+	if trial && c.Delivery.Maildir == "" {
+		// The trial delivers to a local Maildir: its keys are unpublished
+		// and its host name is localhost, so mail sent to the internet
+		// would bounce (and be escalated) or be filed as spam.
+		c.Delivery.Maildir = TrialMaildir
+	}
+	c.Delivery.Maildir = c.Path(c.Delivery.Maildir)
 	if c.Delivery.Hostname == "" || c.Delivery.Hostname != c.Hostname {
 		// One name for the relay: EHLO on delivery is the configured hostname.
 		c.Delivery.Hostname = c.Hostname

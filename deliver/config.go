@@ -64,6 +64,10 @@ type Config struct {
 	MTASTS bool `toml:"mta_sts"`
 	// SourceIP, if set, is the local address outbound connections come from.
 	SourceIP string `toml:"source_ip"`
+	// Maildir, if set, is a local Maildir that receives every message
+	// instead of the recipients' MX (no DNS, no network): the trial's
+	// destination, and a way to see what latchkey would send.
+	Maildir string `toml:"maildir"`
 }
 
 // DefaultConfig returns the production defaults.

@@ -233,6 +233,10 @@ func (d *Deliverer) Deliver(ctx context.Context, from string, rcpts []string, da
 	if len(todo) == 0 {
 		return results
 	}
+	if d.cfg.Maildir != "" {
+		d.deliverMaildir(from, rcpts, todo, data, results)
+		return results
+	}
 	// The DNS knows an IDN only by its A-label (RFC 5890); the raw UTF-8
 	// name does not exist, and the message would bounce as if the domain did
 	// not.
