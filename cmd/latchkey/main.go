@@ -11,6 +11,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"syscall"
@@ -53,11 +55,18 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "-help" || args[0] == "help" {
+	if len(args) == 0 {
 		usage(stderr)
-		if len(args) == 0 {
-			return 2
-		}
+		return 2
+	}
+	switch args[0] {
+	case "help", "-h", "-help", "--help":
+		// Asked for: on standard output, so that `latchkey help | less`
+		// works, and success.
+		usage(stdout)
+		return 0
+	case "version", "-version", "--version":
+		fmt.Fprintln(stdout, versionString())
 		return 0
 	}
 	// Longest match first: "dns check" before "dns".
@@ -82,7 +91,44 @@ func usage(w io.Writer) {
 	for _, c := range cs {
 		fmt.Fprintf(w, "  %-22s %s\n", c.name, c.summary)
 	}
+	fmt.Fprintf(w, "  %-22s %s\n", "help", "this list")
+	fmt.Fprintf(w, "  %-22s %s\n", "version", "the module version, VCS revision and Go version of this binary")
 	fmt.Fprintln(w, "\nRun 'latchkey COMMAND -h' for a command's flags.")
+}
+
+// versionString describes this binary from the build information the Go
+// toolchain embeds: the module version ("(devel)" when built from a
+// checkout), the VCS revision and time, and whether the tree was modified.
+func versionString() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "latchkey (no build information)"
+	}
+	v := bi.Main.Version
+	if v == "" {
+		v = "(devel)"
+	}
+	var rev, at, dirty string
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.time":
+			at = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				dirty = " (modified)"
+			}
+		}
+	}
+	out := "latchkey " + v
+	if rev != "" {
+		out += " revision " + rev + dirty
+		if at != "" {
+			out += " " + at
+		}
+	}
+	return out + " " + bi.GoVersion + " " + runtime.GOOS + "/" + runtime.GOARCH
 }
 
 // newFlags returns a flag set that prints errors to stderr and does not exit.
@@ -126,6 +172,7 @@ func newLogger(cfg *conf.Config, stderr io.Writer) zerolog.Logger {
 func cmdServe(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("serve", stderr)
 	path := fs.String("config", "", "configuration file (default: the shipped trial configuration)")
+	pidFile := fs.String("pidfile", "", "write the process id to this file while running (removed on exit)")
 	if fs.Parse(args) != nil {
 		return 2
 	}
@@ -135,6 +182,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	log := newLogger(cfg, stderr)
+
 	if cfg.Trial {
 		log.Warn().Str("data_dir", cfg.DataDir).Msg("running the shipped TRIAL configuration: loopback only, self-signed certificate, generated keys and user; use -config for a real deployment")
 	}
@@ -142,6 +190,15 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		log.Error().Err(err).Msg("cannot start")
 		return 1
+	}
+	// After Boot, which made data_dir (the README's pid file is in it).
+	if *pidFile != "" {
+		if err := writePidFile(*pidFile); err != nil {
+			srv.Shutdown()
+			log.Error().Err(err).Msg("cannot start")
+			return 1
+		}
+		defer os.Remove(*pidFile)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -158,6 +215,29 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	}
 	log.Info().Msg("relay stopped")
 	return 0
+}
+
+// writePidFile writes this process's id to path, refusing to overwrite the
+// pid file of a relay that still runs: two relays cannot share one database,
+// and the second would take the first one's pid file with it on exit.
+func writePidFile(path string) error {
+	if b, err := os.ReadFile(path); err == nil {
+		var pid int
+		if _, err := fmt.Sscanf(strings.TrimSpace(string(b)), "%d", &pid); err == nil && pid > 0 && pid != os.Getpid() {
+			if syscall.Kill(pid, 0) == nil {
+				return fmt.Errorf("pid file %s: process %d is running", path, pid)
+			}
+		}
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(fmt.Sprintf("%d\n", os.Getpid())), 0o644); err != nil {
+		return fmt.Errorf("pid file: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("pid file: %w", err)
+	}
+	return nil
 }
 
 func cmdConfigCheck(args []string, stdout, stderr io.Writer) int {
