@@ -20,6 +20,25 @@ func TestShippedConfigIsValid(t *testing.T) {
 	}
 }
 
+// The trial delivers to data_dir/trial-mail; the same file given with
+// -config (a copy for a real deployment) delivers to the MX.
+func TestTrialDeliversToMaildirOnly(t *testing.T) {
+	c, err := Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := c.Path(TrialMaildir); c.Delivery.Maildir != want {
+		t.Errorf("trial maildir %q, want %q", c.Delivery.Maildir, want)
+	}
+	real, err := Parse("latchkey.toml", DefaultServer, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if real.Delivery.Maildir != "" {
+		t.Errorf("a copy of the shipped file delivers to maildir %q, not to the MX", real.Delivery.Maildir)
+	}
+}
+
 // Each broken configuration is refused with every problem, each with file,
 // line and key.
 func TestBadConfigs(t *testing.T) {

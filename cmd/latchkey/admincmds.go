@@ -24,7 +24,7 @@ func init() {
 	register("queue show", "show one queue item", cmdQueueShow)
 	register("queue retry", "make a queued item due now", cmdQueueRetry)
 	register("queue drop", "end a queued item with outcome dropped (recorded with -by)", cmdQueueDrop)
-	register("suppress add", "put an address on a suppression list (default bulk)", cmdSuppressAdd)
+	register("suppress add", "put an address on a suppression list (default list: unsubscribe)", cmdSuppressAdd)
 	register("suppress remove", "take an address off a suppression list", cmdSuppressRemove)
 	register("suppress list", "list suppressed addresses", cmdSuppressList)
 	register("suppress import", "import address[,reason] rows from a CSV file; bad rows are listed and exit 1", cmdSuppressImport)

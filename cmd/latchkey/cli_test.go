@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -83,5 +84,28 @@ func TestPidFile(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(path); strings.TrimSpace(string(b)) != fmt.Sprint(os.Getpid()) {
 		t.Errorf("pid file holds %q, want %d", b, os.Getpid())
+	}
+}
+
+// Where the command list names a default, it is the flag's default.
+func TestHelpDefaultsMatchFlags(t *testing.T) {
+	var help, e bytes.Buffer
+	run([]string{"help"}, &help, &e)
+	n := 0
+	for _, line := range strings.Split(help.String(), "\n") {
+		m := regexp.MustCompile(`^\s+(\S+(?: \S+)?)\s{2,}.*\(default (\w+): (\S+?)\)`).FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		n++
+		var out, flags bytes.Buffer
+		run(append(strings.Fields(m[1]), "-h"), &out, &flags)
+		want := regexp.MustCompile(`(?m)^\s+-` + m[2] + `\b.*\n.*\(default "([^"]*)"\)`).FindStringSubmatch(flags.String())
+		if want == nil || want[1] != m[3] {
+			t.Errorf("help says %s defaults to %s %q; its flags say %q:\n%s", m[1], m[2], m[3], want, flags.String())
+		}
+	}
+	if n == 0 {
+		t.Fatal("no command in the help names a default: the test reads nothing")
 	}
 }
