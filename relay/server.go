@@ -189,16 +189,15 @@ func (s *Server) Start(ctx context.Context) error {
 		s.delivMu.Unlock()
 	}
 	subLimit := newConnLimit(c.Submission.MaxConnections, c.Submission.MaxConnectionsPerIP)
+	subTLS := s.certs.tlsConfig(c.Submission.MinTLS)
+	subDoor := newDoorConfig(subTLS, c.Hostname, true, c.Submission.CommandTimeout, s.log)
 	for _, addr := range c.Submission.Listen {
-		srv := smtp.NewServer(smtp.BackendFunc(s.newSubmission))
-		srv.Domain = c.Hostname
+		srv := newSMTPServer(smtp.BackendFunc(s.newSubmission), c.Hostname, s.log)
 		srv.MaxMessageBytes = c.Submission.MaxMessageBytes
 		srv.MaxRecipients = c.Submission.MaxRecipients
 		srv.ReadTimeout = c.Submission.CommandTimeout
 		srv.WriteTimeout = c.Submission.CommandTimeout
-		srv.TLSConfig = s.certs.tlsConfig(c.Submission.MinTLS)
-		srv.ErrorLog = zlogAdapter{s.log}
-		l, err := s.listen(addr, subLimit)
+		l, err := s.listen(addr, subLimit, subDoor)
 		if err != nil {
 			s.Close()
 			return err
@@ -208,16 +207,15 @@ func (s *Server) Start(ctx context.Context) error {
 		go srv.Serve(l)
 	}
 	inLimit := newConnLimit(c.Inbound.MaxConnections, c.Inbound.MaxConnectionsPerIP)
+	inTLS := s.certs.tlsConfig("1.2")
+	inDoor := newDoorConfig(inTLS, c.Hostname, false, 2*time.Minute, s.log)
 	for _, addr := range c.Inbound.Listen {
-		srv := smtp.NewServer(smtp.BackendFunc(s.newInbound))
-		srv.Domain = c.Hostname
+		srv := newSMTPServer(smtp.BackendFunc(s.newInbound), c.Hostname, s.log)
 		srv.MaxMessageBytes = c.Inbound.MaxMessageBytes
 		srv.MaxRecipients = 10
 		srv.ReadTimeout = 2 * time.Minute
 		srv.WriteTimeout = 2 * time.Minute
-		srv.TLSConfig = s.certs.tlsConfig("1.2")
-		srv.ErrorLog = zlogAdapter{s.log}
-		l, err := s.listen(addr, inLimit)
+		l, err := s.listen(addr, inLimit, inDoor)
 		if err != nil {
 			s.Close()
 			return err
@@ -369,21 +367,36 @@ func (s *Server) addLanes() {
 	}
 }
 
+// newSMTPServer makes a go-smtp server to run behind doors: the door does
+// STARTTLS (so go-smtp has no TLS configuration, and allows AUTH because the
+// door refuses it before TLS) and bounds command lines (so go-smtp's line
+// limit is off, and message lines of any length reach the session).
+func newSMTPServer(be smtp.Backend, hostname string, log zerolog.Logger) *smtp.Server {
+	srv := smtp.NewServer(be)
+	srv.Domain = hostname
+	srv.AllowInsecureAuth = true
+	srv.MaxLineLength = 0
+	srv.ErrorLog = zlogAdapter{log}
+	return srv
+}
+
 // listen opens a listener whose connections are tracked (so that one can be
-// closed right after its next reply, after too many failed AUTHs) and
-// limited by limit (shared by every address of one listener kind).
-func (s *Server) listen(addr string, limit *connLimit) (net.Listener, error) {
+// closed right after its next reply, after too many failed AUTHs), limited
+// by limit (shared by every address of one listener kind) and served
+// through doors.
+func (s *Server) listen(addr string, limit *connLimit, door *doorConfig) (net.Listener, error) {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("relay: listen %s: %w", addr, err)
 	}
-	return &trackedListener{Listener: l, s: s, limit: limit}, nil
+	return &trackedListener{Listener: l, s: s, limit: limit, door: door}, nil
 }
 
 type trackedListener struct {
 	net.Listener
 	s     *Server
 	limit *connLimit
+	door  *doorConfig
 }
 
 func (l *trackedListener) Accept() (net.Conn, error) {
@@ -401,7 +414,7 @@ func (l *trackedListener) Accept() (net.Conn, error) {
 		}
 		tc := &trackedConn{Conn: c, s: l.s, release: func() { l.limit.release(ip) }}
 		l.s.conns.Store(c.RemoteAddr().String(), tc)
-		return tc, nil
+		return newDoor(tc, l.door), nil
 	}
 }
 

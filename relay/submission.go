@@ -31,6 +31,7 @@ import (
 // but nothing of the relay's internals.
 var (
 	errAuthRequired   = smtpErr(530, [3]int{5, 7, 0}, "Authentication required")
+	errTLSRequired    = smtpErr(523, [3]int{5, 7, 10}, "TLS is required: send STARTTLS first")
 	errNotAllowed     = smtpErr(530, [3]int{5, 7, 0}, "Your address is not allowed to submit mail here")
 	errAuthFailed     = smtpErr(535, [3]int{5, 7, 8}, "Authentication failed")
 	errTooManyAuth    = smtpErr(421, [3]int{4, 7, 0}, "Too many failed authentication attempts; closing")
@@ -53,9 +54,9 @@ type submission struct {
 
 func (s *Server) newSubmission(c *smtp.Conn) (smtp.Session, error) {
 	ip := remoteIP(c)
-	// go-smtp starts a new session after STARTTLS on the same
-	// connection; count connections, not both halves.
-	if _, tlsOn := c.TLSConnectionState(); s.Observe != nil && !tlsOn {
+	// One session per connection: the door answers STARTTLS, and go-smtp
+	// keeps its session across it (reset, as RFC 3207 asks).
+	if s.Observe != nil {
 		s.Observe.Session()
 	}
 	if s.fails.blocked(ip.String()) {
@@ -82,6 +83,11 @@ func (s *Server) reject(reason string) {
 func (ss *submission) AuthMechanisms() []string { return []string{sasl.Plain, sasl.Login} }
 
 func (ss *submission) Auth(mech string) (sasl.Server, error) {
+	if _, on := connTLS(ss.conn); !on {
+		// The door refuses AUTH before STARTTLS already; this holds if
+		// the session is ever served without one.
+		return nil, errTLSRequired
+	}
 	check := func(identity, user, pass string) error {
 		if !ss.allowed {
 			ss.s.reject("not_allowed")
@@ -241,6 +247,15 @@ func normalizeLineEndings(b []byte) []byte {
 	return out
 }
 
+// connTLS returns the TLS state of a session's connection: the door's, which
+// answers STARTTLS (go-smtp's own state says no TLS behind a door).
+func connTLS(c *smtp.Conn) (tls.ConnectionState, bool) {
+	if d := doorOf(c.Conn()); d != nil {
+		return d.TLS()
+	}
+	return c.TLSConnectionState()
+}
+
 // refusal describes a message refused after DATA, for the audit trail.
 type refusal struct {
 	reason    string // short code, as in the metrics
@@ -383,7 +398,7 @@ func (s *Server) accept(ss *submission, data []byte) error {
 	// its signature must still verify after us.
 	var pre bytes.Buffer
 	tlsVer := "none"
-	if st, ok := ss.conn.TLSConnectionState(); ok {
+	if st, ok := connTLS(ss.conn); ok {
 		tlsVer = tls.VersionName(st.Version)
 	}
 	fmt.Fprintf(&pre, "Received: from %s ([%s])\r\n\tby %s (latchkey) with ESMTPSA id %s\r\n\t(%s); %s\r\n",
