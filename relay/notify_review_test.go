@@ -15,7 +15,8 @@ import (
 )
 
 // The DSN to the sender survives odd original headers: a folded field, an
-// 8-bit one and one of 1,500 octets come back in the text/rfc822-headers
+// 8-bit one and one of 1,500 octets (folded: a line over 998 octets is
+// refused at the door) come back in the text/rfc822-headers
 // part as they were, while the DSN itself keeps to 7-bit lines of at most
 // 998 octets (relays cut or refuse longer ones), is signed, comes from the
 // null sender and holds no part of the body.
@@ -26,8 +27,9 @@ func TestNotifySenderOddHeaders(t *testing.T) {
 		t.Fatal(err)
 	}
 	long := strings.TrimSpace(strings.Repeat("abcdefghi ", 150))
+	folded := strings.TrimSuffix(strings.Repeat("abcdefghi abcdefghi abcdefghi abcdefghi abcdefghi\r\n ", 30), "\r\n ")
 	e.sendID(e.client("PLAIN"), "noreply@example.com", []string{"odd@dest.test"}, resetMsg("odd@dest.test", "od1",
-		"X-Folded: first\r\n\tsecond", "X-Name: J\xc3\xb6rg M\xc3\xbcller", "X-Long: "+long))
+		"X-Folded: first\r\n\tsecond", "X-Name: J\xc3\xb6rg M\xc3\xbcller", "X-Long: "+folded))
 	got := e.sink.Wait(1, 10*time.Second)
 	if len(got) != 1 {
 		t.Fatalf("no DSN arrived")
@@ -83,7 +85,7 @@ func TestNotifySenderOddHeaders(t *testing.T) {
 	if got := strings.Join(strings.Fields(orig.Get("X-Folded")), " "); got != "first second" {
 		t.Errorf("X-Folded = %q", got)
 	}
-	if got := orig.Get("X-Long"); got != long {
+	if got := strings.Join(strings.Fields(orig.Get("X-Long")), " "); got != long {
 		t.Errorf("X-Long = %.40q..., %d octets", got, len(got))
 	}
 }

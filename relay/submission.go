@@ -37,6 +37,9 @@ var (
 	errTooManyAuth    = smtpErr(421, [3]int{4, 7, 0}, "Too many failed authentication attempts; closing")
 	errBareLineEnding = smtpErr(554, [3]int{5, 6, 0}, "Message contains a bare CR, bare LF or NUL; send CRLF line endings only")
 	errBadHeader      = smtpErr(554, [3]int{5, 6, 0}, "Message header is malformed")
+	errDotLine        = smtpErr(554, [3]int{5, 6, 0}, `Message sent with BDAT contains a line holding only "." (the end of DATA); send it with DATA, dot-stuffed`)
+	errLongHeaderLine = smtpErr(554, [3]int{5, 6, 0}, "Message header line longer than 998 octets (RFC 5322 section 2.1.1); fold the field")
+	errLongBodyLine   = smtpErr(554, [3]int{5, 6, 0}, "Message body line longer than 998 octets (RFC 5322 section 2.1.1); use quoted-printable or base64")
 	errTempFailure    = smtpErr(451, [3]int{4, 3, 0}, "Temporary failure queueing the message; try again")
 	errRateLimited    = smtpErr(451, [3]int{4, 7, 1}, "Too many messages for this recipient; try again later")
 )
@@ -188,7 +191,13 @@ func (ss *submission) Data(r io.Reader) error {
 		}
 		return err
 	}
-	return ss.s.accept(ss, data)
+	// The door saw the bytes as sent, before go-smtp removed the
+	// dot-stuffing (and, with it, a "." + CR line start).
+	var raw doorScan
+	if d := doorOf(ss.conn.Conn()); d != nil {
+		raw = d.Scan()
+	}
+	return ss.s.accept(ss, data, raw)
 }
 
 func (ss *submission) Reset() {
@@ -225,6 +234,36 @@ func checkLineEndings(b []byte) bool {
 		}
 	}
 	return true
+}
+
+// maxLine is RFC 5322's limit on a line, without its CRLF.
+const maxLine = 998
+
+// longLine finds a line over maxLine octets in a message with CRLF line
+// endings and says whether it is in the header.
+func longLine(b []byte) (inHeader, found bool) {
+	inHeader = true
+	for len(b) > 0 {
+		i := bytes.IndexByte(b, '\n')
+		if i < 0 {
+			i = len(b)
+		}
+		n := i
+		if n > 0 && b[n-1] == '\r' {
+			n--
+		}
+		if n > maxLine {
+			return inHeader, true
+		}
+		if n == 0 {
+			inHeader = false
+		}
+		if i == len(b) {
+			break
+		}
+		b = b[i+1:]
+	}
+	return false, false
 }
 
 // normalizeLineEndings rewrites bare CR and bare LF to CRLF and drops NUL.
@@ -315,13 +354,20 @@ func (s *Server) refuse(ss *submission, r *refusal, reply *smtp.SMTPError) error
 	return answer
 }
 
-// accept runs the accept path for one message and answers it.
-func (s *Server) accept(ss *submission, data []byte) error {
+// accept runs the accept path for one message and answers it. raw is what
+// the door saw of the message as sent.
+func (s *Server) accept(ss *submission, data []byte, raw doorScan) error {
 	now := s.now()
-	if !checkLineEndings(data) {
-		if s.cfg.Submission.BareLineEndings != "normalize" {
+	if s.cfg.Submission.BareLineEndings != "normalize" {
+		switch {
+		case raw.dotLine:
+			return s.refuse(ss, &refusal{reason: "bdat_dot_line", bodySum: sha256Hex(data)}, errDotLine)
+		case !raw.clean() || !checkLineEndings(data):
 			return s.refuse(ss, &refusal{reason: "bare_line_ending", bodySum: sha256Hex(data)}, errBareLineEnding)
 		}
+	} else if !checkLineEndings(data) {
+		// (A "." + CR that go-smtp dropped is not restored: rewriting
+		// it to CRLF would make an end of DATA.)
 		data = normalizeLineEndings(data)
 	}
 	if len(data) < 2 || !bytes.HasSuffix(data, []byte("\r\n")) {
@@ -356,6 +402,27 @@ func (s *Server) accept(ss *submission, data []byte) error {
 		// Adding ours above an empty one would make two, which RFC 5322
 		// forbids; rewriting it would break Salesforce's signature.
 		return refuse("bad_header", errBadHeader)
+	}
+	// RFC 5322 3.6: one Date and at most one Message-ID. A missing Date is
+	// added below; an empty or second one cannot be mended without
+	// rewriting the header.
+	for _, f := range [...]string{"Date", "Message-ID"} {
+		if vs := hdr.Values(f); len(vs) > 1 || (len(vs) == 1 && strings.TrimSpace(vs[0]) == "") {
+			return refuse("bad_header", smtpErr(554, [3]int{5, 6, 0}, "Message must have at most one "+f+": header, not empty (RFC 5322 section 3.6)"))
+		}
+	}
+	// RFC 5322 2.1.1 (and RFC 5321 4.5.3.1.6): a line is at most 998
+	// octets. A longer one is refused here rather than accepted and
+	// refused by the recipient's MX ("500 Line too long"), which would
+	// bounce the reset and escalate it. Folding the header field instead
+	// could break a signature already on the message (simple header
+	// canonicalisation), and a long body line cannot be re-encoded without
+	// breaking its body hash.
+	if hl, long := longLine(data); long {
+		if hl {
+			return refuse("line_too_long", errLongHeaderLine)
+		}
+		return refuse("line_too_long", errLongBodyLine)
 	}
 
 	// The From header decides the signing domain, so it must be one of ours
@@ -407,6 +474,11 @@ func (s *Server) accept(ss *submission, data []byte) error {
 	if messageID == "" {
 		messageID = "<" + msgID + "@" + s.cfg.Hostname + ">"
 		fmt.Fprintf(&pre, "Message-ID: %s\r\n", messageID)
+	}
+	if !hdr.Has("Date") {
+		// RFC 5322 3.6 requires one; added before signing, so it is
+		// signed (Date is in every signature's h=).
+		fmt.Fprintf(&pre, "Date: %s\r\n", now.Format(time.RFC1123Z))
 	}
 	unsigned := make([]byte, 0, pre.Len()+len(data))
 	unsigned = append(append(unsigned, pre.Bytes()...), data...)
@@ -527,7 +599,7 @@ func (s *Server) accept(ss *submission, data []byte) error {
 	case res.Duplicate:
 		s.outcome(class.Name, "deduplicated", "")
 		log.Info().Str("original", res.MsgID).Msg("duplicate submission")
-		return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "OK: already queued as " + res.MsgID}
+		return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "OK already queued as " + res.MsgID}
 	}
 	var suppressed []string
 	for _, ev := range m.Events {
@@ -548,7 +620,7 @@ func (s *Server) accept(ss *submission, data []byte) error {
 	} else {
 		log.Info().Strs("queue_ids", ids).Time("deadline", deadline).Strs("superseded", res.Superseded).Msg("queued")
 	}
-	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "OK: queued as " + msgID}
+	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "OK queued as " + msgID}
 }
 
 // sfdcFields returns the Salesforce org, user and record the headers name,
