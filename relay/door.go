@@ -124,6 +124,11 @@ type doorScan struct {
 	dotCR   bool // DATA: a "." + CR at the start of a line with no LF after it, which go-smtp drops
 	dotLine bool // BDAT: a line holding only "." (what ends DATA)
 	bdat    bool
+	// truncated: the connection ended inside the message. go-smtp takes a
+	// BDAT chunk cut short by the end of the connection for a whole one
+	// (its io.Copy sees io.EOF as success), so a LAST chunk cut short
+	// would be passed on as a complete message.
+	truncated bool
 }
 
 // clean reports whether nothing in the scan is a smuggling risk.
@@ -215,6 +220,11 @@ func (d *door) Read(p []byte) (int, error) {
 			}
 		}
 		if err := d.fill(); err != nil {
+			if d.pass > 0 && d.chunk || d.pendChunk || d.mode == modeData {
+				d.mu.Lock()
+				d.scan.truncated = true
+				d.mu.Unlock()
+			}
 			return 0, err
 		}
 	}
@@ -342,6 +352,10 @@ func (d *door) unit(n int) {
 func (d *door) endUnit() {
 	if d.chunk && d.last {
 		d.bdat = false
+		if d.cs.prevCR {
+			// A CR that ends the message has no LF after it.
+			d.merge(doorScan{bareCR: true})
+		}
 	}
 	d.chunk = false
 	if d.pendChunk {

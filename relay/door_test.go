@@ -468,3 +468,42 @@ func TestLongCommandLine(t *testing.T) {
 		t.Errorf("connection still open: %q", r)
 	}
 }
+
+// go-smtp takes a BDAT chunk cut short by the end of the connection for a
+// whole one; the door knows better, and the half message is not queued.
+func TestTruncatedBDAT(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	rc := e.submitter(t)
+	rc.cmd("MAIL FROM:<noreply@example.com>")
+	rc.cmd("RCPT TO:<jane@dest.test>")
+	msg := string(resetMsg("jane@dest.test", "cut"))
+	rc.send(fmt.Sprintf("BDAT %d LAST\r\n%s", len(msg)+100, msg))
+	rc.tc.CloseWrite()
+	waitFor(t, "the truncated message to be counted", 10*time.Second, func() bool {
+		return rejections(t, e, "truncated") == 1
+	})
+	if items, _ := e.srv.Queue.List(queue.Filter{State: "all"}); len(items) != 0 {
+		t.Errorf("%d items queued from a truncated message", len(items))
+	}
+}
+
+// rejections reads latchkey_smtp_rejections_total{reason}.
+func rejections(t *testing.T, e *env, reason string) float64 {
+	mfs, err := e.srv.Metrics.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "latchkey_smtp_rejections_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "reason" && l.GetValue() == reason {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}

@@ -20,6 +20,7 @@ import (
 // AUTH and relays nothing.
 type inbound struct {
 	s     *Server
+	conn  *smtp.Conn
 	ids   []string // queue ids from the VERP recipients
 	log   zerolog.Logger
 	count int
@@ -28,7 +29,7 @@ type inbound struct {
 var errNoSuchBounceAddr = smtpErr(550, [3]int{5, 1, 1}, "No such bounce address")
 
 func (s *Server) newInbound(c *smtp.Conn) (smtp.Session, error) {
-	return &inbound{s: s, log: s.log.With().Str("listener", "inbound").Str("client", remoteIP(c).String()).Logger()}, nil
+	return &inbound{s: s, conn: c, log: s.log.With().Str("listener", "inbound").Str("client", remoteIP(c).String()).Logger()}, nil
 }
 
 func (in *inbound) Mail(string, *smtp.MailOptions) error { return nil }
@@ -55,6 +56,11 @@ func (in *inbound) Data(r io.Reader) error {
 	data, err := io.ReadAll(r)
 	if err != nil {
 		return err
+	}
+	if d := doorOf(in.conn.Conn()); d != nil && d.Scan().truncated {
+		// A BDAT chunk cut short by the end of the connection, which
+		// go-smtp takes for a whole one: not a report to act on.
+		return errConnLost
 	}
 	rep, err := bounce.Parse(bytes.NewReader(data))
 	if err != nil {

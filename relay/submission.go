@@ -40,6 +40,7 @@ var (
 	errDotLine        = smtpErr(554, [3]int{5, 6, 0}, `Message sent with BDAT contains a line holding only "." (the end of DATA); send it with DATA, dot-stuffed`)
 	errLongHeaderLine = smtpErr(554, [3]int{5, 6, 0}, "Message header line longer than 998 octets (RFC 5322 section 2.1.1); fold the field")
 	errLongBodyLine   = smtpErr(554, [3]int{5, 6, 0}, "Message body line longer than 998 octets (RFC 5322 section 2.1.1); use quoted-printable or base64")
+	errConnLost       = smtpErr(451, [3]int{4, 4, 2}, "Connection lost in the middle of the message")
 	errTempFailure    = smtpErr(451, [3]int{4, 3, 0}, "Temporary failure queueing the message; try again")
 	errRateLimited    = smtpErr(451, [3]int{4, 7, 1}, "Too many messages for this recipient; try again later")
 )
@@ -196,6 +197,13 @@ func (ss *submission) Data(r io.Reader) error {
 	var raw doorScan
 	if d := doorOf(ss.conn.Conn()); d != nil {
 		raw = d.Scan()
+	}
+	if raw.truncated {
+		// Nobody is left to answer; what matters is that the half
+		// message is not queued.
+		ss.s.reject("truncated")
+		ss.log.Warn().Int("bytes", len(data)).Msg("connection lost in the middle of a message; nothing queued")
+		return errConnLost
 	}
 	return ss.s.accept(ss, data, raw)
 }
