@@ -507,3 +507,52 @@ func rejections(t *testing.T, e *env, reason string) float64 {
 	}
 	return 0
 }
+
+// A From: in group syntax names one mailbox for net/mail, but RFC 5322 does
+// not allow it; it is refused at DATA instead of by the recipient's server.
+func TestFromGroupRefused(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	rc := e.submitter(t)
+	base := string(resetMsg("jane@dest.test", "grp"))
+	for _, from := range []string{"Team: noreply@example.com;", "Team:<noreply@example.com>;"} {
+		msg := strings.Replace(base, "From: Acme Support <noreply@example.com>", "From: "+from, 1)
+		if r := rc.data(msg); r != "550 5.7.1 From: header must be a mailbox, not a group (RFC 5322 section 3.6.2)" {
+			t.Errorf("From: %s answered %q", from, r)
+		}
+	}
+	for i, from := range []string{`"Acme: Support" <noreply@example.com>`, "Acme (a: b) <noreply@example.com>"} {
+		msg := strings.Replace(string(resetMsg("jane@dest.test", fmt.Sprint("grpok", i))),
+			"From: Acme Support <noreply@example.com>", "From: "+from, 1)
+		if r := rc.data(msg); !queuedRe.MatchString(r) {
+			t.Errorf("From: %s answered %q", from, r)
+		}
+	}
+}
+
+func TestIsGroup(t *testing.T) {
+	for in, want := range map[string]bool{
+		"a@b": false, "A <a@b>": false, `"x:y" <a@b>`: false, "(x:y) a@b": false, "<@r:a@b>": false,
+		"g: a@b;": true, "g:;": true, `"q" g: a@b;`: true, `"\\": x`: true, `"\\"": x`: false, "(a\\) b:": false,
+	} {
+		if got := isGroup(in); got != want {
+			t.Errorf("isGroup(%q) = %v", in, got)
+		}
+	}
+}
+
+// FuzzIsGroup: isGroup never panics, and a value with no colon, or whose
+// only colons are inside a quoted string, is never a group.
+func FuzzIsGroup(f *testing.F) {
+	f.Add("Team: a@example.com;")
+	f.Add(`"a\\" b" (c: d) <@r:e@f>`)
+	f.Fuzz(func(t *testing.T, v string) {
+		g := isGroup(v)
+		if !strings.Contains(v, ":") && g {
+			t.Errorf("isGroup(%q) without a colon", v)
+		}
+		clean := strings.NewReplacer("\\", "", `"`, "", "(", "", ")", "", "<", "", ">", "").Replace(v)
+		if q := `"` + clean + `" <a@b>`; isGroup(q) {
+			t.Errorf("isGroup(%q): the colon is quoted", q)
+		}
+	})
+}

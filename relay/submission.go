@@ -244,6 +244,40 @@ func checkLineEndings(b []byte) bool {
 	return true
 }
 
+// isGroup reports whether an address header value uses group syntax
+// ("name: addresses;"): a colon outside quoted strings, comments and angle
+// brackets (where an obsolete source route may hold one).
+func isGroup(v string) bool {
+	quoted, angle, comment := false, false, 0
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		switch {
+		case quoted || comment > 0:
+			switch {
+			case c == '\\':
+				i++
+			case quoted && c == '"':
+				quoted = false
+			case !quoted && c == '(':
+				comment++
+			case !quoted && c == ')':
+				comment--
+			}
+		case c == '"':
+			quoted = true
+		case c == '(':
+			comment++
+		case c == '<':
+			angle = true
+		case c == '>':
+			angle = false
+		case c == ':' && !angle:
+			return true
+		}
+	}
+	return false
+}
+
 // maxLine is RFC 5322's limit on a line, without its CRLF.
 const maxLine = 998
 
@@ -442,6 +476,12 @@ func (s *Server) accept(ss *submission, data []byte, raw doorScan) error {
 	fromAddr, err := mail.ParseAddress(froms[0])
 	if err != nil {
 		return refuse("from_header", smtpErr(550, [3]int{5, 7, 1}, "From: header is not a valid address"))
+	}
+	if isGroup(froms[0]) {
+		// net/mail takes "Team: a@example.com;" for a@example.com, but
+		// RFC 5322 3.6.2 allows only mailboxes in From:, and receivers
+		// refuse such a message after our 250.
+		return refuse("from_header", smtpErr(550, [3]int{5, 7, 1}, "From: header must be a mailbox, not a group (RFC 5322 section 3.6.2)"))
 	}
 	refused.from = fromAddr.Address
 	dom := s.cfg.Domain(domainOf(fromAddr.Address))
