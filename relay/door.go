@@ -68,9 +68,12 @@ type door struct {
 	pendChunk bool
 	pendSize  int
 	pendLast  bool
-	inject    []byte // bytes handed over before any client byte (the RSET after STARTTLS)
-	dead      bool   // the TLS handshake failed: nothing more is read or written
-	cs        contentState
+	// afterChunk: a chunk was handed over; go-smtp's reply to it says
+	// whether its message is still open.
+	afterChunk bool
+	inject     []byte // bytes handed over before any client byte (the RSET after STARTTLS)
+	dead       bool   // the TLS handshake failed: nothing more is read or written
+	cs         contentState
 
 	// Write side: go-smtp's connection goroutine only.
 	wpart   []byte // a reply line written in pieces, until its LF
@@ -311,6 +314,14 @@ func (d *door) next(p []byte) (int, error) {
 func (d *door) command(p, line []byte) (int, error) {
 	verb, arg := parseVerb(line)
 	d.ehlo = false
+	if d.afterChunk {
+		// go-smtp answers a chunk it took with 250; any other reply means
+		// it dropped the message (or never had one: no RCPT yet).
+		d.afterChunk = false
+		if d.code != 250 {
+			d.bdat = false
+		}
+	}
 	switch verb {
 	case "STARTTLS":
 		d.r += len(line)
@@ -332,9 +343,9 @@ func (d *door) command(p, line []byte) (int, error) {
 			d.pendChunk, d.pendSize, d.pendLast = true, size, last
 			return d.next(p)
 		}
-	case "RSET", "EHLO", "HELO", "MAIL":
-		// go-smtp drops an open BDAT message on these (MAIL is refused
-		// during one, but then no chunk of the old one follows either).
+	case "RSET", "EHLO", "HELO":
+		// go-smtp drops an open BDAT message on these. (It refuses MAIL
+		// and DATA during one and keeps it open.)
 		d.bdat = false
 		d.ehlo = verb == "EHLO" || verb == "HELO"
 	}
@@ -350,6 +361,9 @@ func (d *door) unit(n int) {
 // endUnit runs when a unit has been handed over whole: after a BDAT line,
 // its chunk follows.
 func (d *door) endUnit() {
+	if d.chunk {
+		d.afterChunk = true
+	}
 	if d.chunk && d.last {
 		d.bdat = false
 		if d.cs.prevCR {

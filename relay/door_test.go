@@ -556,3 +556,37 @@ func FuzzIsGroup(f *testing.F) {
 		}
 	})
 }
+
+// The door follows go-smtp's BDAT state: a MAIL or DATA refused in the middle
+// of a BDAT message leaves it open (and what its first chunk held counts), a
+// chunk go-smtp refused (no RCPT yet) opens none.
+func TestBDATState(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	rc := e.submitter(t)
+	rc.cmd("MAIL FROM:<noreply@example.com>")
+	rc.cmd("RCPT TO:<jane@dest.test>")
+	first := string(resetMsg("jane@dest.test", "st1")) + "tail\r\n.\r\nmore\r\n"
+	rc.send(fmt.Sprintf("BDAT %d\r\n%s", len(first), first))
+	if r := rc.reply(); r[0] != "250 2.0.0 Continue" {
+		t.Fatalf("first chunk answered %q", r)
+	}
+	if r := rc.last("MAIL FROM:<noreply@example.com>"); !strings.HasPrefix(r, "502") {
+		t.Errorf("MAIL during BDAT answered %q", r)
+	}
+	if r := rc.last("DATA"); !strings.HasPrefix(r, "502") {
+		t.Errorf("DATA during BDAT answered %q", r)
+	}
+	rc.send("BDAT 5 LAST\r\nend\r\n")
+	if r := rc.reply(); r[0] != `554 5.6.0 Message sent with BDAT contains a line holding only "." (the end of DATA); send it with DATA, dot-stuffed` {
+		t.Errorf("last chunk answered %q", r)
+	}
+	// A chunk refused for want of RCPT is discarded by go-smtp; its "."
+	// line does not taint the next message.
+	rc.send("BDAT 5\r\nx\r\n.\r")
+	if r := rc.reply(); !strings.HasPrefix(r[0], "502") {
+		t.Errorf("chunk without RCPT answered %q", r)
+	}
+	if r := rc.bdat(string(resetMsg("jane@dest.test", "st2"))); !queuedRe.MatchString(r) {
+		t.Errorf("clean BDAT after a refused chunk answered %q", r)
+	}
+}
