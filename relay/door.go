@@ -72,7 +72,7 @@ type door struct {
 	// whether its message is still open.
 	afterChunk bool
 	inject     []byte // bytes handed over before any client byte (the RSET after STARTTLS)
-	dead       bool   // the TLS handshake failed: nothing more is read or written
+	dead       bool   // a failed TLS handshake or an overlong line: nothing more is read or written
 	cs         contentState
 
 	// Write side: go-smtp's connection goroutine only.
