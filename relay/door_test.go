@@ -407,6 +407,13 @@ func TestDateAdded(t *testing.T) {
 			t.Errorf("%s Date: answered %q", name, r)
 		}
 	}
+	// The other fields RFC 5322 allows once.
+	for _, f := range []string{"Subject", "To", "Reply-To"} {
+		msg := string(resetMsg("jane@dest.test", "twice"+f, f+": <again@dest.test>", f+": <more@dest.test>"))
+		if r := rc.data(msg); r != "554 5.6.0 Message must have at most one "+f+": header (RFC 5322 section 3.6)" {
+			t.Errorf("two %s: answered %q", f, r)
+		}
+	}
 	got := e.sink.Wait(2, 10*time.Second)
 	if len(got) != 2 {
 		t.Fatalf("%d delivered", len(got))

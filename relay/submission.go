@@ -453,6 +453,13 @@ func (s *Server) accept(ss *submission, data []byte, raw doorScan) error {
 			return refuse("bad_header", smtpErr(554, [3]int{5, 6, 0}, "Message must have at most one "+f+": header, not empty (RFC 5322 section 3.6)"))
 		}
 	}
+	// The other fields RFC 5322 3.6 allows at most once: receivers such as
+	// Gmail refuse a message with two, after our 250.
+	for _, f := range [...]string{"Subject", "To", "Cc", "Bcc", "Reply-To", "Sender", "In-Reply-To", "References"} {
+		if len(hdr.Values(f)) > 1 {
+			return refuse("bad_header", smtpErr(554, [3]int{5, 6, 0}, "Message must have at most one "+f+": header (RFC 5322 section 3.6)"))
+		}
+	}
 	// RFC 5322 2.1.1 (and RFC 5321 4.5.3.1.6): a line is at most 998
 	// octets. A longer one is refused here rather than accepted and
 	// refused by the recipient's MX ("500 Line too long"), which would
