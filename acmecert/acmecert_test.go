@@ -3,9 +3,9 @@ package acmecert
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"net"
 	"path/filepath"
 	"strconv"
@@ -24,7 +24,6 @@ import (
 // hostSeq gives each test its own host name: certmagic keeps a renewal
 // back-off per name for the whole process.
 var hostSeq atomic.Int64
-
 
 func freePort(t *testing.T) int {
 	t.Helper()
