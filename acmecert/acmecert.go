@@ -102,11 +102,11 @@ func (c Config) Validate(hostname string) error {
 		// A public CA validates only public names; a private one
 		// (ca_root set) may know internal ones.
 		if err := certName(n, c.CARoot == ""); err != nil {
-			key := "names"
 			if n == hostname {
-				key = "hostname"
+				bad("names", "hostname %q, the certificate's first name: %v", n, err)
+			} else {
+				bad("names", "%q: %v", n, err)
 			}
-			bad(key, "%q: %v", n, err)
 		}
 	}
 	if c.CARoot != "" {

@@ -261,7 +261,7 @@ func TestValidate(t *testing.T) {
 		{"bad email", "mx.example.com", func(c *Config) { c.Email = "ops at example" }, "email:"},
 		{"http ca", "mx.example.com", func(c *Config) { c.CA = "http://ca.example.com/dir" }, "ca:"},
 		{"dns-01", "mx.example.com", func(c *Config) { c.Challenge = "dns-01" }, "challenge:"},
-		{"localhost", "localhost", func(*Config) {}, "hostname:"},
+		{"localhost", "localhost", func(*Config) {}, `names: hostname "localhost"`},
 		{"ip name", "mx.example.com", func(c *Config) { c.Names = []string{"192.0.2.1"} }, "names:"},
 		{"wildcard", "mx.example.com", func(c *Config) { c.Names = []string{"*.example.com"} }, "wildcard"},
 		{"port", "mx.example.com", func(c *Config) { c.HTTPPort = 0 }, "http_port:"},
