@@ -19,6 +19,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/latchkey/latchkey/acmecert"
 	"github.com/latchkey/latchkey/conf/tomlconf"
 	"github.com/latchkey/latchkey/deliver"
 	"github.com/latchkey/latchkey/dkim"
@@ -44,6 +45,7 @@ type Config struct {
 	PolicyFile string `toml:"policy_file"`
 
 	Submission Submission        `toml:"submission"`
+	TLS        TLS               `toml:"tls"`
 	Inbound    Inbound           `toml:"inbound"`
 	Domains    []Domain          `toml:"domains"`
 	Delivery   deliver.Config    `toml:"delivery"`
@@ -56,6 +58,13 @@ type Config struct {
 	// latchkey.toml" for the shipped one); Trial is true for the shipped one.
 	File  string `toml:"-"`
 	Trial bool   `toml:"-"`
+}
+
+// TLS is how the listeners get their certificate when not from
+// [submission] tls_cert/tls_key.
+type TLS struct {
+	// ACME obtains and renews it from an ACME CA.
+	ACME acmecert.Config `toml:"acme"`
 }
 
 // Submission is the listener Salesforce submits to.
@@ -157,6 +166,7 @@ func Defaults() Config {
 		Inbound: Inbound{MaxMessageBytes: 10 << 20, BackupHeader: "X-LK-Backup-Email",
 			MaxConnections: 200, MaxConnectionsPerIP: 20},
 		Delivery:   d,
+		TLS:        TLS{ACME: acmecert.DefaultConfig()},
 		Admin:      Admin{Listen: "127.0.0.1:8025"},
 		Audit:      Audit{Retention: 400 * 24 * time.Hour},
 		Salesforce: salesforce.DefaultConfig(),
@@ -213,6 +223,7 @@ func Parse(file string, src []byte, trial bool) (*Config, error) {
 	errs = append(errs, tomlconf.FromValidation(file, src, "", errors.Join(bareDurations(md, reflect.TypeOf(c), nil)...))...)
 	errs = append(errs, tomlconf.FromValidation(file, src, "", c.validate())...)
 	errs = append(errs, tomlconf.FromValidation(file, src, "delivery", c.Delivery.Validate())...)
+	errs = append(errs, tomlconf.FromValidation(file, src, "tls.acme", c.TLS.ACME.Validate(c.Hostname))...)
 	if c.Salesforce.Enabled {
 		errs = append(errs, tomlconf.FromValidation(file, src, "salesforce", c.Salesforce.Validate())...)
 	}
@@ -288,6 +299,9 @@ func (c *Config) validate() error {
 	}
 	if (s.TLSCert == "") != (s.TLSKey == "") {
 		add("submission.tls_cert", "tls_cert and tls_key go together")
+	}
+	if c.TLS.ACME.Enabled && s.TLSCert != "" {
+		add("submission.tls_cert", "not used with [tls.acme] enabled: remove one of them")
 	}
 	if s.MinTLS != "1.2" && s.MinTLS != "1.3" {
 		add("submission.min_tls", "must be \"1.2\" or \"1.3\", got %q", s.MinTLS)

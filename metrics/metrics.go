@@ -93,6 +93,7 @@ type Metrics struct {
 	latency      *prometheus.HistogramVec
 	outcomes     *prometheus.CounterVec
 	attempts     *prometheus.CounterVec
+	acme         *prometheus.CounterVec
 
 	rejectReasons  *labelGuard
 	outcomeReasons *labelGuard
@@ -104,6 +105,7 @@ type Metrics struct {
 	apiUse  func() (used, limit int)
 	dns     []DNSResult
 	dnsTime time.Time
+	cert    func() time.Time
 }
 
 // New creates the metrics in a registry of their own, with the Go runtime
@@ -129,11 +131,14 @@ func New() *Metrics {
 		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "latchkey_delivery_attempts_total", Help: "Delivery attempts per class and result (delivered, temporary, permanent, error)."},
 			[]string{"class", "result"}),
+		acme: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "latchkey_acme_attempts_total", Help: "ACME attempts to obtain or renew the TLS certificate, by kind (obtain, renew) and result (ok, failed)."},
+			[]string{"kind", "result"}),
 		rejectReasons:  newLabelGuard(maxLabelValues),
 		outcomeReasons: newLabelGuard(maxLabelValues),
 		classes:        newLabelGuard(maxLabelValues),
 	}
-	m.reg.MustRegister(m.sessions, m.rejections, m.authFailures, m.signSeconds, m.latency, m.outcomes, m.attempts,
+	m.reg.MustRegister(m.sessions, m.rejections, m.authFailures, m.signSeconds, m.latency, m.outcomes, m.attempts, m.acme,
 		sourceCollector{m},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -223,6 +228,27 @@ func (m *Metrics) SetAPIUsageSource(f func() (used, limit int)) {
 	m.mu.Unlock()
 }
 
+// ACMEAttempt counts one attempt to obtain (renewal false) or renew the TLS
+// certificate; err nil is success.
+func (m *Metrics) ACMEAttempt(renewal bool, err error) {
+	kind, result := "obtain", "ok"
+	if renewal {
+		kind = "renew"
+	}
+	if err != nil {
+		result = "failed"
+	}
+	m.acme.WithLabelValues(kind, result).Inc()
+}
+
+// SetCertSource sets the function read at each scrape for the end of
+// validity of the TLS certificate in service (zero: none).
+func (m *Metrics) SetCertSource(f func() time.Time) {
+	m.mu.Lock()
+	m.cert = f
+	m.mu.Unlock()
+}
+
 // SetDNSResults replaces the DNS check results exported, after each check
 // run. Checks absent from rs disappear from the metrics; several results
 // for one domain and check (DKIM selectors) are exported as the worst.
@@ -240,6 +266,8 @@ var (
 		"Age since acceptance of the oldest undelivered item of the class (any live state).", []string{"class"}, nil)
 	descOutbox = prometheus.NewDesc("latchkey_salesforce_outbox_items",
 		"Escalations in the Salesforce outbox: pending delivery, or dead-lettered.", []string{"state"}, nil)
+	descCertExpiry = prometheus.NewDesc("latchkey_tls_certificate_expiry_timestamp_seconds",
+		"End of validity (Unix time) of the TLS certificate the listeners serve.", nil, nil)
 	descAPIUsed = prometheus.NewDesc("latchkey_salesforce_api_requests_used",
 		"Salesforce API requests used in the org's 24-hour window (Sforce-Limit-Info).", nil, nil)
 	descAPILimit = prometheus.NewDesc("latchkey_salesforce_api_requests_limit",
@@ -256,7 +284,7 @@ var (
 type sourceCollector struct{ m *Metrics }
 
 func (c sourceCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descQueueItems, descQueueOldest, descOutbox, descAPIUsed, descAPILimit, descDNS, descDNSTime} {
+	for _, d := range []*prometheus.Desc{descQueueItems, descQueueOldest, descOutbox, descAPIUsed, descAPILimit, descDNS, descDNSTime, descCertExpiry} {
 		ch <- d
 	}
 }
@@ -264,8 +292,13 @@ func (c sourceCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c sourceCollector) Collect(ch chan<- prometheus.Metric) {
 	m := c.m
 	m.mu.Lock()
-	queue, outbox, apiUse, dns, dnsTime := m.queue, m.outbox, m.apiUse, m.dns, m.dnsTime
+	queue, outbox, apiUse, dns, dnsTime, cert := m.queue, m.outbox, m.apiUse, m.dns, m.dnsTime, m.cert
 	m.mu.Unlock()
+	if cert != nil {
+		if t := cert(); !t.IsZero() {
+			ch <- prometheus.MustNewConstMetric(descCertExpiry, prometheus.GaugeValue, float64(t.Unix()))
+		}
+	}
 	if queue != nil {
 		collectQueue(ch, queue(), m.classes)
 	}

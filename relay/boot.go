@@ -43,7 +43,12 @@ func Boot(cfg *conf.Config, log zerolog.Logger) (*Server, error) {
 		if err != nil {
 			return nil, err
 		}
-		log.Warn().Bool("created", made).Str("cert", certFile).Msg("using a self-signed certificate: for trying latchkey out only; Salesforce's RequiredVerify needs a CA-signed one")
+		if cfg.TLS.ACME.Enabled {
+			// Served only until ACME has a certificate (or if it never can).
+			log.Info().Bool("created", made).Str("cert", certFile).Msg("self-signed fallback certificate ready; [tls.acme] provides the real one")
+		} else {
+			log.Warn().Bool("created", made).Str("cert", certFile).Msg("using a self-signed certificate: for trying latchkey out only; Salesforce's RequiredVerify needs a CA-signed one")
+		}
 	}
 	if len(cfg.Submission.Users) == 0 && cfg.Submission.UsersFile == "" {
 		pass, err := EnsureSecret(cfg.Path("trial-password"), 12)

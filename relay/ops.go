@@ -49,6 +49,12 @@ func (s *Server) wireMetrics(m *metrics.Metrics) {
 	if s.SalesforceClient != nil {
 		m.SetAPIUsageSource(s.SalesforceClient.APIUsage)
 	}
+	m.SetCertSource(func() time.Time {
+		if c := s.certInService(); c != nil {
+			return c.NotAfter
+		}
+		return time.Time{}
+	})
 	s.OnDNS = func(rep *dnscheck.Report) {
 		rs := make([]metrics.DNSResult, 0, len(rep.Checks))
 		for _, c := range rep.Checks {

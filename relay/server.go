@@ -23,6 +23,7 @@ import (
 	"github.com/emersion/go-smtp"
 	"github.com/rs/zerolog"
 
+	"github.com/latchkey/latchkey/acmecert"
 	"github.com/latchkey/latchkey/conf"
 	"github.com/latchkey/latchkey/deliver"
 	"github.com/latchkey/latchkey/dkim"
@@ -46,6 +47,9 @@ type Server struct {
 	users *users
 	fails *failLimiter
 	certs *certReloader
+	acme  *acmecert.Manager // nil unless [tls.acme] enabled
+	// ACME tunes the [tls.acme] renewal schedule; set before Start (tests).
+	ACME ACMETuning
 
 	delivMu    sync.RWMutex
 	deliverers map[string]*deliver.Deliverer // one per class lane; a reload may add one
@@ -152,8 +156,10 @@ func New(o Options) (*Server, error) {
 	}
 	certLog := o.Log.With().Str("component", "tls").Logger()
 	s.certs.log = &certLog
-	if c := s.certs.cert; c.Leaf != nil && time.Until(c.Leaf.NotAfter) < 14*24*time.Hour {
-		certLog.Warn().Str("cert", o.CertFile).Time("not_after", c.Leaf.NotAfter).Msg("TLS certificate expires within 14 days (or has expired): renew it")
+	if !o.Config.TLS.ACME.Enabled {
+		if c := s.certs.cert; c.Leaf != nil && time.Until(c.Leaf.NotAfter) < 14*24*time.Hour {
+			certLog.Warn().Str("cert", o.CertFile).Time("not_after", c.Leaf.NotAfter).Msg("TLS certificate expires within 14 days (or has expired): renew it")
+		}
 	}
 	if s.Queue, err = queue.New(o.Store, o.Log); err != nil {
 		return nil, err
@@ -177,6 +183,9 @@ func (s *Server) Config() *conf.Config { return s.cfg }
 // Start listens on the configured addresses and starts the delivery workers.
 func (s *Server) Start(ctx context.Context) error {
 	c := s.cfg
+	if err := s.startACME(ctx); err != nil {
+		return err
+	}
 	workers := map[string]int{}
 	for _, cl := range s.Policy.Get().Classes() {
 		workers[cl.Name] = cl.Workers
@@ -299,6 +308,9 @@ func (s *Server) Close() {
 		srv.Close()
 	}
 	s.Queue.Stop()
+	if s.acme != nil {
+		s.acme.Stop()
+	}
 	if s.bgCancel != nil {
 		s.bgCancel()
 	}

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/latchkey/latchkey/acmecert"
 )
 
 // certReloader serves the certificate from files and re-reads them when their
@@ -36,6 +38,10 @@ type certReloader struct {
 	// refCert and refKey are the modification times of the pair last
 	// refused, so that it is reported once, not at every check.
 	refCert, refKey time.Time
+
+	// acme, if set, serves the certificate it manages; the files' pair is
+	// the fallback until it has one.
+	acme *acmecert.Manager
 }
 
 func newCertReloader(certFile, keyFile string) (*certReloader, error) {
@@ -82,7 +88,12 @@ func expired(c *tls.Certificate, now time.Time) bool {
 // once every few seconds; a broken new pair keeps the old one in service,
 // and so does an expired one while the old one is still valid (an old
 // backup restored over a renewal must not break every STARTTLS).
-func (r *certReloader) getCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+func (r *certReloader) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	if r.acme != nil {
+		if c, _ := r.acme.GetCertificate(hello); c != nil {
+			return c, nil
+		}
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := time.Now()

@@ -252,6 +252,12 @@ func cmdConfigCheck(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	bad := false
+	// ACME renews only if its challenge port is free: say so now rather
+	// than when the certificate is about to expire.
+	if err := cfg.TLS.ACME.CheckPort(); err != nil {
+		fmt.Fprintf(stdout, "%s: tls.acme.%v\n", cfg.File, err)
+		bad = true
+	}
 	if cfg.PolicyFile != "" {
 		if _, err := policy.Open(cfg.PolicyFile); err != nil {
 			fmt.Fprintln(stdout, err)
