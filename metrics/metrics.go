@@ -22,6 +22,7 @@ import (
 	"net/http"
 	"regexp"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -94,6 +95,7 @@ type Metrics struct {
 	outcomes     *prometheus.CounterVec
 	attempts     *prometheus.CounterVec
 	acme         *prometheus.CounterVec
+	held         *prometheus.HistogramVec
 
 	rejectReasons  *labelGuard
 	outcomeReasons *labelGuard
@@ -134,11 +136,16 @@ func New() *Metrics {
 		acme: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "latchkey_acme_attempts_total", Help: "ACME attempts to obtain or renew the TLS certificate, by kind (obtain, renew) and result (ok, failed)."},
 			[]string{"kind", "result"}),
+		held: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "latchkey_submission_held_seconds",
+			Help: "Time a 250 was held back because the class's delivery backlog was full (back-pressure), per class; " +
+				"late=\"true\" when the backlog was still full when the reply went.",
+			Buckets: []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}, []string{"class", "late"}),
 		rejectReasons:  newLabelGuard(maxLabelValues),
 		outcomeReasons: newLabelGuard(maxLabelValues),
 		classes:        newLabelGuard(maxLabelValues),
 	}
-	m.reg.MustRegister(m.sessions, m.rejections, m.authFailures, m.signSeconds, m.latency, m.outcomes, m.attempts, m.acme,
+	m.reg.MustRegister(m.sessions, m.rejections, m.authFailures, m.signSeconds, m.latency, m.outcomes, m.attempts, m.acme, m.held,
 		sourceCollector{m},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -168,6 +175,11 @@ func (m *Metrics) AuthFailed() { m.authFailures.Inc() }
 
 // Signed records the time one DKIM signature took.
 func (m *Metrics) Signed(d time.Duration) { m.signSeconds.Observe(nonNeg(d).Seconds()) }
+
+// Held records a reply held back by the delivery backlog.
+func (m *Metrics) Held(class string, d time.Duration, late bool) {
+	m.held.WithLabelValues(m.classes.value(class), strconv.FormatBool(late)).Observe(nonNeg(d).Seconds())
+}
 
 // Outcome records what happened to a message. For state "delivered" the
 // latency (acceptance to delivery, retries included) goes into the class's

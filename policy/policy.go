@@ -86,6 +86,19 @@ type Class struct {
 	RateWindow time.Duration
 	// Workers is the number of delivery workers reserved for the class.
 	Workers int
+	// Backlog is how many messages of the class may wait, due and not yet
+	// taken by a worker, before acceptance slows down (more than Backlog
+	// waiting holds the reply): the 250 after DATA
+	// is held (the message is already on disk) until the backlog is below
+	// it again or BacklogDelay has passed. Acceptance must never outrun
+	// delivery, or every message waits behind the backlog; 0 (the default)
+	// is off. Lower classes wait for it too: bulk yields to resets.
+	Backlog      int
+	BacklogDelay time.Duration
+	// BacklogRefuse: with this many waiting, a new message of the class is
+	// refused 451 4.3.2 before it is queued (for bulk, which can wait at
+	// the sender; never set for resets); 0 is off.
+	BacklogRefuse int
 	// Escalate says which outcomes open a Salesforce Case.
 	Escalate Escalate
 	// Targets are service objectives reported by the stats command.
@@ -205,19 +218,22 @@ type rawPolicy struct {
 }
 
 type rawClass struct {
-	Name         string   `toml:"name"`
-	Expiry       string   `toml:"expiry"`
-	ExpiryHeader string   `toml:"expiry_header"`
-	Margin       string   `toml:"margin"`
-	Retry        []string `toml:"retry"`
-	Supersede    bool     `toml:"supersede"`
-	SupersedeKey []string `toml:"supersede_key"`
-	DedupeWindow string   `toml:"dedupe_window"`
-	Suppression  []string `toml:"suppression"`
-	RateLimit    int      `toml:"rate_limit"`
-	RateWindow   string   `toml:"rate_window"`
-	Workers      int      `toml:"workers"`
-	Escalate     struct {
+	Name          string   `toml:"name"`
+	Expiry        string   `toml:"expiry"`
+	ExpiryHeader  string   `toml:"expiry_header"`
+	Margin        string   `toml:"margin"`
+	Retry         []string `toml:"retry"`
+	Supersede     bool     `toml:"supersede"`
+	SupersedeKey  []string `toml:"supersede_key"`
+	DedupeWindow  string   `toml:"dedupe_window"`
+	Suppression   []string `toml:"suppression"`
+	RateLimit     int      `toml:"rate_limit"`
+	RateWindow    string   `toml:"rate_window"`
+	Workers       int      `toml:"workers"`
+	Backlog       int      `toml:"backlog"`
+	BacklogDelay  string   `toml:"backlog_delay"`
+	BacklogRefuse int      `toml:"backlog_refuse"`
+	Escalate      struct {
 		HardBounce   bool `toml:"hard_bounce"`
 		PolicyBounce bool `toml:"policy_bounce"`
 		Expired      bool `toml:"expired"`
@@ -439,6 +455,23 @@ func (v *validator) class(key string, rc *rawClass) *Class {
 		v.addf("%s.workers: must be at least 1", key)
 	} else if rc.Workers > 1000 {
 		v.addf("%s.workers: %d is too many (at most 1000)", key, rc.Workers)
+	}
+	c.Backlog = rc.Backlog
+	if c.Backlog < 0 || c.Backlog > 1_000_000 {
+		v.addf("%s.backlog: %d is out of range (0 turns it off; at most 1000000)", key, c.Backlog)
+	}
+	c.BacklogDelay = 250 * time.Millisecond
+	if rc.BacklogDelay != "" {
+		c.BacklogDelay = v.duration(key+".backlog_delay", rc.BacklogDelay, false)
+		if c.BacklogDelay > 10*time.Second {
+			v.addf("%s.backlog_delay: %s is too long (at most 10s: the sender's connection is held that long)", key, rc.BacklogDelay)
+		}
+	}
+	c.BacklogRefuse = rc.BacklogRefuse
+	if rc.BacklogRefuse < 0 {
+		v.addf("%s.backlog_refuse: must be 0 (off) or more", key)
+	} else if rc.BacklogRefuse > 0 && c.Backlog > 0 && rc.BacklogRefuse < c.Backlog {
+		v.addf("%s.backlog_refuse: %d is below backlog (%d): messages would be refused before acceptance slows down", key, rc.BacklogRefuse, c.Backlog)
 	}
 	c.Targets.DeliveryP95 = v.duration(key+".targets.delivery_p95", rc.Targets.DeliveryP95, false)
 	c.Targets.SuccessRate = rc.Targets.SuccessRate

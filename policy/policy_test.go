@@ -64,12 +64,14 @@ func TestShippedPolicy(t *testing.T) {
 		!r.Supersede || !slices.Equal(r.SupersedeKey, []string{"recipient"}) || r.DedupeWindow != 10*time.Minute ||
 		!slices.Equal(r.Suppression, []string{"bounce"}) || r.RateLimit != 5 || r.RateWindow != 15*time.Minute ||
 		r.Workers != 10 || !r.Escalate.HardBounce || !r.Escalate.PolicyBounce || !r.Escalate.Expired ||
-		r.Targets.DeliveryP95 != time.Minute || r.Targets.SuccessRate != 0.98 {
+		r.Targets.DeliveryP95 != time.Minute || r.Targets.SuccessRate != 0.98 ||
+		r.Backlog != 20 || r.BacklogDelay != 250*time.Millisecond || r.BacklogRefuse != 0 {
 		t.Errorf("reset class = %+v", *r)
 	}
 	b := p.Class("bulk")
 	if b.Expiry != 72*time.Hour || !slices.Equal(b.Suppression, []string{"bounce", "unsubscribe"}) ||
-		b.Workers != 2 || b.Retry[0] < 30*time.Minute || b.Supersede || b.Escalate.PolicyBounce || b.Escalate.HardBounce {
+		b.Workers != 2 || b.Retry[0] < 30*time.Minute || b.Supersede || b.Escalate.PolicyBounce || b.Escalate.HardBounce ||
+		b.Backlog != 0 || b.BacklogDelay != 250*time.Millisecond {
 		t.Errorf("bulk class = %+v", *b)
 	}
 	if len(p.Rules()) != 4 || p.Rules()[0].Class != p.Class("reset") {
@@ -492,6 +494,12 @@ func TestParseErrors(t *testing.T) {
 		{"unknown key", strings.Replace(minimal, "workers", "wokers", 1), []string{
 			`p.toml:2: classes.0.workers: must be at least 1`,
 			`p.toml:6: classes.wokers: unknown key`}},
+		{"negative backlog", strings.Replace(minimal, "workers = 1", "workers = 1\nbacklog = -1", 1), []string{
+			`p.toml:7: classes.0.backlog: -1 is out of range (0 turns it off; at most 1000000)`}},
+		{"backlog delay too long", strings.Replace(minimal, "workers = 1", "workers = 1\nbacklog = 4\nbacklog_delay = \"1m\"", 1), []string{
+			`p.toml:8: classes.0.backlog_delay: 1m is too long (at most 10s: the sender's connection is held that long)`}},
+		{"refuse below backlog", strings.Replace(minimal, "workers = 1", "workers = 1\nbacklog = 10\nbacklog_refuse = 5", 1), []string{
+			`p.toml:8: classes.0.backlog_refuse: 5 is below backlog (10): messages would be refused before acceptance slows down`}},
 		{"no default class", strings.Replace(minimal, `default_class = "a"`, ``, 1), []string{
 			`p.toml: default_class: missing (the class of mail no rule matches)`}},
 		{"no classes", "default_class = \"a\"\n", []string{

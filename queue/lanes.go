@@ -29,6 +29,9 @@ type lane struct {
 	name string
 	h    slotHeap
 	sig  chan struct{} // closed (and replaced) whenever the lane changes
+	// taken is closed (and replaced) when a worker leases an item: what
+	// acceptance held back by the backlog waits for.
+	taken chan struct{}
 }
 
 func newLanes() *lanes {
@@ -38,7 +41,7 @@ func newLanes() *lanes {
 func (ls *lanes) lane(class string) *lane {
 	l := ls.byClass[class]
 	if l == nil {
-		l = &lane{name: class, sig: make(chan struct{})}
+		l = &lane{name: class, sig: make(chan struct{}), taken: make(chan struct{})}
 		ls.byClass[class] = l
 	}
 	return l
@@ -143,6 +146,8 @@ func (ls *lanes) next(ctx context.Context, class string, now func() time.Time) (
 			if d <= 0 {
 				heap.Pop(&l.h)
 				top.inflight = true
+				close(l.taken)
+				l.taken = make(chan struct{})
 				ls.mu.Unlock()
 				return top.id, nil
 			}
@@ -158,6 +163,52 @@ func (ls *lanes) next(ctx context.Context, class string, now func() time.Time) (
 		case <-sig:
 			t.Stop()
 		case <-t.C:
+		}
+	}
+}
+
+// ready counts the items of class that are due and not leased, stopping
+// at limit: the backlog the class's workers have not reached yet. Items
+// due later (retries) are not backlog. Due items form a subtree at the
+// heap's root (a child is never due before its parent), so the walk
+// visits only them and their children.
+func (ls *lanes) ready(class string, now time.Time, limit int) (int, <-chan struct{}) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	l := ls.lane(class)
+	n := 0
+	var walk func(i int)
+	walk = func(i int) {
+		if i >= len(l.h) || n >= limit || l.h[i].due.After(now) {
+			return
+		}
+		n++
+		walk(2*i + 1)
+		walk(2*i + 2)
+	}
+	walk(0)
+	return n, l.taken
+}
+
+// waitReady waits until at most limit items of class are ready, at most
+// max; it returns the backlog it last saw and whether it got there.
+func (ls *lanes) waitReady(ctx context.Context, class string, limit int, max time.Duration, now func() time.Time) (int, bool) {
+	n, taken := ls.ready(class, now(), limit+1)
+	if n <= limit {
+		return n, true
+	}
+	t := time.NewTimer(max)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return n, false
+		case <-t.C:
+			return n, false
+		case <-taken:
+		}
+		if n, taken = ls.ready(class, now(), limit+1); n <= limit {
+			return n, true
 		}
 	}
 }

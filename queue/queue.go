@@ -943,6 +943,25 @@ func (q *Queue) Drop(id, by, reason string) error {
 // acceptance time.
 func (q *Queue) Depth() map[string]LaneDepth { return q.lanes.depth() }
 
+// Backlog counts, up to limit, the items of class that are due and wait
+// for a worker.
+func (q *Queue) Backlog(class string, limit int) int {
+	n, _ := q.lanes.ready(class, q.now(), limit)
+	return n
+}
+
+// WaitBacklog holds the caller while more than limit items of class wait
+// for a worker, at most max: acceptance's back-pressure, so that the CPU
+// goes to delivery when the workers fall behind. It reports whether the
+// backlog came down to limit in time. limit ≤ 0 never waits.
+func (q *Queue) WaitBacklog(ctx context.Context, class string, limit int, max time.Duration) bool {
+	if limit <= 0 {
+		return true
+	}
+	_, ok := q.lanes.waitReady(ctx, class, limit, max, q.now)
+	return ok
+}
+
 // rateTake reports whether one more message fits in rc's window and returns
 // the entry that counts it, for the caller to write once every window of the
 // message fits. The window is fixed (starts at the first message) and

@@ -115,6 +115,9 @@ type Observer interface {
 	Rejected(reason string)
 	AuthFailed()
 	Signed(d time.Duration)
+	// Held is a 250 held back because the class's delivery backlog was
+	// full, for d; late says the backlog was still full when it was sent.
+	Held(class string, d time.Duration, late bool)
 	// Attempt is one delivery attempt: delivered, temporary, permanent or
 	// error (no reply).
 	Attempt(class, result string)

@@ -43,6 +43,7 @@ var (
 	errConnLost       = smtpErr(451, [3]int{4, 4, 2}, "Connection lost in the middle of the message")
 	errTempFailure    = smtpErr(451, [3]int{4, 3, 0}, "Temporary failure queueing the message; try again")
 	errRateLimited    = smtpErr(451, [3]int{4, 7, 1}, "Too many messages for this recipient; try again later")
+	errBacklog        = smtpErr(451, [3]int{4, 3, 2}, "Delivery backlog full for this class of mail; try again later")
 )
 
 type submission struct {
@@ -642,6 +643,13 @@ func (s *Server) accept(ss *submission, data []byte, raw doorScan) error {
 		// decision is on record.
 		m.Body = nil
 	}
+	if class.BacklogRefuse > 0 && len(m.Items) > 0 && s.Queue.Backlog(class.Name, class.BacklogRefuse) >= class.BacklogRefuse {
+		// Only for classes that can wait at the sender (bulk): better
+		// refused now than queued behind hours of backlog.
+		s.reject("backlog")
+		log.Warn().Int("backlog", class.BacklogRefuse).Msg("refused: delivery backlog full for the class")
+		return errBacklog
+	}
 	res, err := s.Queue.Enqueue(m)
 	switch {
 	case errors.Is(err, queue.ErrRateLimited):
@@ -674,6 +682,7 @@ func (s *Server) accept(ss *submission, data []byte, raw doorScan) error {
 		log.Info().Msg("nothing queued: every recipient is suppressed")
 	} else {
 		log.Info().Strs("queue_ids", ids).Time("deadline", deadline).Strs("superseded", res.Superseded).Msg("queued")
+		s.holdForBacklog(pol, class)
 	}
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "OK queued as " + msgID}
 }
@@ -695,6 +704,38 @@ func sfdcFields(hdr textproto.Header) map[string]string {
 func sha256Hex(b []byte) string {
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
+}
+
+// holdForBacklog is acceptance's back-pressure. The message is on disk
+// already; holding its 250 while delivery has fallen behind slows a sender
+// on kept-open connections to the rate the relay delivers, so that the CPU
+// goes to delivery and no backlog builds in which every message waits. A
+// message is held while its own class, or a class of higher priority, has
+// more due messages than its backlog limit waiting for a worker: bulk
+// yields to resets, never the other way round. At most class.BacklogDelay;
+// a reset is held, never refused.
+func (s *Server) holdForBacklog(pol *policy.Policy, class *policy.Class) {
+	if class.BacklogDelay <= 0 {
+		return
+	}
+	var full *policy.Class
+	for _, c := range pol.Classes() {
+		if c.Priority > class.Priority {
+			break
+		}
+		if c.Backlog > 0 && s.Queue.Backlog(c.Name, c.Backlog+1) > c.Backlog {
+			full = c
+			break
+		}
+	}
+	if full == nil {
+		return
+	}
+	start := time.Now()
+	ok := s.Queue.WaitBacklog(context.Background(), full.Name, full.Backlog, class.BacklogDelay)
+	if s.Observe != nil {
+		s.Observe.Held(class.Name, time.Since(start), !ok)
+	}
 }
 
 // outcome counts a decision taken at acceptance (not a queue item's end).
