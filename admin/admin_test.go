@@ -73,7 +73,8 @@ func (e *env) enqueue(t *testing.T, class, messageID string, accepted time.Time,
 			From: "noreply@example.test", MessageID: messageID, Accepted: accepted, Due: accepted.Add(time.Hour),
 			Deadline: accepted.Add(2 * time.Hour), Cutoff: accepted.Add(2 * time.Hour)})
 	}
-	m.Events = []*audit.Event{{Time: accepted, Type: audit.Received, MessageID: messageID, Class: class, Sender: "noreply@example.test"}}
+	m.Events = []*audit.Event{{Time: accepted, Type: audit.Received, MessageID: messageID, Class: class, Sender: "noreply@example.test",
+		Fields: map[string]string{"queue_id": id}}}
 	if _, err := e.q.Enqueue(m); err != nil {
 		t.Fatal(err)
 	}
@@ -208,10 +209,10 @@ func TestQueue(t *testing.T) {
 				t.Errorf("bad limit: %d %q", st, msg)
 			}
 
-			var it queue.Item
-			call(t, c, "GET", "/api/v1/queue/"+reset.ID, nil, &it)
-			if it.Rcpt != "a@example.test" || it.State != queue.StateQueued {
-				t.Errorf("queue show: %+v", it)
+			var one []queue.Item
+			call(t, c, "GET", "/api/v1/queue/"+reset.ID, nil, &one)
+			if len(one) != 1 || one[0].Rcpt != "a@example.test" || one[0].State != queue.StateQueued {
+				t.Errorf("queue show: %+v", one)
 			}
 			unknown := queue.ItemID(queue.NewMsgID(now), 0)
 			if st, _ := status(t, c, "GET", "/api/v1/queue/"+unknown, nil); st != 404 {
@@ -221,9 +222,9 @@ func TestQueue(t *testing.T) {
 				t.Errorf("show bad id: %d %q", st, msg)
 			}
 
-			call(t, c, "POST", "/api/v1/queue/"+reset.ID+"/retry", nil, &it)
-			if !it.Due.Before(reset.Due) {
-				t.Errorf("retry: due %v, want before %v", it.Due, reset.Due)
+			call(t, c, "POST", "/api/v1/queue/"+reset.ID+"/retry", nil, &one)
+			if len(one) != 1 || !one[0].Due.Before(reset.Due) {
+				t.Errorf("retry: %+v, want due before %v", one, reset.Due)
 			}
 			if st, _ := status(t, c, "POST", "/api/v1/queue/"+unknown+"/retry", nil); st != 404 {
 				t.Errorf("retry unknown: %d", st)
@@ -232,9 +233,9 @@ func TestQueue(t *testing.T) {
 			if st, msg := status(t, c, "POST", "/api/v1/queue/"+bulk.ID+"/drop", map[string]any{"by": "alice", "bogus": 1}); st != 400 || !strings.Contains(msg, "bogus") {
 				t.Errorf("drop with an unknown field: %d %q", st, msg)
 			}
-			call(t, c, "POST", "/api/v1/queue/"+bulk.ID+"/drop", admin.DropRequest{By: "alice", Reason: "test send"}, &it)
-			if it.State != queue.StateDropped {
-				t.Errorf("drop: state %q", it.State)
+			call(t, c, "POST", "/api/v1/queue/"+bulk.ID+"/drop", admin.DropRequest{By: "alice", Reason: "test send"}, &one)
+			if len(one) != 1 || one[0].State != queue.StateDropped {
+				t.Errorf("drop: %+v", one)
 			}
 			if st, msg := status(t, c, "POST", "/api/v1/queue/"+bulk.ID+"/drop", admin.DropRequest{By: "alice"}); st != 409 || !strings.Contains(msg, "dropped") {
 				t.Errorf("drop twice: %d %q, want 409", st, msg)
@@ -436,8 +437,11 @@ func TestAuditRoutes(t *testing.T) {
 	if len(evs) != 2 || evs[0].Type != audit.Received || evs[1].Type != audit.Queued {
 		t.Errorf("timeline by Message-ID: %+v", evs)
 	}
-	if st, _ := status(t, c, "GET", "/api/v1/audit/messages/nobody", nil); st != 404 {
+	if st, _ := status(t, c, "GET", "/api/v1/audit/messages/nobody@example.test", nil); st != 404 {
 		t.Errorf("unknown timeline: %d", st)
+	}
+	if st, msg := status(t, c, "GET", "/api/v1/audit/messages/nobody", nil); st != 400 || !strings.Contains(msg, "Message-ID") {
+		t.Errorf("an id of no kind: %d %q, want 400 naming the kinds", st, msg)
 	}
 
 	var v admin.VerifyResult

@@ -30,13 +30,13 @@ func parseTime(field, v string) (time.Time, error) {
 
 func (s *server) auditShow(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	if id == "" || len(id) > 998 {
-		writeError(w, http.StatusBadRequest, "id: want a queue id or a Message-ID")
+	if err := checkID(id); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	evs, err := audit.Show(s.o.Store.DB, id)
+	evs, err := s.lifeline(id)
 	if errors.Is(err, audit.ErrNotFound) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no audit events for %q", clip(id, 200)))
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no audit events for %q (looked up as %s)", clip(id, 200), idHelp))
 		return
 	}
 	if err != nil {
@@ -281,62 +281,37 @@ func (s *server) clicked(w http.ResponseWriter, r *http.Request) {
 		Class: it.Class, Time: ev.Time, Seq: ev.Seq, Duplicate: len(prior) > 0})
 }
 
-// clickTarget resolves the clicked item: by queue id, or by Message-ID
-// through the audit index. A Message-ID that names several items (several
-// recipients) is ambiguous: 409, use the queue id.
+// clickTarget resolves the clicked item: by queue_id (an item id, or a
+// message id of a one-recipient message) or by Message-ID. An id that names
+// several items (several recipients) is ambiguous: 409, use the item id.
 func (s *server) clickTarget(w http.ResponseWriter, r *http.Request, req ClickRequest) (*queue.Item, bool) {
+	field, id := "message_id", req.MessageID
 	if req.QueueID != "" {
-		if !queue.ValidID(req.QueueID) {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("queue_id: %q is not a queue id", clip(req.QueueID, 64)))
+		field, id = "queue_id", req.QueueID
+		if !queue.ValidID(id) {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("queue_id: %q is not a queue id", clip(id, 64)))
 			return nil, false
 		}
-		it, err := s.o.Queue.Get(req.QueueID)
-		if err != nil {
-			s.internal(w, r, err)
-			return nil, false
-		}
-		if it == nil {
-			writeError(w, http.StatusNotFound, fmt.Sprintf("no queue item %s", req.QueueID))
-			return nil, false
-		}
-		return it, true
-	}
-	if len(req.MessageID) > 998 {
+	} else if len(id) > 998 {
 		writeError(w, http.StatusBadRequest, "message_id: longer than 998 bytes")
 		return nil, false
 	}
-	evs, err := audit.Show(s.o.Store.DB, req.MessageID)
-	if errors.Is(err, audit.ErrNotFound) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no message with Message-ID %q", clip(req.MessageID, 200)))
-		return nil, false
-	}
+	items, err := s.o.Queue.Lookup(id)
 	if err != nil {
 		s.internal(w, r, err)
 		return nil, false
 	}
-	var items []*queue.Item
-	seen := map[string]bool{}
-	for _, ev := range evs {
-		if ev.QueueID == "" || seen[ev.QueueID] || !queue.ValidID(ev.QueueID) {
-			continue
-		}
-		seen[ev.QueueID] = true
-		it, err := s.o.Queue.Get(ev.QueueID)
-		if err != nil {
-			s.internal(w, r, err)
-			return nil, false
-		}
-		if it != nil {
-			items = append(items, it)
-		}
-	}
 	switch len(items) {
 	case 0:
-		writeError(w, http.StatusNotFound, fmt.Sprintf("Message-ID %q has no queue item", clip(req.MessageID, 200)))
+		if field == "queue_id" {
+			writeError(w, http.StatusNotFound, fmt.Sprintf("no queue item %s", id))
+		} else {
+			writeError(w, http.StatusNotFound, fmt.Sprintf("no message with Message-ID %q", clip(id, 200)))
+		}
 		return nil, false
 	case 1:
 		return items[0], true
 	}
-	writeError(w, http.StatusConflict, fmt.Sprintf("Message-ID %q names %d queue items (one per recipient); report the click by queue_id", clip(req.MessageID, 200), len(items)))
+	writeError(w, http.StatusConflict, fmt.Sprintf("%s %q names %d queue items (one per recipient); report the click by the item's queue_id", field, clip(id, 200), len(items)))
 	return nil, false
 }

@@ -59,46 +59,49 @@ func (s *server) queueList(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, items)
 }
 
-// item looks up the {id} of the request and answers 400 or 404 itself.
-func (s *server) item(w http.ResponseWriter, r *http.Request) (*queue.Item, bool) {
-	id := r.PathValue("id")
-	if !queue.ValidID(id) {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("id: %q is not a queue id", clip(id, 64)))
-		return nil, false
-	}
-	it, err := s.o.Queue.Get(id)
-	if err != nil {
-		s.internal(w, r, err)
-		return nil, false
-	}
-	if it == nil {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no queue item %s", id))
-		return nil, false
-	}
-	return it, true
-}
+// The {id} routes answer with a JSON array of the items the id names: one
+// for a queue item id, every recipient for a message id or a Message-ID.
 
 func (s *server) queueShow(w http.ResponseWriter, r *http.Request) {
-	if it, ok := s.item(w, r); ok {
-		writeJSON(w, http.StatusOK, it)
+	if items, ok := s.items(w, r); ok {
+		writeJSON(w, http.StatusOK, items)
 	}
+}
+
+// live keeps the items that can still change; none left is a 409 naming
+// their states.
+func live(w http.ResponseWriter, items []*queue.Item, verb string) ([]*queue.Item, bool) {
+	var out []*queue.Item
+	var ended []string
+	for _, it := range items {
+		if queue.Final(it.State) {
+			ended = append(ended, it.ID+" is "+it.State)
+		} else {
+			out = append(out, it)
+		}
+	}
+	if len(out) == 0 {
+		done := map[string]string{"retry": "retried", "drop": "dropped"}[verb]
+		if len(items) == 1 {
+			writeError(w, http.StatusConflict, fmt.Sprintf("item %s; only queued items can be %s", ended[0], done))
+		} else {
+			writeError(w, http.StatusConflict, fmt.Sprintf("nothing to %s: %s; only queued items can be %s", verb, strings.Join(ended, ", "), done))
+		}
+		return nil, false
+	}
+	return out, true
 }
 
 func (s *server) queueRetry(w http.ResponseWriter, r *http.Request) {
-	it, ok := s.item(w, r)
+	items, ok := s.items(w, r)
 	if !ok {
 		return
 	}
-	if queue.Final(it.State) {
-		writeError(w, http.StatusConflict, fmt.Sprintf("item %s is %s; only queued items can be retried", it.ID, it.State))
+	todo, ok := live(w, items, "retry")
+	if !ok {
 		return
 	}
-	if err := s.o.Queue.Retry(it.ID); err != nil {
-		s.queueConflict(w, r, it.ID, err)
-		return
-	}
-	s.o.Log.Info().Str("queue_id", it.ID).Str("remote", r.RemoteAddr).Msg("admin: retry")
-	s.queueShow(w, r)
+	s.apply(w, r, items, todo, "retry", func(it *queue.Item) error { return s.o.Queue.Retry(it.ID) })
 }
 
 // DropRequest is the body of POST /api/v1/queue/{id}/drop.
@@ -120,37 +123,63 @@ func (s *server) queueDrop(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	it, ok := s.item(w, r)
+	items, ok := s.items(w, r)
 	if !ok {
 		return
 	}
-	if queue.Final(it.State) {
-		writeError(w, http.StatusConflict, fmt.Sprintf("item %s is already %s", it.ID, it.State))
+	todo, ok := live(w, items, "drop")
+	if !ok {
 		return
 	}
 	by := strings.TrimSpace(req.By)
 	if by == "" {
 		by = "admin-api"
 	}
-	if err := s.o.Queue.Drop(it.ID, by, strings.TrimSpace(req.Reason)); err != nil {
-		s.queueConflict(w, r, it.ID, err)
-		return
-	}
-	s.o.Log.Info().Str("queue_id", it.ID).Str("by", by).Str("remote", r.RemoteAddr).Msg("admin: drop")
-	s.queueShow(w, r)
+	s.apply(w, r, items, todo, "drop", func(it *queue.Item) error {
+		return s.o.Queue.Drop(it.ID, by, strings.TrimSpace(req.Reason))
+	})
 }
 
-// queueConflict maps the queue's refusals to 409 (the item changed state
-// between the look-up and the change, or is being delivered right now).
-func (s *server) queueConflict(w http.ResponseWriter, r *http.Request, id string, err error) {
-	switch {
-	case errors.Is(err, queue.ErrInFlight):
-		writeError(w, http.StatusConflict, fmt.Sprintf("item %s is being delivered right now; try again", id))
-	case errors.Is(err, queue.ErrNotFound):
-		writeError(w, http.StatusConflict, fmt.Sprintf("item %s is no longer queued", id))
-	default:
-		s.internal(w, r, err)
+// apply runs op on each live item and answers with every item the id named,
+// as they are now. An item that is being delivered right now makes the
+// answer a 409 naming it (the others were changed).
+func (s *server) apply(w http.ResponseWriter, r *http.Request, items, todo []*queue.Item, verb string, op func(*queue.Item) error) {
+	var busy, done []string
+	for _, it := range todo {
+		err := op(it)
+		switch {
+		case err == nil:
+			done = append(done, it.ID)
+			s.o.Log.Info().Str("queue_id", it.ID).Str("remote", r.RemoteAddr).Msg("admin: " + verb)
+		case errors.Is(err, queue.ErrInFlight):
+			busy = append(busy, it.ID+" is being delivered right now")
+		case errors.Is(err, queue.ErrNotFound):
+			busy = append(busy, it.ID+" is no longer queued")
+		default:
+			s.internal(w, r, err)
+			return
+		}
 	}
+	if len(busy) > 0 {
+		msg := fmt.Sprintf("cannot %s: %s; try again", verb, strings.Join(busy, ", "))
+		if len(done) > 0 {
+			msg += fmt.Sprintf(" (done: %s)", strings.Join(done, ", "))
+		}
+		writeError(w, http.StatusConflict, msg)
+		return
+	}
+	now := make([]*queue.Item, 0, len(items))
+	for _, it := range items {
+		cur, err := s.o.Queue.Get(it.ID)
+		if err != nil {
+			s.internal(w, r, err)
+			return
+		}
+		if cur != nil {
+			now = append(now, cur)
+		}
+	}
+	writeJSON(w, http.StatusOK, now)
 }
 
 // checkText refuses over-long values and control characters in free text

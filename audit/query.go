@@ -50,6 +50,91 @@ func Show(db *badger.DB, idOrMessageID string) ([]Event, error) {
 	return out, nil
 }
 
+// Lifeline returns the whole life of one accepted message in chain order:
+// the events filed under its message id or any of its item ids (queue ids
+// starting with msgID), and the events filed under its Message-ID header
+// that name msgID in their queue_id field (received, signed). With itemID
+// set, events of the message's other items are left out.
+func Lifeline(db *badger.DB, msgID, itemID, messageID string) ([]Event, error) {
+	if msgID == "" || indexPart(msgID) != msgID || strings.Contains(msgID, "/") {
+		return nil, fmt.Errorf("%w: %q", ErrNotFound, msgID)
+	}
+	keep := func(ev *Event) bool {
+		if ev.QueueID == "" {
+			return ev.Fields["queue_id"] == msgID
+		}
+		if !strings.HasPrefix(ev.QueueID, msgID) {
+			return false
+		}
+		return itemID == "" || ev.QueueID == msgID || ev.QueueID == itemID
+	}
+	seen := map[uint64]bool{}
+	var out []Event
+	err := db.View(func(txn *badger.Txn) error {
+		collect := func(ev *Event) error {
+			if !seen[ev.Seq] && keep(ev) {
+				seen[ev.Seq] = true
+				out = append(out, *ev)
+			}
+			return nil
+		}
+		// Item ids extend the message id, so one prefix scan finds them
+		// all; walkIndexFamily checks each key's shape.
+		if err := walkIndexFamily(txn, []byte(prefixQueue+msgID), collect); err != nil {
+			return err
+		}
+		if p := indexPrefix(prefixMsgID, messageID); p != nil {
+			return walkIndex(txn, p, collect)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%w: %q", ErrNotFound, msgID)
+	}
+	slices.SortFunc(out, func(a, b Event) int {
+		switch {
+		case a.Seq < b.Seq:
+			return -1
+		case a.Seq > b.Seq:
+			return 1
+		}
+		return 0
+	})
+	return out, nil
+}
+
+// walkIndexFamily is walkIndex over every id that starts with the id in
+// prefix: keys are <prefix><rest>/<seq>, with rest free of "/".
+func walkIndexFamily(txn *badger.Txn, prefix []byte, fn func(*Event) error) error {
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		k := it.Item().Key()
+		if len(k) < len(prefix)+9 || k[len(k)-9] != '/' || slices.Contains(k[len(prefix):len(k)-9], '/') {
+			continue
+		}
+		seq := binary.BigEndian.Uint64(k[len(k)-8:])
+		item, err := txn.Get(eventKey(seq))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("audit: read event %d: %w", seq, err)
+		}
+		var ev Event
+		if err := item.Value(func(v []byte) error { return ev.decodeStored(v) }); err != nil {
+			return fmt.Errorf("audit: event %d: %w", seq, err)
+		}
+		if err := fn(&ev); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // walkIndex calls fn for each event listed under an index prefix, in seq
 // order. Index entries whose event is gone (pruned) are skipped.
 func walkIndex(txn *badger.Txn, prefix []byte, fn func(*Event) error) error {

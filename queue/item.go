@@ -48,6 +48,7 @@ type Item struct {
 	OrigRcpt  string `json:"orig_rcpt,omitempty"`  // set when redirected to a backup address
 	Domain    string `json:"domain"`               // transactional (signing) domain
 	MessageID string `json:"message_id,omitempty"` // Message-ID header
+	Size      int    `json:"size,omitempty"`       // octets of the signed message
 	AuthUser  string `json:"auth_user,omitempty"`
 	ClientIP  string `json:"client_ip,omitempty"`
 
@@ -92,6 +93,7 @@ var (
 	pDedupe    = []byte("q/d/") // q/d/<key> → msg id (TTL)
 	pRate      = []byte("q/r/") // q/r/<key> → window counter (TTL)
 	pSuppress  = []byte("sup/") // sup/<list>/<address> → Suppression JSON
+	pHeaderID  = []byte("q/h/") // q/h/<Message-ID>\x00<msg id> → "": the messages that carried a Message-ID
 )
 
 func key(prefix []byte, parts ...string) []byte {

@@ -207,6 +207,13 @@ func (q *Queue) Enqueue(m *Message) (*Result, error) {
 			if err := tx.Set(key(pRefs, m.MsgID), u32(uint32(len(m.Items)))); err != nil {
 				return err
 			}
+			// Salesforce's email log and the recipient's copy show the
+			// Message-ID, not our id: index it so operators can start there.
+			if mid := headerIDKey(m.Items[0].MessageID); mid != "" {
+				if err := tx.Set(key(pHeaderID, mid, m.MsgID), nil); err != nil {
+					return err
+				}
+			}
 		}
 		for _, it := range m.Items {
 			if it.SupersedeKey != "" {
@@ -226,6 +233,7 @@ func (q *Queue) Enqueue(m *Message) (*Result, error) {
 				}
 			}
 			it.State = StateQueued
+			it.Size = len(m.Body)
 			if err := q.writeLive(tx, it); err != nil {
 				return err
 			}
@@ -825,6 +833,90 @@ func (q *Queue) Get(id string) (*Item, error) {
 		return err
 	})
 	return it, err
+}
+
+// headerIDKey is the form of a Message-ID in the index: without angle
+// brackets or surrounding space, so "<a@b>" and "a@b" meet; an id too long
+// for a key (or holding the separator) is not indexed.
+func headerIDKey(mid string) string {
+	mid = strings.TrimSpace(mid)
+	mid = strings.TrimSuffix(strings.TrimPrefix(mid, "<"), ">")
+	if mid == "" || len(mid) > 900 || strings.IndexByte(mid, 0) >= 0 {
+		return ""
+	}
+	return mid
+}
+
+// Items returns the items of message msgID (every recipient, in order).
+func (q *Queue) Items(msgID string) ([]*Item, error) {
+	var out []*Item
+	err := q.store.View(func(txn *badger.Txn) error {
+		var err error
+		out, err = q.itemsOf(txn, msgID)
+		return err
+	})
+	return out, err
+}
+
+func (q *Queue) itemsOf(txn *badger.Txn, msgID string) ([]*Item, error) {
+	var out []*Item
+	iter := txn.NewIterator(badger.IteratorOptions{Prefix: key(pItem, msgID), PrefetchValues: true, PrefetchSize: 16})
+	defer iter.Close()
+	for iter.Rewind(); iter.Valid(); iter.Next() {
+		if len(iter.Item().Key()) != len(pItem)+18 {
+			continue // not an item id of this message
+		}
+		var it *Item
+		err := iter.Item().Value(func(v []byte) error {
+			var err error
+			it, err = decodeItem(v)
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("queue: items of %s: %w", msgID, err)
+		}
+		out = append(out, it)
+	}
+	return out, nil
+}
+
+// Lookup returns the items an operator's id names: a queue item id (one
+// item), a message id as answered in "250 … queued as" (all its
+// recipients), or a Message-ID header with or without angle brackets (every
+// message that carried it). Unknown ids give no items and no error.
+func (q *Queue) Lookup(id string) ([]*Item, error) {
+	var out []*Item
+	err := q.store.View(func(txn *badger.Txn) error {
+		switch {
+		case len(id) == 18 && ValidID(id):
+			it, err := q.getItem(txn, id)
+			if it != nil {
+				out = append(out, it)
+			}
+			return err
+		case len(id) == 16 && ValidID(id):
+			var err error
+			out, err = q.itemsOf(txn, id)
+			return err
+		}
+		mid := headerIDKey(id)
+		if mid == "" {
+			return nil
+		}
+		prefix := key(pHeaderID, mid, "")
+		iter := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: false})
+		defer iter.Close()
+		for iter.Rewind(); iter.Valid(); iter.Next() {
+			msgID := string(iter.Item().Key()[len(prefix):])
+			items, err := q.itemsOf(txn, msgID)
+			if err != nil {
+				return err
+			}
+			out = append(out, items...)
+		}
+		return nil
+	})
+	return out, err
 }
 
 // Body returns the stored message of a live item (nil once it is final).

@@ -21,14 +21,14 @@ import (
 
 func init() {
 	register("queue list", "list queue items (-class, -state queued|delivered|…|all)", cmdQueueList)
-	register("queue show", "show one queue item", cmdQueueShow)
-	register("queue retry", "make a queued item due now", cmdQueueRetry)
-	register("queue drop", "end a queued item with outcome dropped (recorded with -by)", cmdQueueDrop)
+	register("queue show", "show the items an id names (message id, queue item id or Message-ID)", cmdQueueShow)
+	register("queue retry", "make the queued items an id names due now", cmdQueueRetry)
+	register("queue drop", "end the queued items an id names with outcome dropped (recorded with -by)", cmdQueueDrop)
 	register("suppress add", "put an address on a suppression list (default list: unsubscribe)", cmdSuppressAdd)
 	register("suppress remove", "take an address off a suppression list", cmdSuppressRemove)
 	register("suppress list", "list suppressed addresses", cmdSuppressList)
 	register("suppress import", "import address[,reason] rows from a CSV file; bad rows are listed and exit 1", cmdSuppressImport)
-	register("audit show", "one message's timeline by queue id or Message-ID", cmdAuditShow)
+	register("audit show", "one message's whole timeline by message id, queue item id or Message-ID", cmdAuditShow)
 	register("audit query", "audit events by recipient, class, type, Salesforce user/org, time", cmdAuditQuery)
 	register("audit export", "export audit events as csv or jsonl (streamed)", cmdAuditExport)
 	register("audit verify", "walk the audit hash chain and name every changed, inserted or missing event", cmdAuditVerify)
@@ -76,18 +76,79 @@ func cmdQueueList(args []string, stdout, stderr io.Writer) int {
 		if *asJSON {
 			return writeIndented(stdout, items)
 		}
-		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tCLASS\tSTATE\tRECIPIENT\tATTEMPTS\tDUE\tDEADLINE\tREASON")
-		for _, it := range items {
-			due := fmtTime(it.Due)
-			if queue.Final(it.State) {
-				due = "-"
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", it.ID, it.Class, it.State, it.Rcpt, it.Attempts,
-				due, fmtTime(it.Deadline), it.Reason)
-		}
-		return tw.Flush()
+		return printQueue(stdout, items, *state, *limit)
 	})
+}
+
+// printQueue lists items the way postqueue -p does: one row per recipient
+// with its message's arrival, size and sender, then a summary line.
+func printQueue(w io.Writer, items []queue.Item, state string, limit int) error {
+	if len(items) == 0 {
+		if state == "" || state == queue.StateQueued {
+			_, err := fmt.Fprintln(w, "queue is empty")
+			return err
+		}
+		_, err := fmt.Fprintf(w, "no %s items\n", state)
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tCLASS\tARRIVAL\tSIZE\tSENDER\tRECIPIENT\tSTATE\tLAST REASON")
+	msgs := map[string]bool{}
+	var octets int
+	for _, it := range items {
+		if !msgs[it.MsgID] {
+			msgs[it.MsgID] = true
+			octets += it.Size
+		}
+		size := "-"
+		if it.Size > 0 {
+			size = strconv.Itoa(it.Size)
+		}
+		sender := it.From
+		if sender == "" {
+			sender = "<>"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", it.ID, it.Class, fmtTime(it.Accepted), size, sender,
+			it.Rcpt, it.State, lastReason(&it))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	plural := func(n int, one string) string {
+		if n == 1 {
+			return "1 " + one
+		}
+		return fmt.Sprintf("%d %ss", n, one)
+	}
+	kb := (octets + 1023) / 1024
+	line := fmt.Sprintf("%s (%s), %d KB", plural(len(msgs), "message"), plural(len(items), "queue item"), kb)
+	if len(items) == limit {
+		line += fmt.Sprintf("; the first %d only (raise -limit)", limit)
+	}
+	_, err := fmt.Fprintln(w, line)
+	return err
+}
+
+// lastReason is why an item ended (its reason) or, while it is queued, why
+// it was last deferred: the reply it got, with its codes, as postqueue shows.
+func lastReason(it *queue.Item) string {
+	r := it.Reason
+	if a := it.Last; a != nil && (r == "" || !queue.Final(it.State)) {
+		switch {
+		case a.Code != 0:
+			r = strings.TrimSpace(fmt.Sprintf("%d %s %s", a.Code, a.Enhanced, a.Text))
+		case a.Error != "":
+			r = a.Error
+		}
+	}
+	if r == "" {
+		return "-"
+	}
+	r = strings.Join(strings.Fields(r), " ")
+	if len(r) > 80 {
+		r = r[:77] + "..."
+	}
+	return r
 }
 
 func printItem(w io.Writer, it *queue.Item) {
@@ -135,14 +196,19 @@ func cmdQueueShow(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	return c.run(func(ctx context.Context, a *adminConn) error {
-		var it queue.Item
-		if err := a.JSON(ctx, "GET", "/api/v1/queue/"+url.PathEscape(pos[0]), nil, &it); err != nil {
+		var items []queue.Item
+		if err := a.JSON(ctx, "GET", "/api/v1/queue/"+url.PathEscape(pos[0]), nil, &items); err != nil {
 			return err
 		}
 		if *asJSON {
-			return writeIndented(stdout, it)
+			return writeIndented(stdout, items)
 		}
-		printItem(stdout, &it)
+		for i := range items {
+			if i > 0 {
+				fmt.Fprintln(stdout)
+			}
+			printItem(stdout, &items[i])
+		}
 		return nil
 	})
 }
@@ -154,11 +220,17 @@ func cmdQueueRetry(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	return c.run(func(ctx context.Context, a *adminConn) error {
-		var it queue.Item
-		if err := a.JSON(ctx, "POST", "/api/v1/queue/"+url.PathEscape(pos[0])+"/retry", nil, &it); err != nil {
+		var items []queue.Item
+		if err := a.JSON(ctx, "POST", "/api/v1/queue/"+url.PathEscape(pos[0])+"/retry", nil, &items); err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "%s: due now\n", it.ID)
+		for _, it := range items {
+			if queue.Final(it.State) {
+				fmt.Fprintf(stdout, "%s: %s, left as it is\n", it.ID, it.State)
+			} else {
+				fmt.Fprintf(stdout, "%s: due now\n", it.ID)
+			}
+		}
 		return nil
 	})
 }
@@ -182,12 +254,14 @@ func cmdQueueDrop(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	return c.run(func(ctx context.Context, a *adminConn) error {
-		var it queue.Item
-		err := a.JSON(ctx, "POST", "/api/v1/queue/"+url.PathEscape(pos[0])+"/drop", admin.DropRequest{By: *by, Reason: *reason}, &it)
+		var items []queue.Item
+		err := a.JSON(ctx, "POST", "/api/v1/queue/"+url.PathEscape(pos[0])+"/drop", admin.DropRequest{By: *by, Reason: *reason}, &items)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "%s: %s\n", it.ID, it.Reason)
+		for _, it := range items {
+			fmt.Fprintf(stdout, "%s: %s: %s\n", it.ID, it.State, it.Reason)
+		}
 		return nil
 	})
 }
@@ -324,7 +398,7 @@ func printEvents(w io.Writer, evs []audit.Event, asJSON bool) error {
 func cmdAuditShow(args []string, stdout, stderr io.Writer) int {
 	c := newOp("audit show", stdout, stderr)
 	asJSON := c.fs.Bool("json", false, "JSON lines")
-	pos, ok := c.parse(args, 1, "[-config FILE] [-json] QUEUE-ID|MESSAGE-ID")
+	pos, ok := c.parse(args, 1, "[-config FILE] [-json] MSG-ID|ITEM-ID|MESSAGE-ID")
 	if !ok {
 		return 2
 	}
