@@ -8,6 +8,7 @@ type fieldDef struct {
 	Createable, Updateable bool
 	Picklist               []string
 	ReferenceTo            []string
+	ExternalID             bool
 }
 
 type schema struct {
@@ -80,7 +81,7 @@ func (s *Server) schema(obj string) (*schema, bool) {
 	case "user":
 		sch = schema{Name: "User", Fields: []fieldDef{ro("Id", "id", 18), ro("Username", "string", 80), ro("Email", "email", 128)}}
 	default:
-		return nil, false
+		return customSchema(obj)
 	}
 	for obj, fields := range s.opts.CustomFields {
 		if strings.EqualFold(obj, sch.Name) {

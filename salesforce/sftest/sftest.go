@@ -112,6 +112,10 @@ type Server struct {
 	caseNumber int
 	cursors    map[string]cursor // query locator "<id>-<offset>" -> what is left
 	queries    int
+
+	recordFaults []RecordFault
+	usageBase    int
+	writes       map[string]int
 }
 
 // cursor is what remains of a query answer larger than one batch.
@@ -167,6 +171,7 @@ func New(opts Options) *Server {
 		objOf:      map[string]string{},
 		caseNumber: 1000,
 		cursors:    map[string]cursor{},
+		writes:     map[string]int{},
 	}
 	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
 	// Loopback only, whatever the environment's defaults.
@@ -387,7 +392,7 @@ func hijackClose(w http.ResponseWriter) {
 }
 
 func (s *Server) limitHeader(w http.ResponseWriter) {
-	w.Header().Set("Sforce-Limit-Info", fmt.Sprintf("api-usage=%d/%d", s.apiCalls, s.opts.APILimit))
+	w.Header().Set("Sforce-Limit-Info", fmt.Sprintf("api-usage=%d/%d", s.apiCalls+s.usageBase, s.opts.APILimit))
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -545,6 +550,12 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 		s.serveCreate(w, r, parts[1])
 	case len(parts) == 3 && parts[0] == "sobjects" && parts[2] == "describe" && r.Method == "GET":
 		s.serveDescribe(w, parts[1])
+	case len(parts) == 4 && parts[0] == "sobjects" && r.Method == "PATCH":
+		s.serveUpsert(w, r, parts[1], parts[2], parts[3])
+	case len(parts) == 4 && parts[0] == "composite" && parts[1] == "sobjects" && r.Method == "PATCH":
+		s.serveCollectionUpsert(w, r, parts[2], parts[3])
+	case rest == "/composite" && r.Method == "POST":
+		s.serveComposite(w, r)
 	case len(parts) == 3 && parts[0] == "sobjects" && r.Method == "PATCH":
 		s.serveUpdate(w, r, parts[1], parts[2])
 	case len(parts) == 3 && parts[0] == "sobjects" && r.Method == "GET":
@@ -667,6 +678,9 @@ func (s *Server) checkFields(w http.ResponseWriter, sch *schema, body Record, cr
 		str, isStr := v.(string)
 		if !isStr {
 			if _, isBool := v.(bool); isBool && f.Type == "boolean" {
+				continue
+			}
+			if _, isNum := v.(float64); isNum && f.Type == "double" {
 				continue
 			}
 			s.apiError(w, 400, "JSON_PARSER_ERROR", fmt.Sprintf("Cannot deserialize instance of %s from value for field %s", f.Type, f.Name))
