@@ -87,6 +87,7 @@ func Handler(o Options) http.Handler {
 	m.HandleFunc("GET /api/v1/audit/export", s.auditExport)
 	m.HandleFunc("GET /api/v1/audit/verify", s.auditVerify)
 	m.HandleFunc("POST /api/v1/events/clicked", s.clicked)
+	m.HandleFunc("POST /api/v1/events/completed", s.completed)
 
 	m.HandleFunc("GET /api/v1/outbox", s.outboxList)
 	m.HandleFunc("POST /api/v1/outbox/{id}/retry", s.outboxRetry)

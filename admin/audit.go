@@ -224,10 +224,14 @@ type ClickResult struct {
 	Duplicate bool      `json:"duplicate"`
 }
 
-// clicked records that a message's link was used. A repeated report is
-// recorded too (it is a fact; a user may open the link twice) and flagged
-// "duplicate": the completion rate counts an item once.
-func (s *server) clicked(w http.ResponseWriter, r *http.Request) {
+// clicked records that a message's link was used, completed that the user
+// finished the reset. A repeated report is recorded too (it is a fact; a
+// user may open the link twice) and flagged "duplicate": the completion
+// rate and the Salesforce record count an item once.
+func (s *server) clicked(w http.ResponseWriter, r *http.Request)   { s.report(w, r, audit.Clicked) }
+func (s *server) completed(w http.ResponseWriter, r *http.Request) { s.report(w, r, audit.Completed) }
+
+func (s *server) report(w http.ResponseWriter, r *http.Request, typ string) {
 	var req ClickRequest
 	if !decodeJSON(w, r, &req) {
 		return
@@ -259,15 +263,15 @@ func (s *server) clicked(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if s.o.Store.Audit == nil {
-		s.internal(w, r, errors.New("admin: the audit log is not open; cannot record a click"))
+		s.internal(w, r, errors.New("admin: the audit log is not open; cannot record a "+typ+" event"))
 		return
 	}
-	prior, err := audit.Query(s.o.Store.DB, audit.Filter{QueueID: it.ID, Type: audit.Clicked, Limit: 1})
+	prior, err := audit.Query(s.o.Store.DB, audit.Filter{QueueID: it.ID, Type: typ, Limit: 1})
 	if err != nil {
 		s.internal(w, r, err)
 		return
 	}
-	ev := &audit.Event{Time: at, Type: audit.Clicked, QueueID: it.ID, MessageID: it.MessageID,
+	ev := &audit.Event{Time: at, Type: typ, QueueID: it.ID, MessageID: it.MessageID,
 		Class: it.Class, Recipient: it.Rcpt}
 	if len(prior) > 0 {
 		ev.Fields = map[string]string{"duplicate": "true"}
@@ -276,7 +280,7 @@ func (s *server) clicked(w http.ResponseWriter, r *http.Request) {
 		s.internal(w, r, err)
 		return
 	}
-	s.o.Log.Info().Str("queue_id", it.ID).Bool("duplicate", len(prior) > 0).Msg("admin: click recorded")
+	s.o.Log.Info().Str("queue_id", it.ID).Bool("duplicate", len(prior) > 0).Msg("admin: " + typ + " recorded")
 	writeJSON(w, http.StatusCreated, ClickResult{QueueID: it.ID, MessageID: it.MessageID, Recipient: it.Rcpt,
 		Class: it.Class, Time: ev.Time, Seq: ev.Seq, Duplicate: len(prior) > 0})
 }

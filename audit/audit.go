@@ -62,6 +62,7 @@ const (
 	Escalated     = "escalated"
 	Dropped       = "dropped"
 	Clicked       = "clicked"
+	Completed     = "completed" // the user finished the reset (reported by the app or a Salesforce Flow)
 	RateLimited   = "rate_limited"
 	Rejected      = "rejected"
 	// Integrity is written by the relay itself when it finds the trail
@@ -72,7 +73,7 @@ const (
 
 // Types lists every event type, for callers that check a type a person typed.
 var Types = []string{Received, Signed, Queued, Attempt, Delivered, Deferred, Bounced, Superseded, Deduplicated,
-	Expired, RetriedBackup, Suppressed, Escalated, Dropped, Clicked, RateLimited, Rejected, Integrity}
+	Expired, RetriedBackup, Suppressed, Escalated, Dropped, Clicked, Completed, RateLimited, Rejected, Integrity}
 
 // Key prefixes inside the shared Badger database.
 const (

@@ -104,6 +104,7 @@ type Metrics struct {
 	mu      sync.Mutex
 	queue   func() []QueueDepth
 	outbox  func() (pending, dead int)
+	lc      func() Lifecycle
 	apiUse  func() (used, limit int)
 	dns     []DNSResult
 	dnsTime time.Time
@@ -231,6 +232,21 @@ func (m *Metrics) SetOutboxSource(f func() (pending, dead int)) {
 	m.mu.Unlock()
 }
 
+// Lifecycle is the state of the reset-record reporter to Salesforce.
+type Lifecycle struct {
+	Pending, Dead int   // resets with unsent changes; records refused for good
+	Calls, Sent   int64 // upsert calls made; record writes accepted
+	Throttled     bool  // slowed down near the org's daily API limit
+}
+
+// SetLifecycleSource sets the function read at each scrape for the
+// Salesforce lifecycle reporter.
+func (m *Metrics) SetLifecycleSource(f func() Lifecycle) {
+	m.mu.Lock()
+	m.lc = f
+	m.mu.Unlock()
+}
+
 // SetAPIUsageSource sets the function read at each scrape for the
 // Salesforce API usage (from the Sforce-Limit-Info header, api-usage=used/limit).
 // A limit of 0 means not known yet, and neither gauge is exported.
@@ -278,6 +294,14 @@ var (
 		"Age since acceptance of the oldest undelivered item of the class (any live state).", []string{"class"}, nil)
 	descOutbox = prometheus.NewDesc("latchkey_salesforce_outbox_items",
 		"Escalations in the Salesforce outbox: pending delivery, or dead-lettered.", []string{"state"}, nil)
+	descLCRecords = prometheus.NewDesc("latchkey_salesforce_lifecycle_records",
+		"Reset records for Salesforce: pending (changes not yet sent) or dead (refused by Salesforce for good).", []string{"state"}, nil)
+	descLCCalls = prometheus.NewDesc("latchkey_salesforce_lifecycle_calls_total",
+		"sObject Collections upsert calls made for reset records.", nil, nil)
+	descLCSent = prometheus.NewDesc("latchkey_salesforce_lifecycle_writes_total",
+		"Reset record writes Salesforce accepted.", nil, nil)
+	descLCThrottled = prometheus.NewDesc("latchkey_salesforce_lifecycle_throttled",
+		"1 while reset records are sent slowly because the org is near its daily API limit.", nil, nil)
 	descCertExpiry = prometheus.NewDesc("latchkey_tls_certificate_expiry_timestamp_seconds",
 		"End of validity (Unix time) of the TLS certificate the listeners serve.", nil, nil)
 	descAPIUsed = prometheus.NewDesc("latchkey_salesforce_api_requests_used",
@@ -296,7 +320,8 @@ var (
 type sourceCollector struct{ m *Metrics }
 
 func (c sourceCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descQueueItems, descQueueOldest, descOutbox, descAPIUsed, descAPILimit, descDNS, descDNSTime, descCertExpiry} {
+	for _, d := range []*prometheus.Desc{descQueueItems, descQueueOldest, descOutbox, descAPIUsed, descAPILimit, descDNS, descDNSTime, descCertExpiry,
+		descLCRecords, descLCCalls, descLCSent, descLCThrottled} {
 		ch <- d
 	}
 }
@@ -304,8 +329,20 @@ func (c sourceCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c sourceCollector) Collect(ch chan<- prometheus.Metric) {
 	m := c.m
 	m.mu.Lock()
-	queue, outbox, apiUse, dns, dnsTime, cert := m.queue, m.outbox, m.apiUse, m.dns, m.dnsTime, m.cert
+	queue, outbox, apiUse, dns, dnsTime, cert, lc := m.queue, m.outbox, m.apiUse, m.dns, m.dnsTime, m.cert, m.lc
 	m.mu.Unlock()
+	if lc != nil {
+		l := lc()
+		ch <- prometheus.MustNewConstMetric(descLCRecords, prometheus.GaugeValue, float64(l.Pending), "pending")
+		ch <- prometheus.MustNewConstMetric(descLCRecords, prometheus.GaugeValue, float64(l.Dead), "dead")
+		ch <- prometheus.MustNewConstMetric(descLCCalls, prometheus.CounterValue, float64(l.Calls))
+		ch <- prometheus.MustNewConstMetric(descLCSent, prometheus.CounterValue, float64(l.Sent))
+		throttled := 0.0
+		if l.Throttled {
+			throttled = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descLCThrottled, prometheus.GaugeValue, throttled)
+	}
 	if cert != nil {
 		if t := cert(); !t.IsZero() {
 			ch <- prometheus.MustNewConstMetric(descCertExpiry, prometheus.GaugeValue, float64(t.Unix()))

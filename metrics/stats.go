@@ -99,8 +99,9 @@ type Success struct {
 }
 
 // Completion is the reset-completion figure: delivered messages whose link
-// was clicked before the deadline, over delivered messages. It exists only
-// where click events are recorded (Available).
+// was clicked (or whose reset was reported completed) before the deadline,
+// over delivered messages. It exists only where click or completion events
+// are recorded (Available).
 type Completion struct {
 	Available     bool    `json:"available"` // any click event in the window
 	Rate          float64 `json:"rate"`
@@ -215,7 +216,7 @@ func ComputeStats(db *badger.DB, o StatsOptions) (*Report, error) {
 				refused++
 			}
 			return nil
-		case audit.Clicked:
+		case audit.Clicked, audit.Completed:
 			clicks++
 		}
 		it := get(ev)
@@ -253,7 +254,7 @@ func ComputeStats(db *badger.DB, o StatsOptions) (*Report, error) {
 			if ev.Fields["case_id"] != "" {
 				it.caseOpen = true
 			}
-		case audit.Clicked:
+		case audit.Clicked, audit.Completed:
 			if !it.deadline.IsZero() && ev.Time.After(it.deadline) {
 				if it.clicked == 0 {
 					it.clicked = 2

@@ -36,6 +36,10 @@ import (
 type Store struct {
 	DB    *badger.DB
 	Audit *audit.Log
+	// OnAudit, when set, sees every audit event inside the transaction that
+	// writes it (after it is appended, so its time and sequence are set):
+	// what it writes commits with the event or not at all.
+	OnAudit func(txn *badger.Txn, ev *audit.Event) error
 
 	log  zerolog.Logger
 	reqs chan *commitReq
@@ -64,7 +68,13 @@ func (tx *Tx) Audit(ev *audit.Event) error {
 	if tx.store.Audit == nil {
 		return nil
 	}
-	return tx.store.Audit.Append(tx.Txn, ev)
+	if err := tx.store.Audit.Append(tx.Txn, ev); err != nil {
+		return err
+	}
+	if tx.store.OnAudit != nil {
+		return tx.store.OnAudit(tx.Txn, ev)
+	}
+	return nil
 }
 
 // After registers f to run once the transaction has committed.

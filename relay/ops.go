@@ -49,6 +49,12 @@ func (s *Server) wireMetrics(m *metrics.Metrics) {
 	if s.SalesforceClient != nil {
 		m.SetAPIUsageSource(s.SalesforceClient.APIUsage)
 	}
+	if s.Lifecycle != nil {
+		m.SetLifecycleSource(func() metrics.Lifecycle {
+			st := s.Lifecycle.Stats()
+			return metrics.Lifecycle{Pending: st.Pending, Dead: st.Dead, Calls: st.Calls, Sent: st.Sent, Throttled: st.Throttled}
+		})
+	}
 	m.SetCertSource(func() time.Time {
 		if c := s.certInService(); c != nil {
 			return c.NotAfter

@@ -38,6 +38,10 @@ func (s *Server) connectSalesforce() error {
 	})
 	s.SalesforceClient = client
 	s.sfLog = log
+	if lc := cfg.Lifecycle; lc.Enabled {
+		s.Lifecycle = salesforce.NewLifecycle(s.Store.DB, client, lc, log.With().Str("part", "lifecycle").Logger())
+		s.Store.OnAudit = s.Lifecycle.Record
+	}
 	s.BackupLookup = func(ctx context.Context, email string) (string, error) {
 		b, err := client.BackupAddress(ctx, email)
 		if err == salesforce.ErrNotFound {

@@ -64,7 +64,9 @@ type Server struct {
 	// Outbox and SalesforceClient are set when [salesforce] is enabled.
 	Outbox           *salesforce.Outbox
 	SalesforceClient *salesforce.Client
-	sfLog            zerolog.Logger // the Salesforce component's log
+	// Lifecycle reports every reset to its Latchkey_Reset__c record ([salesforce.lifecycle]).
+	Lifecycle *salesforce.Lifecycle
+	sfLog     zerolog.Logger // the Salesforce component's log
 
 	// Hooks for metrics; nil is fine.
 	Observe Observer
@@ -244,6 +246,13 @@ func (s *Server) Start(ctx context.Context) error {
 	s.bgCancel = cancel
 	if s.Outbox != nil {
 		s.background(func() { s.Outbox.Run(bgctx) })
+	}
+	if s.Lifecycle != nil {
+		s.background(func() {
+			if err := s.Lifecycle.Run(bgctx); err != nil {
+				s.log.Error().Err(err).Msg("salesforce lifecycle stopped")
+			}
+		})
 	}
 	if s.DNSCheckEvery > 0 {
 		s.background(func() { s.watchDNS(bgctx, s.DNSCheckEvery) })

@@ -70,6 +70,8 @@ type Config struct {
 	// BackupCacheTTL is how long a backup-address answer (found or not) is
 	// reused before Salesforce is asked again.
 	BackupCacheTTL time.Duration `toml:"backup_cache_ttl"`
+	// Lifecycle reports every reset's life to a Latchkey_Reset__c record.
+	Lifecycle LifecycleConfig `toml:"lifecycle"`
 }
 
 // CaseConfig is the [salesforce.case] table. Orgs can rename picklist
@@ -114,6 +116,7 @@ func DefaultConfig() Config {
 		RetryBackoff:    30 * time.Second,
 		MaxBackoff:      30 * time.Minute,
 		BackupCacheTTL:  10 * time.Minute,
+		Lifecycle:       DefaultLifecycleConfig(),
 	}
 }
 
@@ -218,6 +221,7 @@ func (c Config) Validate() error {
 	if c.BackupCacheTTL < 0 {
 		bad("backup_cache_ttl", "must not be negative")
 	}
+	c.Lifecycle.validate(bad)
 	return errors.Join(errs...)
 }
 
