@@ -47,6 +47,8 @@ type Options struct {
 	// Outbox is nil when Salesforce is disabled; the outbox routes then
 	// answer 404.
 	Outbox *salesforce.Outbox
+	// Lifecycle is nil unless [salesforce.lifecycle] is enabled.
+	Lifecycle *salesforce.Lifecycle
 	// Ready reports readiness for /readyz; nil means ready.
 	Ready func() error
 	// Extra mounts more authenticated routes, keyed by ServeMux pattern
@@ -90,6 +92,7 @@ func Handler(o Options) http.Handler {
 	m.HandleFunc("POST /api/v1/events/completed", s.completed)
 
 	m.HandleFunc("GET /api/v1/outbox", s.outboxList)
+	m.HandleFunc("GET /api/v1/outbox/records", s.outboxRecords)
 	m.HandleFunc("POST /api/v1/outbox/{id}/retry", s.outboxRetry)
 
 	for pattern, h := range o.Extra {

@@ -56,6 +56,29 @@ func (s *server) outboxList(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
+// RecordsAnswer is GET /api/v1/outbox/records: the reset records waiting for
+// Salesforce and those it refused for good.
+type RecordsAnswer struct {
+	salesforce.LifecycleStats
+	DeadRecords []salesforce.DeadRecord `json:"dead_records"`
+}
+
+func (s *server) outboxRecords(w http.ResponseWriter, r *http.Request) {
+	if s.o.Lifecycle == nil {
+		writeError(w, http.StatusNotFound, "[salesforce.lifecycle] is not enabled: no reset records are sent")
+		return
+	}
+	dead, err := s.o.Lifecycle.DeadRecords()
+	if err != nil {
+		s.internal(w, r, err)
+		return
+	}
+	if dead == nil {
+		dead = []salesforce.DeadRecord{}
+	}
+	writeJSON(w, http.StatusOK, RecordsAnswer{LifecycleStats: s.o.Lifecycle.Stats(), DeadRecords: dead})
+}
+
 // findOutbox returns the item with id in any state (nil when unknown).
 func (s *server) findOutbox(id string) (*salesforce.Item, error) {
 	for _, st := range []string{salesforce.StateDead, salesforce.StatePending, salesforce.StateDone} {

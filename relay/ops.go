@@ -97,7 +97,7 @@ func (s *Server) startAdmin() error {
 		extra["GET /metrics"] = s.Metrics.Handler()
 	}
 	h := admin.Handler(admin.Options{
-		Token: string(s.adminToken), Queue: s.Queue, Store: s.Store, AuditKey: s.auditKey, Outbox: s.Outbox,
+		Token: string(s.adminToken), Queue: s.Queue, Store: s.Store, AuditKey: s.auditKey, Outbox: s.Outbox, Lifecycle: s.Lifecycle,
 		Ready: s.ready, Extra: extra, Log: s.log.With().Str("component", "admin").Logger(),
 	})
 	l, err := net.Listen("tcp", addr)

@@ -86,3 +86,45 @@ func TestSecretsFromEnv(t *testing.T) {
 		t.Errorf("New: %v", err)
 	}
 }
+
+func TestLifecycleConfig(t *testing.T) {
+	src := `
+enabled = true
+my_domain_url = "https://acme.my.salesforce.com"
+client_id_env = "SF_CLIENT_ID"
+client_secret_env = "SF_SECRET"
+[lifecycle]
+enabled = true
+interval = "2s"
+backup = "hashed"
+[lifecycle.fields]
+status = "Reset_Status__c"
+attempts = ""
+`
+	cfg := salesforce.DefaultConfig()
+	if _, err := toml.Decode(src, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("Validate: %v", err)
+	}
+	lc := cfg.Lifecycle
+	if lc.Interval != 2*time.Second || lc.Batch != 200 || lc.Backup != "hashed" || lc.Classes[0] != "reset" || lc.Fields["status"] != "Reset_Status__c" {
+		t.Errorf("decoded %+v", lc)
+	}
+	cfg.Lifecycle.Batch = 500
+	cfg.Lifecycle.Backup = "plain"
+	cfg.Lifecycle.Fields = map[string]string{"colour": "X__c", "latchkey_id": "", "status": "not a name"}
+	cfg.Lifecycle.LimitReserve = 1
+	err := cfg.Validate()
+	if err == nil {
+		t.Fatal("Validate accepted a bad lifecycle table")
+	}
+	for _, want := range []string{"salesforce.lifecycle.batch: must be from 1 to 200", "salesforce.lifecycle.backup:",
+		`salesforce.lifecycle.fields: "colour" is not a field latchkey writes`, "latchkey_id is the External ID",
+		`status: "not a name" is not a field API name`, "salesforce.lifecycle.limit_reserve:"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+}

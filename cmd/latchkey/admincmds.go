@@ -554,7 +554,33 @@ func cmdOutboxList(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", it.ID, it.State, it.Trigger, it.Recipient, it.QueueID,
 				it.Attempts, fmtTime(it.NextTry), it.CaseID, it.LastError)
 		}
-		return tw.Flush()
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		// The reset records ([salesforce.lifecycle]), when they are sent.
+		var rec admin.RecordsAnswer
+		err := a.JSON(ctx, "GET", "/api/v1/outbox/records", nil, &rec)
+		var ae *admin.APIError
+		if errors.As(err, &ae) && ae.Status == 404 {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		line := fmt.Sprintf("\nreset records for Salesforce: %d waiting to be sent, %d refused", rec.Pending, rec.Dead)
+		if rec.Throttled {
+			line += " (slowed: the org is near its daily API limit)"
+		}
+		fmt.Fprintln(stdout, line)
+		if len(rec.DeadRecords) > 0 {
+			tw = tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "QUEUE ID\tREFUSED AT\tERROR")
+			for _, d := range rec.DeadRecords {
+				fmt.Fprintf(tw, "%s\t%s\t%s\n", d.ID, fmtTime(d.At), d.Error)
+			}
+			return tw.Flush()
+		}
+		return nil
 	})
 }
 

@@ -169,6 +169,10 @@ func openLocal(cfg *conf.Config) (*adminConn, error) {
 		// the relay's worker sends them when it runs.
 		ob = salesforce.NewOutbox(st.DB, nil, salesforce.OutboxOptions{})
 	}
+	var lc *salesforce.Lifecycle
+	if cfg.Salesforce.Enabled && cfg.Salesforce.Lifecycle.Enabled {
+		lc = salesforce.NewLifecycle(st.DB, nil, cfg.Salesforce.Lifecycle, zerolog.Nop()) // read only: stats and dead records
+	}
 	var raw [16]byte
 	rand.Read(raw[:])
 	tok := hex.EncodeToString(raw[:])
@@ -176,7 +180,7 @@ func openLocal(cfg *conf.Config) (*adminConn, error) {
 	if pol, err := relay.LoadPolicy(cfg); err == nil {
 		extra["GET /api/v1/stats"] = relay.StatsHandler(st.DB, pol.Get)
 	}
-	h := admin.Handler(admin.Options{Token: tok, Queue: q, Store: st, AuditKey: key, Outbox: ob, Log: nop, Extra: extra})
+	h := admin.Handler(admin.Options{Token: tok, Queue: q, Store: st, AuditKey: key, Outbox: ob, Lifecycle: lc, Log: nop, Extra: extra})
 	if readOnly {
 		h = readOnlyHandler(h)
 	}
