@@ -164,4 +164,3 @@ func BenchmarkLifecycleAPICalls(b *testing.B) {
 		e.stop()
 	}
 }
-
