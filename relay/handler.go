@@ -162,7 +162,40 @@ func (s *Server) bounced(it *queue.Item, body []byte, v bounce.Verdict, remote, 
 		}
 	}
 	if !it.BackupTried && escalates {
-		if backup := s.backupFor(it, body); backup != "" && !strings.EqualFold(backup, it.Rcpt) {
+		backup, lookupErr := s.backupFor(it, body)
+		// Salesforce could not say whether a backup is on file (an outage,
+		// a timeout): a reset with time left waits and asks again rather
+		// than escalating without trying the backup. Only a delivery that
+		// is still the item's own can wait (not a late DSN).
+		if lookupErr != nil && !isAsync(out) {
+			if next := now.Add(backupLookupRetry); next.Before(it.Cutoff) {
+				out.Retry = next
+				out.Reason = "backup address look-up failed, asking again: " + oneLine(lookupErr.Error())
+				out.Events = append(out.Events, &audit.Event{Time: now, Type: audit.Deferred, Recipient: it.Rcpt, Fields: map[string]string{
+					"reply": text, "next": next.UTC().Format(time.RFC3339), "reason": "backup look-up failed"}})
+				s.log.Warn().Str("queue_id", it.ID).Err(lookupErr).Time("next", next).
+					Msg("permanent failure, but the backup address look-up failed: retrying before escalating")
+				return out
+			}
+		}
+		if backup != "" && !strings.EqualFold(backup, it.Rcpt) {
+			if v.Hard && s.RecordBounce != nil {
+				// Delivered at the backup or not, the primary address
+				// is bad: Salesforce's record must say so, as the
+				// local suppression list does.
+				prev, rcpt := out.Extra, it.Rcpt
+				status, reason := v.Status, string(v.Reason)
+				out.Extra = func(tx *queue.Tx, item *queue.Item) error {
+					if prev != nil {
+						if err := prev(tx, item); err != nil {
+							return err
+						}
+					}
+					snap := *item
+					snap.Rcpt = rcpt
+					return s.RecordBounce(tx, &snap, status, reason, remote, text)
+				}
+			}
 			out.Redirect, out.Retry = backup, now
 			out.Events = append(out.Events, &audit.Event{Time: now, Type: audit.RetriedBackup, Recipient: backup,
 				Fields: map[string]string{"original": it.Rcpt}})
@@ -190,16 +223,25 @@ func (s *Server) bounced(it *queue.Item, body []byte, v bounce.Verdict, remote, 
 	return out
 }
 
-// backupFor finds the backup address: the configured header of the message,
-// else the look-up (Salesforce).
-func (s *Server) backupFor(it *queue.Item, body []byte) string {
+// backupLookupRetry is how long a reset waits to ask Salesforce for its
+// backup address again after the look-up failed.
+var backupLookupRetry = 30 * time.Second
+
+// isAsync reports an outcome built for a late report (a DSN), which cannot
+// be deferred: the item was delivered already.
+func isAsync(out queue.Outcome) bool { return out.Attempt == nil }
+
+// backupFor finds the backup address: the one given at acceptance, the
+// configured header of the message, else the look-up (Salesforce). An error
+// means the look-up failed: whether a backup is on file is not known.
+func (s *Server) backupFor(it *queue.Item, body []byte) (string, error) {
 	if it.Backup != "" {
-		return it.Backup
+		return it.Backup, nil
 	}
 	if body != nil {
 		if h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(body))); err == nil {
 			if b := strings.TrimSpace(h.Get(s.cfg.Inbound.BackupHeader)); b != "" {
-				return b
+				return b, nil
 			}
 		}
 	}
@@ -213,10 +255,11 @@ func (s *Server) backupFor(it *queue.Item, body []byte) string {
 		b, err := s.BackupLookup(ctx, rcpt)
 		if err != nil {
 			s.log.Warn().Err(err).Str("queue_id", it.ID).Msg("backup address look-up failed")
+			return "", err
 		}
-		return b
+		return b, nil
 	}
-	return ""
+	return "", nil
 }
 
 // addEscalation records the escalation in the outcome's transaction: an

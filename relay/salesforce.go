@@ -2,7 +2,9 @@ package relay
 
 import (
 	"context"
+	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/latchkey/latchkey/audit"
@@ -23,6 +25,10 @@ func (s *Server) connectSalesforce() error {
 	s.Outbox = salesforce.NewOutbox(s.Store.DB, client, salesforce.OutboxOptions{
 		Log: &log, InitialBackoff: cfg.RetryBackoff, MaxBackoff: cfg.MaxBackoff,
 		OnDone: func(e salesforce.Escalation, caseID string) {
+			if e.RecordOnly {
+				log.Info().Str("queue_id", e.QueueID).Msg("hard bounce of the primary address recorded in Salesforce (delivered to the backup)")
+				return
+			}
 			s.recordCase(e, caseID, nil)
 			log.Info().Str("queue_id", e.QueueID).Str("case_id", caseID).Msg("Case opened")
 		},
@@ -59,10 +65,49 @@ func (s *Server) connectSalesforce() error {
 			Reason: e.Reason, Status: e.Status, RemoteMTA: e.Remote, Diagnostic: e.Text, MessageID: e.Item.MessageID,
 			AcceptedAt: e.Item.Accepted, FailedAt: time.Now(),
 		}
+		if e.Item.OrigRcpt != "" && e.Item.BackupTried {
+			// The reset went to the backup address and failed there too:
+			// the Case says both, the primary's bounce first.
+			esc.Backup, esc.BackupDiagnostic = maskAddress(e.Item.Rcpt), e.Text
+			esc.Diagnostic = primaryBounce(e.Item)
+		}
+		tx.After(s.Outbox.Wake)
+		return s.Outbox.Put(tx.Txn, esc)
+	}
+	s.RecordBounce = func(tx *queue.Tx, it *queue.Item, status, reason, remote, text string) error {
+		if !cfg.SetBounceFields {
+			return nil
+		}
+		esc := salesforce.Escalation{
+			ID: it.ID + "-" + salesforce.TriggerBounceRecord, QueueID: it.ID, Class: it.Class, Recipient: it.Rcpt,
+			Trigger: salesforce.TriggerBounceRecord, Reason: reason, Status: status, RemoteMTA: remote, Diagnostic: text,
+			MessageID: it.MessageID, AcceptedAt: it.Accepted, FailedAt: time.Now(), RecordOnly: true,
+		}
 		tx.After(s.Outbox.Wake)
 		return s.Outbox.Put(tx.Txn, esc)
 	}
 	return nil
+}
+
+// primaryBounce is the reply that refused the primary address: the first
+// permanent attempt on record (the redirect to the backup followed it).
+func primaryBounce(it *queue.Item) string {
+	for _, a := range it.History {
+		if a.Permanent {
+			return strings.TrimSpace(fmt.Sprintf("%d %s %s", a.Code, a.Enhanced, a.Text))
+		}
+	}
+	return ""
+}
+
+// maskAddress keeps the first character of the local part and the domain,
+// as the Case and the Salesforce record show a backup address.
+func maskAddress(a string) string {
+	local, domain, ok := strings.Cut(a, "@")
+	if !ok || local == "" {
+		return "***"
+	}
+	return local[:1] + "***@" + domain
 }
 
 // recordCase records in the audit trail that Salesforce opened the Case

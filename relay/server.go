@@ -64,6 +64,10 @@ type Server struct {
 	// Outbox and SalesforceClient are set when [salesforce] is enabled.
 	Outbox           *salesforce.Outbox
 	SalesforceClient *salesforce.Client
+	// RecordBounce, when Salesforce is on, records a hard bounce of the
+	// primary address on its Contact or Lead when the reset goes on to a
+	// backup address (no Case: support need not act).
+	RecordBounce func(tx *queue.Tx, it *queue.Item, status, reason, remote, text string) error
 	// Lifecycle reports every reset to its Latchkey_Reset__c record ([salesforce.lifecycle]).
 	Lifecycle *salesforce.Lifecycle
 	sfLog     zerolog.Logger // the Salesforce component's log

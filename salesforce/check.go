@@ -2,6 +2,7 @@ package salesforce
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -15,6 +16,31 @@ type CheckResult struct {
 	Detail string // what was found, or what to change, in plain words
 }
 
+// checkVersion asks the org which REST API versions it serves
+// (GET /services/data) and reports api_version if it is not one of them.
+func (c *Client) checkVersion(ctx context.Context, inst, token string) error {
+	status, body, err := c.send(ctx, "GET", inst+"/services/data/", token, nil)
+	if err != nil {
+		return err
+	}
+	if status != 200 {
+		return parseAPIError(status, body)
+	}
+	var vs []struct {
+		Version string `json:"version"`
+	}
+	if err := json.Unmarshal(body, &vs); err != nil || len(vs) == 0 {
+		return fmt.Errorf("salesforce: GET /services/data: no version list in the answer")
+	}
+	for _, v := range vs {
+		if "v"+v.Version == c.cfg.APIVersion {
+			return nil
+		}
+	}
+	return fmt.Errorf("api_version %q is not served by this org, which serves v%s to v%s: set [salesforce] api_version to one of them (e.g. \"v%s\")",
+		c.cfg.APIVersion, vs[0].Version, vs[len(vs)-1].Version, vs[len(vs)-1].Version)
+}
+
 type describeResult struct {
 	Name       string          `json:"name"`
 	Createable bool            `json:"createable"`
@@ -26,6 +52,7 @@ type describeField struct {
 	Type           string `json:"type"`
 	Createable     bool   `json:"createable"`
 	Updateable     bool   `json:"updateable"`
+	ExternalID     bool   `json:"externalId"`
 	PicklistValues []struct {
 		Value  string `json:"value"`
 		Active bool   `json:"active"`
@@ -53,8 +80,13 @@ func (c *Client) Check(ctx context.Context) []CheckResult {
 	}
 	c.token = "" // authenticate for real, not from the cache
 	<-c.tokenSem
-	_, inst, err := c.session(ctx, "")
+	tok, inst, err := c.session(ctx, "")
 	if !add("authenticate", err, "token issued; instance "+inst) {
+		return out
+	}
+	// A version the org does not serve answers 404 to every call: say so
+	// once, naming the setting, instead of on every line below.
+	if !add("API version", c.checkVersion(ctx, inst, tok), c.cfg.APIVersion+" is served") {
 		return out
 	}
 	for _, obj := range c.cfg.LookupObjects {
@@ -124,11 +156,46 @@ func (c *Client) Check(ctx context.Context) []CheckResult {
 		}
 	}
 	add("Case fields", joinProblems(problems), "Case can be created with the configured values")
+	if lc := c.cfg.Lifecycle; lc.Enabled {
+		c.checkLifecycle(ctx, lc, add)
+	}
 	used, limit := c.APIUsage()
 	if limit > 0 {
 		out = append(out, CheckResult{Name: "API usage", OK: used < limit, Detail: fmt.Sprintf("%d of %d daily API calls used", used, limit)})
 	}
 	return out
+}
+
+// checkLifecycle checks that the reset object is deployed and that every
+// field latchkey writes exists, is writable, and that the External ID is one.
+func (c *Client) checkLifecycle(ctx context.Context, lc LifecycleConfig, add func(string, error, string) bool) {
+	var d describeResult
+	err := c.do(ctx, "GET", "/sobjects/"+lc.Object+"/describe", nil, &d)
+	var ae *APIError
+	if errors.As(err, &ae) && ae.Status == 404 {
+		err = fmt.Errorf("%s is not deployed in this org: deploy salesforce/metadata (docs/salesforce.md, part 3) or set [salesforce.lifecycle] object", lc.Object)
+	}
+	if !add("describe "+lc.Object, err, "ok") {
+		return
+	}
+	l := &Lifecycle{cfg: lc}
+	var problems []string
+	for _, logical := range sortedKeys(DefaultLifecycleFields) {
+		name := l.apiName(logical)
+		if name == "" {
+			continue
+		}
+		f := d.field(name)
+		switch {
+		case f == nil:
+			problems = append(problems, fmt.Sprintf("%s has no field %s (%s): deploy salesforce/metadata, map it in [salesforce.lifecycle.fields] or set it to \"\" to leave it out", lc.Object, name, logical))
+		case !f.Createable || !f.Updateable:
+			problems = append(problems, fmt.Sprintf("%s.%s is not writable by the Run-As user: assign the Latchkey_Relay permission set", lc.Object, name))
+		case logical == FieldLatchkeyID && !f.ExternalID:
+			problems = append(problems, fmt.Sprintf("%s.%s is not an External ID: upserts need one (mark it External ID and Unique)", lc.Object, name))
+		}
+	}
+	add("fields of "+lc.Object, joinProblems(problems), "all fields present and writable")
 }
 
 func (d *describeResult) field(name string) *describeField {

@@ -46,3 +46,46 @@ func TestCheck(t *testing.T) {
 		t.Errorf("Check without a Run-As user = %+v", res)
 	}
 }
+
+// A version the org does not serve is named once, with the versions it
+// serves; the reset object's fields are checked when the lifecycle is on.
+func TestCheckVersionAndLifecycle(t *testing.T) {
+	fake := sftest.Start(t, sftest.Options{})
+	res := newClient(t, fake, func(cfg *salesforce.Config) { cfg.APIVersion = "v99.0" }).Check(context.Background())
+	if len(res) != 2 || res[1].Name != "API version" || res[1].OK ||
+		!strings.Contains(res[1].Detail, `api_version "v99.0" is not served by this org, which serves v31.0 to v68.0`) {
+		t.Errorf("Check with an unknown version = %+v", res)
+	}
+	ok := newClient(t, fake, func(cfg *salesforce.Config) { cfg.Lifecycle.Enabled = true })
+	for _, r := range ok.Check(context.Background()) {
+		if !r.OK {
+			t.Errorf("check %s failed: %s", r.Name, r.Detail)
+		}
+	}
+	bad := newClient(t, fake, func(cfg *salesforce.Config) {
+		cfg.Lifecycle.Enabled = true
+		cfg.Lifecycle.Fields = map[string]string{"status": "Reset_Status__c", "latchkey_id": "Recipient__c"}
+	})
+	failed := map[string]string{}
+	for _, r := range bad.Check(context.Background()) {
+		if !r.OK {
+			failed[r.Name] = r.Detail
+		}
+	}
+	if d := failed["fields of Latchkey_Reset__c"]; !strings.Contains(d, "has no field Reset_Status__c (status)") || !strings.Contains(d, "Recipient__c is not an External ID") {
+		t.Errorf("lifecycle fields check: %q", d)
+	}
+	missing := newClient(t, fake, func(cfg *salesforce.Config) { cfg.Lifecycle.Enabled = true; cfg.Lifecycle.Object = "Reset__c" })
+	seen := false
+	for _, r := range missing.Check(context.Background()) {
+		if r.Name == "describe Reset__c" {
+			seen = true
+			if r.OK || !strings.Contains(r.Detail, "not deployed") {
+				t.Errorf("undeployed object: %+v", r)
+			}
+		}
+	}
+	if !seen {
+		t.Error("no check of the reset object")
+	}
+}

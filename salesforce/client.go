@@ -68,8 +68,9 @@ type Client struct {
 	now func() time.Time
 }
 
+// cacheEntry is one person look-up: the record found, or nil for none.
 type cacheEntry struct {
-	addr    string // "" means no backup address
+	person  *Person
 	expires time.Time
 }
 

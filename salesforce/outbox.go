@@ -29,6 +29,13 @@ type Escalation struct {
 	MessageID  string    // Message-ID of the reset
 	AcceptedAt time.Time // when the relay accepted the message
 	FailedAt   time.Time // when it was found undeliverable
+	// Backup is the backup address tried (masked), and BackupDiagnostic
+	// what its server answered, when the reset bounced there too.
+	Backup           string `json:",omitempty"`
+	BackupDiagnostic string `json:",omitempty"`
+	// RecordOnly records the bounce on the person's record without a
+	// Case: the reset reached a backup address, support need not act.
+	RecordOnly bool `json:",omitempty"`
 }
 
 // Triggers of an escalation.
@@ -39,6 +46,9 @@ const (
 	TriggerPolicyBounce = "policy_bounce"
 	TriggerExpired      = "expired"
 	TriggerSuppressed   = "suppressed"
+	// TriggerBounceRecord records a hard bounce on the person's record
+	// (RecordOnly): the reset was delivered to a backup address.
+	TriggerBounceRecord = "bounce_record"
 )
 
 // Outbox states.
@@ -405,43 +415,106 @@ func (o *Outbox) backoff(attempts int) time.Duration {
 }
 
 // send runs the remaining steps, storing progress after each so that a
-// restart resumes where it stopped.
+// restart resumes where it stopped. The first try costs, besides the
+// (cached) person look-up, two calls: the query for a Case already opened
+// under the reference, and one Composite call that opens the Case, records
+// the bounce and adds the Task. A retry redoes only what is not done, and
+// looks a Task up by its reference before creating it, so a lost answer
+// never makes a second Case or Task.
 func (o *Outbox) send(ctx context.Context, it *Item) error {
 	c := o.client
 	if c == nil {
 		return errors.New("salesforce: outbox has no client")
 	}
-	if it.CaseID == "" {
-		if !it.PersonLooked {
-			p, err := c.FindPerson(ctx, it.Recipient)
-			switch {
-			case errors.Is(err, ErrNotFound):
-			case err != nil:
-				return err
-			default:
-				it.PersonObject, it.PersonID = p.Object, p.ID
+	if !it.PersonLooked {
+		p, err := c.LookupPerson(ctx, it.Recipient)
+		switch {
+		case errors.Is(err, ErrNotFound):
+		case err != nil:
+			return err
+		default:
+			it.PersonObject, it.PersonID = p.Object, p.ID
+		}
+		it.PersonLooked = true
+	}
+	person := &Person{Object: it.PersonObject, ID: it.PersonID, Email: it.Recipient}
+	wantBounce := c.cfg.SetBounceFields && it.PersonID != "" && !it.BounceRecorded
+	at := it.FailedAt
+	if at.IsZero() {
+		at = it.UpdatedAt
+	}
+	if it.RecordOnly {
+		// The reset reached a backup address: no Case, but Salesforce must
+		// still learn that the primary address bounces.
+		if wantBounce {
+			if err := c.RecordBounce(ctx, person, bounceReason(it.Escalation), at); err != nil {
+				if IsRetryable(err) {
+					return err
+				}
+				it.LastError = clip("bounce fields not recorded: "+err.Error(), 1000)
 			}
-			it.PersonLooked = true
 		}
-		req := CaseFromEscalation(it.Escalation)
-		if strings.EqualFold(it.PersonObject, "Contact") {
-			req.ContactID = it.PersonID
+		it.BounceRecorded = true
+		return nil
+	}
+	task := func() *TaskRequest {
+		if !c.cfg.CreateTask || it.TaskID != "" {
+			return nil
 		}
-		id, err := c.CreateCase(ctx, req)
+		return &TaskRequest{
+			Ref:         it.ID,
+			Subject:     "Reach " + it.Recipient + ": password reset undeliverable",
+			Description: CaseFromEscalation(it.Escalation).Description,
+			WhoID:       it.PersonID,
+			WhatID:      it.CaseID,
+		}
+	}
+	if it.CaseID == "" {
+		id, err := c.FindByRef(ctx, "Case", it.ID)
 		if err != nil {
 			return err
 		}
 		it.CaseID = id
+	}
+	if it.CaseID == "" {
+		req := CaseFromEscalation(it.Escalation)
+		if strings.EqualFold(it.PersonObject, "Contact") {
+			req.ContactID = it.PersonID
+		}
+		plan := EscalationPlan{Case: req, Reason: bounceReason(it.Escalation), At: at, Task: task()}
+		if wantBounce {
+			plan.Bounce = person
+		}
+		res, err := c.Escalate(ctx, plan)
+		if err != nil {
+			return err
+		}
+		if res.BounceDone {
+			it.BounceRecorded = true
+		} else if res.BounceErr != nil && !IsRetryable(res.BounceErr) {
+			it.LastError = clip("bounce fields not recorded: "+res.BounceErr.Error(), 1000)
+			it.BounceRecorded = true
+		}
+		if res.CaseErr != nil {
+			if err := o.save(it); err != nil {
+				return err
+			}
+			return res.CaseErr
+		}
+		it.CaseID = res.CaseID
+		switch {
+		case res.TaskID != "":
+			it.TaskID = res.TaskID
+		case res.TaskRan && res.TaskErr != nil && !IsRetryable(res.TaskErr):
+			it.LastError = clip("task not created: "+res.TaskErr.Error(), 1000)
+			it.TaskID = "-"
+		}
 		if err := o.save(it); err != nil {
 			return err
 		}
 	}
-	person := &Person{Object: it.PersonObject, ID: it.PersonID, Email: it.Recipient}
+	// What is left after a failed step or a replay, one call each.
 	if c.cfg.SetBounceFields && it.PersonID != "" && !it.BounceRecorded {
-		at := it.FailedAt
-		if at.IsZero() {
-			at = it.UpdatedAt
-		}
 		err := c.RecordBounce(ctx, person, bounceReason(it.Escalation), at)
 		if err != nil && IsRetryable(err) {
 			return err
@@ -453,13 +526,8 @@ func (o *Outbox) send(ctx context.Context, it *Item) error {
 		}
 		it.BounceRecorded = true
 	}
-	if c.cfg.CreateTask && it.TaskID == "" {
-		id, err := c.CreateTask(ctx, TaskRequest{
-			Subject:     "Reach " + it.Recipient + ": password reset undeliverable",
-			Description: CaseFromEscalation(it.Escalation).Description,
-			WhoID:       it.PersonID,
-			WhatID:      it.CaseID,
-		})
+	if t := task(); t != nil {
+		id, err := c.CreateTask(ctx, *t)
 		if err != nil && IsRetryable(err) {
 			return err
 		}
@@ -490,6 +558,7 @@ var triggerWords = map[string]string{
 	TriggerPolicyBounce: "refused by the recipient's server",
 	TriggerExpired:      "expired undelivered",
 	TriggerSuppressed:   "not sent: address suppressed",
+	TriggerBounceRecord: "hard bounce, delivered to the backup address",
 }
 
 // CaseFromEscalation builds the Case for e: a subject naming the recipient
@@ -519,6 +588,8 @@ func CaseFromEscalation(e Escalation) CaseRequest {
 	line("Reason", e.Reason)
 	line("Remote server", e.RemoteMTA)
 	line("Remote server said", e.Diagnostic)
+	line("Backup address tried", e.Backup)
+	line("Backup address's server said", e.BackupDiagnostic)
 	line("Accepted at", ts(e.AcceptedAt))
 	line("Failed at", ts(e.FailedAt))
 	line("Queue id", e.QueueID)

@@ -164,33 +164,26 @@ func (c *Client) FindPerson(ctx context.Context, email string) (*Person, error) 
 	return nil, ErrNotFound
 }
 
-// BackupAddress returns the first backup address on file for email that is
-// a plain address and not email itself, or ErrNotFound. Answers, found or not, are cached for
-// backup_cache_ttl so a burst of bounces costs one query.
-func (c *Client) BackupAddress(ctx context.Context, email string) (string, error) {
+// LookupPerson is FindPerson with its answers, found or not, cached for
+// backup_cache_ttl: the backup look-up at the bounce and the escalation that
+// follows it ask about the same address, and a burst of bounces to one
+// address costs one query per object.
+func (c *Client) LookupPerson(ctx context.Context, email string) (*Person, error) {
 	key := strings.ToLower(email)
 	now := c.now()
 	c.cacheMu.Lock()
 	e, ok := c.cache[key]
 	c.cacheMu.Unlock()
 	if ok && now.Before(e.expires) {
-		if e.addr == "" {
-			return "", ErrNotFound
+		if e.person == nil {
+			return nil, ErrNotFound
 		}
-		return e.addr, nil
+		p := *e.person
+		return &p, nil
 	}
 	p, err := c.FindPerson(ctx, email)
 	if err != nil && !errors.Is(err, ErrNotFound) {
-		return "", err
-	}
-	addr := ""
-	if p != nil {
-		for _, b := range p.Backup {
-			if !strings.EqualFold(b, email) && plainAddress(b) {
-				addr = b
-				break
-			}
-		}
+		return nil, err
 	}
 	if c.cfg.BackupCacheTTL > 0 {
 		c.cacheMu.Lock()
@@ -204,13 +197,30 @@ func (c *Client) BackupAddress(ctx context.Context, email string) (string, error
 				c.cache = map[string]cacheEntry{}
 			}
 		}
-		c.cache[key] = cacheEntry{addr: addr, expires: now.Add(c.cfg.BackupCacheTTL)}
+		c.cache[key] = cacheEntry{person: p, expires: now.Add(c.cfg.BackupCacheTTL)}
 		c.cacheMu.Unlock()
 	}
-	if addr == "" {
-		return "", ErrNotFound
+	if p == nil {
+		return nil, ErrNotFound
 	}
-	return addr, nil
+	cp := *p
+	return &cp, nil
+}
+
+// BackupAddress returns the first backup address on file for email that is
+// a plain address and not email itself, or ErrNotFound (cached as
+// LookupPerson is).
+func (c *Client) BackupAddress(ctx context.Context, email string) (string, error) {
+	p, err := c.LookupPerson(ctx, email)
+	if err != nil {
+		return "", err
+	}
+	for _, b := range p.Backup {
+		if !strings.EqualFold(b, email) && plainAddress(b) {
+			return b, nil
+		}
+	}
+	return "", ErrNotFound
 }
 
 // CaseRequest is one Case to open.
@@ -253,15 +263,36 @@ func (c *Client) CreateCase(ctx context.Context, r CaseRequest) (string, error) 
 	if !refRE.MatchString(r.Ref) {
 		return "", fmt.Errorf("salesforce: case reference %q must be 1-64 of [A-Za-z0-9._-]", clip(r.Ref, 80))
 	}
-	res, err := c.query(ctx, "SELECT Id FROM Case WHERE Subject LIKE '%"+soqlLike("[latchkey:"+r.Ref+"]")+"%' LIMIT 1")
+	if id, err := c.FindByRef(ctx, "Case", r.Ref); err != nil || id != "" {
+		return id, err
+	}
+	return c.create(ctx, "Case", c.caseBody(r))
+}
+
+// FindByRef returns the id of the obj (Case or Task) whose Subject carries
+// [latchkey:<ref>], or "". The LIKE query is only a pre-filter: the Subject
+// each answer holds is checked for the reference itself, so a Case an
+// admin titled with a similar text, or an org whose search treats the
+// escaped wildcards loosely, is never taken for latchkey's.
+func (c *Client) FindByRef(ctx context.Context, obj, ref string) (string, error) {
+	if !refRE.MatchString(ref) {
+		return "", fmt.Errorf("salesforce: reference %q must be 1-64 of [A-Za-z0-9._-]", clip(ref, 80))
+	}
+	tag := "[latchkey:" + ref + "]"
+	res, err := c.query(ctx, "SELECT Id, Subject FROM "+obj+" WHERE Subject LIKE '%"+soqlLike(tag)+"%' LIMIT 10")
 	if err != nil {
 		return "", err
 	}
-	if len(res.Records) > 0 {
-		if id := str(res.Records[0], "Id"); id != "" {
+	for _, rec := range res.Records {
+		if id := str(rec, "Id"); id != "" && strings.Contains(str(rec, "Subject"), tag) {
 			return id, nil
 		}
 	}
+	return "", nil
+}
+
+// caseBody is the Case's fields for r.
+func (c *Client) caseBody(r CaseRequest) map[string]string {
 	body := map[string]string{
 		"Subject":     c.caseSubject(r),
 		"Description": clipRunes(r.Description, maxDescription),
@@ -278,7 +309,7 @@ func (c *Client) CreateCase(ctx context.Context, r CaseRequest) (string, error) 
 	if c.cfg.Case.RecordTypeID != "" {
 		body["RecordTypeId"] = c.cfg.Case.RecordTypeID
 	}
-	return c.create(ctx, "Case", body)
+	return body
 }
 
 type createResult struct {
@@ -304,25 +335,39 @@ func (c *Client) RecordBounce(ctx context.Context, p *Person, reason string, at 
 	if p == nil || !sfIDRE.MatchString(p.ID) || !apiNameRE.MatchString(p.Object) {
 		return errors.New("salesforce: RecordBounce needs a person found by FindPerson")
 	}
-	body := map[string]string{
-		"EmailBouncedReason": clipRunes(strings.Join(strings.Fields(reason), " "), 255),
-		"EmailBouncedDate":   at.UTC().Format("2006-01-02T15:04:05.000Z"),
-	}
-	return c.do(ctx, "PATCH", "/sobjects/"+p.Object+"/"+p.ID, body, nil)
+	return c.do(ctx, "PATCH", "/sobjects/"+p.Object+"/"+p.ID, bounceBody(reason, at), nil)
 }
 
 // TaskRequest is one Task to add to the activity timeline.
 type TaskRequest struct {
+	// Ref makes CreateTask safe to replay: the subject carries
+	// [latchkey:<Ref>] and a Task that already does is reused.
+	Ref         string
 	Subject     string // up to 255 characters
 	Description string // up to 32,000 characters
 	WhoID       string // Contact or Lead id; may be empty
 	WhatID      string // Case id; may be empty
 }
 
-// CreateTask adds a high-priority Task and returns its id.
+// CreateTask adds a high-priority Task and returns its id; with a Ref, a
+// Task already created for it (an answer lost, a crash) is returned instead.
 func (c *Client) CreateTask(ctx context.Context, t TaskRequest) (string, error) {
+	if t.Ref != "" {
+		if id, err := c.FindByRef(ctx, "Task", t.Ref); err != nil || id != "" {
+			return id, err
+		}
+	}
+	return c.create(ctx, "Task", taskBody(t))
+}
+
+func taskBody(t TaskRequest) map[string]string {
+	subject := clipRunes(t.Subject, 255)
+	if t.Ref != "" {
+		tag := " [latchkey:" + t.Ref + "]"
+		subject = clipRunes(t.Subject, 255-len(tag)) + tag
+	}
 	body := map[string]string{
-		"Subject":     clipRunes(t.Subject, 255),
+		"Subject":     subject,
 		"Description": clipRunes(t.Description, maxDescription),
 		"Priority":    "High",
 		"Status":      "Not Started",
@@ -334,5 +379,13 @@ func (c *Client) CreateTask(ctx context.Context, t TaskRequest) (string, error) 
 	if t.WhatID != "" {
 		body["WhatId"] = t.WhatID
 	}
-	return c.create(ctx, "Task", body)
+	return body
+}
+
+// bounceBody is what RecordBounce writes.
+func bounceBody(reason string, at time.Time) map[string]string {
+	return map[string]string{
+		"EmailBouncedReason": clipRunes(strings.Join(strings.Fields(reason), " "), 255),
+		"EmailBouncedDate":   at.UTC().Format("2006-01-02T15:04:05.000Z"),
+	}
 }

@@ -48,6 +48,13 @@ type Options struct {
 	// APILimit is the daily API allocation shown in Sforce-Limit-Info;
 	// default 100000.
 	APILimit int
+	// LooseLike makes LIKE ignore the escapes of its wildcards (\_ and \%
+	// match any character): latchkey must not trust a LIKE pre-filter
+	// alone to find its own records.
+	LooseLike bool
+	// MaxAPIVersion is the newest REST API version served (default 68);
+	// a newer one in a URL answers 404 NOT_FOUND as Salesforce does.
+	MaxAPIVersion int
 	// CustomFields adds text fields per object, e.g.
 	// {"Contact": {"Backup_Email__c"}}.
 	CustomFields map[string][]string
@@ -160,6 +167,9 @@ func New(opts Options) *Server {
 	}
 	if len(opts.LoginHosts) == 0 {
 		opts.LoginHosts = []string{"login.salesforce.com", "test.salesforce.com"}
+	}
+	if opts.MaxAPIVersion == 0 {
+		opts.MaxAPIVersion = 68
 	}
 	if opts.APILimit == 0 {
 		opts.APILimit = 100000
@@ -352,6 +362,14 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		s.tokenReqs++
 		s.limitHeader(w)
 		s.serveToken(w, r)
+	case (r.URL.Path == "/services/data" || r.URL.Path == "/services/data/") && r.Method == "GET":
+		// The versions served: no authentication needed.
+		var vs []map[string]string
+		for v := 31; v <= s.opts.MaxAPIVersion; v++ {
+			vs = append(vs, map[string]string{"label": fmt.Sprintf("API %d", v), "url": fmt.Sprintf("/services/data/v%d.0", v), "version": fmt.Sprintf("%d.0", v)})
+		}
+		s.limitHeader(w)
+		writeJSON(w, 200, vs)
 	case strings.HasPrefix(r.URL.Path, "/services/data/"):
 		s.apiCalls++
 		switch s.takeFault(r) {
@@ -535,6 +553,10 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ver, rest := m[1], strings.TrimSuffix(m[2], "/")
+	if n, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(ver, "v"), ".0")); n < 31 || n > s.opts.MaxAPIVersion {
+		s.apiError(w, 404, "NOT_FOUND", "The requested resource does not exist")
+		return
+	}
 	auth, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok || !s.tokens[auth] {
 		s.apiError(w, 401, "INVALID_SESSION_ID", "Session expired or invalid")
@@ -592,7 +614,11 @@ func (s *Server) serveQuery(w http.ResponseWriter, ver, soql string) {
 			return strings.EqualFold(v, q.value)
 		}
 	case "LIKE":
-		re, err := likeRE(q.value)
+		pat := q.value
+		if s.opts.LooseLike {
+			pat = strings.NewReplacer(`\_`, "_", `\%`, "%").Replace(pat)
+		}
+		re, err := likeRE(pat)
 		if err != nil {
 			s.apiError(w, 400, "MALFORMED_QUERY", "invalid LIKE pattern")
 			return
@@ -785,6 +811,7 @@ func (s *Server) serveDescribe(w http.ResponseWriter, obj string) {
 			"name": f.Name, "label": f.Label, "type": f.Type, "length": f.Length,
 			"createable": f.Createable, "updateable": f.Updateable, "nillable": true,
 			"custom": strings.HasSuffix(f.Name, "__c"), "picklistValues": pv, "referenceTo": orEmpty(f.ReferenceTo),
+			"externalId": f.ExternalID,
 		})
 	}
 	s.limitHeader(w)

@@ -331,10 +331,45 @@ func (s *Server) serveComposite(w http.ResponseWriter, r *http.Request) {
 		Status      int               `json:"httpStatusCode"`
 		ReferenceID string            `json:"referenceId"`
 	}
+	// Faults aimed at a path hit the subrequest to it: a Drop (before
+	// anything is done) or a DropAfter closes the whole call's connection,
+	// the others fail that subrequest alone, as Salesforce answers a
+	// failed subrequest inside a 200.
+	subFault := make([]FaultKind, len(req.Requests))
+	dropAfter := false
+	for i, sr := range req.Requests {
+		probe, err := http.NewRequest(sr.Method, sr.URL, nil)
+		if err != nil {
+			continue
+		}
+		subFault[i] = s.takeFault(probe)
+		switch subFault[i] {
+		case Drop:
+			hijackClose(w)
+			return
+		case DropAfter:
+			dropAfter = true
+		}
+	}
 	answers := map[string]map[string]any{}
 	var out []sub
 	broken := false
-	for _, sr := range req.Requests {
+	for i, sr := range req.Requests {
+		var faulted *apiErr
+		status := 0
+		switch subFault[i] {
+		case ServerError:
+			faulted, status = &apiErr{Message: "An unexpected error occurred.", ErrorCode: "UNKNOWN_EXCEPTION"}, 500
+		case LimitExceeded:
+			faulted, status = &apiErr{Message: "TotalRequests Limit exceeded.", ErrorCode: "REQUEST_LIMIT_EXCEEDED"}, 403
+		case Unauthorized:
+			faulted, status = &apiErr{Message: "Session expired or invalid", ErrorCode: "INVALID_SESSION_ID"}, 401
+		}
+		if faulted != nil && !broken {
+			out = append(out, sub{Body: []apiErr{*faulted}, HTTPHeaders: map[string]string{}, Status: status, ReferenceID: sr.ReferenceID})
+			broken = req.AllOrNone
+			continue
+		}
 		if broken {
 			out = append(out, sub{Body: []apiErr{{Message: "The transaction was rolled back since another operation in the same transaction failed.", ErrorCode: "PROCESSING_HALTED"}},
 				HTTPHeaders: map[string]string{}, Status: 400, ReferenceID: sr.ReferenceID})
@@ -351,7 +386,13 @@ func (s *Server) serveComposite(w http.ResponseWriter, r *http.Request) {
 		}
 		u := resolve(sr.URL)
 		body := resolve(string(sr.Body))
-		inner := httptest.NewRequest(sr.Method, u, bytes.NewReader([]byte(body)))
+		inner, err := http.NewRequest(sr.Method, u, bytes.NewReader([]byte(body)))
+		if err != nil || !strings.HasPrefix(inner.URL.Path, "/services/data/") {
+			out = append(out, sub{Body: []apiErr{{Message: "Invalid subrequest url: " + sr.URL, ErrorCode: "INVALID_URL"}},
+				HTTPHeaders: map[string]string{}, Status: 400, ReferenceID: sr.ReferenceID})
+			broken = broken || req.AllOrNone
+			continue
+		}
 		inner.Header.Set("Authorization", r.Header.Get("Authorization"))
 		rec := httptest.NewRecorder()
 		s.serveAPI(rec, inner)
@@ -368,6 +409,10 @@ func (s *Server) serveComposite(w http.ResponseWriter, r *http.Request) {
 		if rec.Code >= 400 && req.AllOrNone {
 			broken = true
 		}
+	}
+	if dropAfter {
+		hijackClose(w)
+		return
 	}
 	s.limitHeader(w)
 	writeJSON(w, 200, map[string]any{"compositeResponse": out})
