@@ -102,6 +102,10 @@ type LifecycleConfig struct {
 	// SlowInterval (nothing is dropped; they catch up when the day rolls).
 	LimitReserve float64       `toml:"limit_reserve"`
 	SlowInterval time.Duration `toml:"slow_interval"`
+	// Tasks adds a completed Task on the Contact or Lead when a reset is
+	// delivered and when it bounces, so it shows on the record's activity
+	// timeline (one more API call per batch of up to 200).
+	Tasks bool `toml:"tasks"`
 }
 
 // DefaultLifecycleConfig is off, with the shipped object's names.
@@ -180,6 +184,14 @@ const (
 	lcDirty = "sfl/p/" // sfl/p/<item id> → "": changed since last sent
 	lcDead  = "sfl/d/" // sfl/d/<item id> → DeadRecord JSON: Salesforce refused the record
 	lcMsg   = "sfl/m/" // sfl/m/<msg id> → msgFacts JSON (TTL 1h): the received event's Salesforce ids
+	lcTask  = "sfl/t/" // sfl/t/<item id> → "": a timeline Task is wanted or its creation unconfirmed
+)
+
+// Timeline Task states in resetState.Tasks (else the Task's id).
+const (
+	taskWanted  = "want"    // to create
+	taskPending = "pending" // a create was sent; look it up before sending another
+	taskFailed  = "-"       // Salesforce refused it for good
 )
 
 // lcStateTTL bounds how long an item's state is kept after its last event:
@@ -192,6 +204,10 @@ type resetState struct {
 	Ver     uint64         `json:"ver"`
 	SentVer uint64         `json:"sent_ver"`
 	Fields  map[string]any `json:"fields"`
+	// RecordID is the Salesforce id of the record, once upserted.
+	RecordID string `json:"record_id,omitempty"`
+	// Tasks are the timeline Tasks by kind (delivered, bounced).
+	Tasks map[string]string `json:"tasks,omitempty"`
 }
 
 type msgFacts struct {
@@ -271,6 +287,19 @@ func (l *Lifecycle) Record(txn *badger.Txn, ev *audit.Event) error {
 		return nil
 	}
 	st.Ver++
+	if l.cfg.Tasks && (st.Fields[FieldContact] != nil || st.Fields[FieldLead] != nil) {
+		for kind, field := range map[string]string{"delivered": FieldDeliveredAt, "bounced": FieldBouncedAt} {
+			if _, done := st.Tasks[kind]; !done && st.Fields[field] != nil {
+				if st.Tasks == nil {
+					st.Tasks = map[string]string{}
+				}
+				st.Tasks[kind] = taskWanted
+				if err := txn.Set([]byte(lcTask+ev.QueueID), nil); err != nil {
+					return err
+				}
+			}
+		}
+	}
 	b, err := json.Marshal(st)
 	if err != nil {
 		return fmt.Errorf("salesforce: lifecycle: encode %s: %w", ev.QueueID, err)
@@ -566,6 +595,12 @@ func (l *Lifecycle) Run(ctx context.Context) error {
 				break
 			}
 		}
+		if failures == 0 && l.cfg.Tasks {
+			if err := l.sendTasks(ctx); err != nil && ctx.Err() == nil {
+				failures++
+				l.log.Warn().Err(err).Msg("salesforce lifecycle: timeline Tasks failed; they stay queued")
+			}
+		}
 	}
 }
 
@@ -644,6 +679,12 @@ func (l *Lifecycle) sendBatch(ctx context.Context) (more bool, err error) {
 			}
 			if res.Success {
 				l.sent.Add(1)
+				if res.ID != "" && cur.RecordID != res.ID {
+					cur.RecordID = res.ID
+					if err := l.store(txn, d.id, cur); err != nil {
+						return err
+					}
+				}
 			} else {
 				b, _ := json.Marshal(DeadRecord{ID: d.id, Fields: d.st.Fields, Error: res.errorText(), At: now})
 				if err := txn.Set([]byte(lcDead+d.id), b); err != nil {
@@ -657,11 +698,7 @@ func (l *Lifecycle) sendBatch(ctx context.Context) (more bool, err error) {
 				continue
 			}
 			cur.SentVer = cur.Ver
-			b, err := json.Marshal(cur)
-			if err != nil {
-				return err
-			}
-			if err := txn.SetEntry(badger.NewEntry([]byte(lcState+d.id), b).WithTTL(lcStateTTL)); err != nil {
+			if err := l.store(txn, d.id, cur); err != nil {
 				return err
 			}
 			if err := txn.Delete([]byte(lcDirty + d.id)); err != nil {
@@ -671,6 +708,182 @@ func (l *Lifecycle) sendBatch(ctx context.Context) (more bool, err error) {
 		return nil
 	})
 	return more, err
+}
+
+func (l *Lifecycle) store(txn *badger.Txn, id string, st *resetState) error {
+	b, err := json.Marshal(st)
+	if err != nil {
+		return fmt.Errorf("salesforce: lifecycle: encode %s: %w", id, err)
+	}
+	return txn.SetEntry(badger.NewEntry([]byte(lcState+id), b).WithTTL(lcStateTTL))
+}
+
+type taskJob struct {
+	id, kind string
+	st       *resetState
+}
+
+// sendTasks creates the wanted timeline Tasks of resets whose record exists,
+// up to 200 in one sObject Collections create. A create is marked pending
+// before it is sent; a pending one (the answer was lost, or latchkey
+// stopped) is looked up by its reference before it is sent again, so a
+// replay never adds a second Task.
+func (l *Lifecycle) sendTasks(ctx context.Context) error {
+	var jobs []taskJob
+	err := l.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(lcTask)})
+		defer it.Close()
+		for it.Rewind(); it.Valid() && len(jobs) < collectionLimit; it.Next() {
+			id := string(it.Item().Key()[len(lcTask):])
+			st, err := l.load(txn, id)
+			if err != nil {
+				return err
+			}
+			if st.RecordID == "" {
+				continue // its record is not in Salesforce yet
+			}
+			for kind, v := range st.Tasks {
+				if (v == taskWanted || v == taskPending) && len(jobs) < collectionLimit {
+					jobs = append(jobs, taskJob{id, kind, st})
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil || len(jobs) == 0 {
+		return err
+	}
+	var send []taskJob
+	found := map[int]string{}
+	for i, j := range jobs {
+		if j.st.Tasks[j.kind] == taskPending {
+			tid, err := l.client.FindByRef(ctx, "Task", taskRef(j.id, j.kind))
+			if err != nil {
+				return err
+			}
+			if tid != "" {
+				found[i] = tid
+				continue
+			}
+		}
+		send = append(send, j)
+	}
+	if err := l.setTasks(jobs, func(i int, j taskJob) string {
+		if tid, ok := found[i]; ok {
+			return tid
+		}
+		return taskPending
+	}); err != nil || len(send) == 0 {
+		return err
+	}
+	recs := make([]map[string]any, len(send))
+	for i, j := range send {
+		recs[i] = l.taskRecord(j)
+	}
+	l.calls.Add(1)
+	results, err := l.client.CreateCollection(ctx, recs)
+	if err != nil {
+		return err
+	}
+	return l.setTasks(send, func(i int, j taskJob) string {
+		switch r := results[i]; {
+		case r.Success:
+			return r.ID
+		case r.retryable():
+			return taskPending
+		default:
+			l.log.Error().Str("queue_id", j.id).Str("task", j.kind).Str("error", r.errorText()).Msg("salesforce lifecycle: timeline Task refused")
+			return taskFailed
+		}
+	})
+}
+
+// setTasks stores each job's new Task state and drops the marker of resets
+// with no Task left to create.
+func (l *Lifecycle) setTasks(jobs []taskJob, state func(int, taskJob) string) error {
+	return l.db.Update(func(txn *badger.Txn) error {
+		touched := map[string]*resetState{}
+		for i, j := range jobs {
+			cur, ok := touched[j.id]
+			if !ok {
+				var err error
+				if cur, err = l.load(txn, j.id); err != nil {
+					return err
+				}
+				touched[j.id] = cur
+			}
+			if cur.Tasks == nil {
+				cur.Tasks = map[string]string{}
+			}
+			cur.Tasks[j.kind] = state(i, j)
+		}
+		for id, cur := range touched {
+			if err := l.store(txn, id, cur); err != nil {
+				return err
+			}
+			open := false
+			for _, v := range cur.Tasks {
+				open = open || v == taskWanted || v == taskPending
+			}
+			if !open {
+				if err := txn.Delete([]byte(lcTask + id)); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+}
+
+func taskRef(id, kind string) string { return id + "-" + kind }
+
+// taskRecord is the completed Task of one timeline event.
+func (l *Lifecycle) taskRecord(j taskJob) map[string]any {
+	f := j.st.Fields
+	rcpt, _ := f[FieldRecipient].(string)
+	t := TaskRequest{Ref: taskRef(j.id, j.kind), WhatID: j.st.RecordID}
+	if c, ok := f[FieldContact].(string); ok {
+		t.WhoID = c
+	} else if ld, ok := f[FieldLead].(string); ok {
+		t.WhoID = ld
+	}
+	when, _ := f[FieldDeliveredAt].(string)
+	switch j.kind {
+	case "delivered":
+		t.Subject = "Password reset email delivered to " + rcpt
+		t.Description = "latchkey delivered the password reset email to " + rcpt + " at " + when + "."
+	case "bounced":
+		when, _ = f[FieldBouncedAt].(string)
+		reason, _ := f[FieldBounceReason].(string)
+		t.Subject = "Password reset email bounced at " + rcpt
+		t.Description = "The password reset email to " + rcpt + " bounced at " + when + ": " + reason
+	}
+	body := taskBody(t)
+	body["Status"], body["Priority"], body["TaskSubtype"] = "Completed", "Normal", "Email"
+	if len(when) >= 10 {
+		body["ActivityDate"] = when[:10]
+	}
+	rec := map[string]any{"attributes": map[string]string{"type": "Task"}}
+	for k, v := range body {
+		rec[k] = v
+	}
+	return rec
+}
+
+// CreateCollection creates up to 200 records (each naming its type in
+// attributes) in one call (POST /composite/sobjects, allOrNone false).
+func (c *Client) CreateCollection(ctx context.Context, recs []map[string]any) ([]SaveResult, error) {
+	if len(recs) == 0 || len(recs) > collectionLimit {
+		return nil, fmt.Errorf("salesforce: create: %d records; a call takes 1 to %d", len(recs), collectionLimit)
+	}
+	var out []SaveResult
+	if err := c.do(ctx, "POST", "/composite/sobjects", map[string]any{"allOrNone": false, "records": recs}, &out); err != nil {
+		return nil, fmt.Errorf("salesforce: create %d records: %w", len(recs), err)
+	}
+	if len(out) != len(recs) {
+		return nil, fmt.Errorf("salesforce: create: %d results for %d records", len(out), len(recs))
+	}
+	return out, nil
 }
 
 // checkLimit slows the worker down once the org has used more than

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dgraph-io/badger/v4"
 	"github.com/rs/zerolog"
 
 	"github.com/latchkey/latchkey/audit"
@@ -242,4 +243,62 @@ func TestLifecycleLimit(t *testing.T) {
 	if !e.lc.Stats().Throttled {
 		t.Error("throttle lifted while usage is still above the reserve")
 	}
+}
+
+// With tasks on, a delivered reset and a bounced one each get one completed
+// Task on the Contact's timeline, linked to the reset record; a create
+// whose answer is lost is looked up before it is sent again.
+func TestLifecycleTimelineTasks(t *testing.T) {
+	e := newLCEnv(t, func(c *salesforce.LifecycleConfig) { c.Tasks = true })
+	contact := e.sf.AddContact("jane@example.org", nil)
+	t0 := time.Now().Add(-time.Minute).Truncate(time.Second)
+	received := func(id string) *audit.Event {
+		return &audit.Event{Time: t0, Type: audit.Received, Fields: map[string]string{"queue_id": id[:16], "sfdc_entity": contact}}
+	}
+	a, b := e.newID(), e.newID()
+	for _, id := range []string{a, b} {
+		// The received event has no queue item id: commit it as the relay does.
+		ev := received(id)
+		ev.Class = "reset"
+		if err := e.store.Update(func(tx *queue.Tx) error { return tx.Audit(ev) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.events(a, queuedEv("jane@example.org", t0), &audit.Event{Time: t0.Add(time.Second), Type: audit.Delivered})
+	waitFor(t, "a's Task", func() bool { return len(e.sf.Records("Task")) == 1 })
+	// The answer to b's Task create is lost after Salesforce made it.
+	e.sf.Inject(sftest.Fault{Kind: sftest.DropAfter, Count: 1, Method: "POST", PathContains: "/composite/sobjects"})
+	e.events(b, queuedEv("jane@example.org", t0), &audit.Event{Time: t0.Add(time.Second), Type: audit.Bounced,
+		Fields: map[string]string{"hard": "true", "permanent": "true", "status": "5.1.1", "diagnostic": "550 5.1.1 unknown"}})
+	waitFor(t, "b's Task confirmed", func() bool {
+		r := e.record(b)
+		return r != nil && len(e.sf.Records("Task")) >= 2 && e.lc.Stats().Pending == 0 && !e.tasksOpen()
+	})
+	tasks := e.sf.Records("Task")
+	if len(tasks) != 2 {
+		t.Fatalf("%d Tasks, want 2 (one per reset, none twice): %v", len(tasks), tasks)
+	}
+	for i, id := range []string{a, b} {
+		tk, rec := tasks[i], e.record(id)
+		if tk["WhoId"] != contact || tk["WhatId"] != rec["Id"] || tk["Status"] != "Completed" ||
+			!strings.Contains(tk["Subject"].(string), "[latchkey:"+id+"-") {
+			t.Errorf("Task %d: %v (record %v)", i, tk, rec["Id"])
+		}
+	}
+	if r := e.record(a); r["Contact__c"] != contact {
+		t.Errorf("record not linked to the Contact: %v", r)
+	}
+}
+
+// tasksOpen reports a Task still wanted or unconfirmed.
+func (e *lcEnv) tasksOpen() bool {
+	open := false
+	e.store.DB.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("sfl/t/")})
+		defer it.Close()
+		it.Rewind()
+		open = it.Valid()
+		return nil
+	})
+	return open
 }

@@ -75,7 +75,7 @@ func (s *Server) schema(obj string) (*schema, bool) {
 		sch = schema{Name: "Task", Fields: []fieldDef{
 			ro("Id", "id", 18), rw("Subject", "combobox", 255), rw("Description", "textarea", 32000),
 			pick("Status", "Not Started", "In Progress", "Completed", "Waiting on someone else", "Deferred"),
-			pick("Priority", "High", "Normal", "Low"), ref("WhoId", "Contact", "Lead"), ref("WhatId", "Case"),
+			pick("Priority", "High", "Normal", "Low"), ref("WhoId", "Contact", "Lead"), ref("WhatId", "Case", "Latchkey_Reset__c"),
 			rw("ActivityDate", "date", 0), pick("TaskSubtype", "Task", "Email", "Call"),
 		}}
 	case "user":

@@ -576,6 +576,8 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 		s.serveUpsert(w, r, parts[1], parts[2], parts[3])
 	case len(parts) == 4 && parts[0] == "composite" && parts[1] == "sobjects" && r.Method == "PATCH":
 		s.serveCollectionUpsert(w, r, parts[2], parts[3])
+	case rest == "/composite/sobjects" && r.Method == "POST":
+		s.serveCollectionCreate(w, r)
 	case rest == "/composite" && r.Method == "POST":
 		s.serveComposite(w, r)
 	case len(parts) == 3 && parts[0] == "sobjects" && r.Method == "PATCH":

@@ -300,6 +300,54 @@ func (s *Server) serveCollectionUpsert(w http.ResponseWriter, r *http.Request, o
 	writeJSON(w, 200, out)
 }
 
+// serveCollectionCreate is POST /composite/sobjects: up to 200 new records
+// of any types, one result per record in order.
+func (s *Server) serveCollectionCreate(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		AllOrNone bool     `json:"allOrNone"`
+		Records   []Record `json:"records"`
+	}
+	b, _ := io.ReadAll(io.LimitReader(r.Body, 8<<20))
+	if err := json.Unmarshal(b, &req); err != nil {
+		s.apiError(w, 400, "JSON_PARSER_ERROR", "Unexpected character: was expecting a JSON object")
+		return
+	}
+	if len(req.Records) > collectionMax {
+		s.apiError(w, 400, "EXCEEDED_ID_LIMIT", "record limit reached. cannot submit more than 200 records into this call")
+		return
+	}
+	out := make([]saveResult, len(req.Records))
+	for i, rec := range req.Records {
+		attrs, _ := rec["attributes"].(map[string]any)
+		delete(rec, "attributes")
+		t, _ := attrs["type"].(string)
+		sch, ok := s.schema(t)
+		if !ok {
+			out[i] = saveResult{Errors: []saveError{{StatusCode: "INVALID_TYPE", Message: "Must send a concrete entity type.", Fields: []string{}}}}
+			continue
+		}
+		rw := httptest.NewRecorder()
+		if !s.checkFields(rw, sch, rec, true) {
+			var errs []apiErr
+			json.Unmarshal(rw.Body.Bytes(), &errs)
+			e := saveError{StatusCode: "UNKNOWN_EXCEPTION", Fields: []string{}}
+			if len(errs) > 0 {
+				e.StatusCode, e.Message, e.Fields = errs[0].ErrorCode, errs[0].Message, append([]string{}, errs[0].Fields...)
+			}
+			out[i] = saveResult{Errors: []saveError{e}}
+			continue
+		}
+		nr := Record{}
+		for k, v := range rec {
+			nr[sch.field(k).Name] = v
+		}
+		s.writes[sch.Name]++
+		out[i] = saveResult{ID: s.insert(sch.Name, nr), Success: true, Errors: []saveError{}, Created: true}
+	}
+	s.limitHeader(w)
+	writeJSON(w, 200, out)
+}
+
 var refRE = regexp.MustCompile(`@\{([A-Za-z0-9_]+)\.([A-Za-z0-9_]+)\}`)
 
 // serveComposite is POST /composite: up to 25 subrequests run in order, each
