@@ -19,7 +19,7 @@ import (
 
 // lifecycleEnv is a relay reporting resets to a fake org, with the admin
 // API up.
-func lifecycleEnv(t testing.TB, sink smtpsink.Options, quiet bool) (*env, *sftest.Server) {
+func lifecycleEnv(t testing.TB, policy string, sink smtpsink.Options, quiet bool) (*env, *sftest.Server) {
 	t.Helper()
 	sf := sftest.Start(t, sftest.Options{})
 	sfc, err := sf.ClientConfig(t.TempDir())
@@ -33,7 +33,7 @@ func lifecycleEnv(t testing.TB, sink smtpsink.Options, quiet bool) (*env, *sftes
 	if err := toml.NewEncoder(&buf).Encode(map[string]any{"salesforce": sfc}); err != nil {
 		t.Fatal(err)
 	}
-	e := newEnv(t, envOpts{policy: fastPolicy, extra: buf.String(), sink: sink, admin: true, quiet: quiet})
+	e := newEnv(t, envOpts{policy: policy, extra: buf.String(), sink: sink, admin: true, quiet: quiet})
 	return e, sf
 }
 
@@ -62,7 +62,7 @@ func adminPost(t testing.TB, e *env, path, body string) (int, string) {
 // reset that hard-bounces, goes to the backup address and is delivered is
 // one record with both.
 func TestLifecycleInSalesforce(t *testing.T) {
-	e, sf := lifecycleEnv(t, smtpsink_opts(userUnknown("joe@dest.test")), false)
+	e, sf := lifecycleEnv(t, fastPolicy, smtpsink_opts(userUnknown("joe@dest.test")), false)
 	contact := sf.AddContact("jane@dest.test", nil)
 	c := e.client("PLAIN")
 	jane := queue.ItemID(e.sendID(c, "noreply@example.com", []string{"jane@dest.test"},
@@ -122,7 +122,9 @@ func BenchmarkLifecycleAPICalls(b *testing.B) {
 	const resets, conns = 1000, 8
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
-		e, sf := lifecycleEnv(b, smtpsink.Options{Discard: true}, true)
+		// A 10-minute token: on a loaded machine the 4 s of fastPolicy
+		// expires some resets, which would then never be delivered.
+		e, sf := lifecycleEnv(b, strings.Replace(fastPolicy, `expiry = "4s"`, `expiry = "10m"`, 1), smtpsink.Options{Discard: true}, true)
 		before := sf.APICalls()
 		b.StartTimer()
 		var wg sync.WaitGroup
@@ -153,7 +155,14 @@ func BenchmarkLifecycleAPICalls(b *testing.B) {
 				break
 			}
 			if time.Now().After(deadline) {
-				b.Fatalf("%d of %d records delivered in Salesforce after 2 minutes", n, resets)
+				items, _ := e.srv.Queue.List(queue.Filter{State: "all", Limit: 5000})
+				for _, it := range items {
+					r := sf.ByExternalID("Latchkey_Reset__c", "Latchkey_Id__c", it.ID)
+					if r == nil || r["Delivered_At__c"] == nil {
+						b.Logf("item %s state %s reason %q attempts %d: record %v", it.ID, it.State, it.Reason, it.Attempts, r)
+					}
+				}
+				b.Fatalf("%d of %d records delivered in Salesforce after 2 minutes (%d items; lifecycle %+v)", n, resets, len(items), e.srv.Lifecycle.Stats())
 			}
 			time.Sleep(50 * time.Millisecond)
 		}

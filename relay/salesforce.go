@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dgraph-io/badger/v4"
+
 	"github.com/latchkey/latchkey/audit"
 	"github.com/latchkey/latchkey/queue"
 	"github.com/latchkey/latchkey/salesforce"
@@ -46,6 +48,9 @@ func (s *Server) connectSalesforce() error {
 	s.sfLog = log
 	if lc := cfg.Lifecycle; lc.Enabled {
 		s.Lifecycle = salesforce.NewLifecycle(s.Store.DB, client, lc, log.With().Str("part", "lifecycle").Logger())
+		s.Lifecycle.Update = func(fn func(txn *badger.Txn) error) error {
+			return s.Store.Update(func(tx *queue.Tx) error { return fn(tx.Txn) })
+		}
 		s.Store.OnAudit = s.Lifecycle.Record
 	}
 	s.BackupLookup = func(ctx context.Context, email string) (string, error) {

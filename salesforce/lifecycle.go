@@ -226,7 +226,13 @@ type DeadRecord struct {
 // Lifecycle reports resets to Salesforce. Record is called for every audit
 // event inside its transaction; Run sends.
 type Lifecycle struct {
-	db      *badger.DB
+	db *badger.DB
+	// Update runs a read-modify-write of the lifecycle's keys. It must be
+	// serialised with the transactions that call Record (the relay's
+	// committer): the database does not detect conflicts, so a write from
+	// a second writer could overwrite a state Record has just advanced.
+	// NewLifecycle sets it to db.Update, for tools that only read.
+	Update  func(fn func(txn *badger.Txn) error) error
 	client  *Client
 	cfg     LifecycleConfig
 	classes map[string]bool
@@ -243,7 +249,7 @@ type Lifecycle struct {
 
 // NewLifecycle returns the reporter; nothing is sent until Run.
 func NewLifecycle(db *badger.DB, client *Client, cfg LifecycleConfig, log zerolog.Logger) *Lifecycle {
-	l := &Lifecycle{db: db, client: client, cfg: cfg, classes: map[string]bool{}, log: log,
+	l := &Lifecycle{db: db, Update: db.Update, client: client, cfg: cfg, classes: map[string]bool{}, log: log,
 		wake: make(chan struct{}, 1), now: time.Now}
 	for _, c := range cfg.Classes {
 		l.classes[c] = true
@@ -667,7 +673,7 @@ func (l *Lifecycle) sendBatch(ctx context.Context) (more bool, err error) {
 		return false, fmt.Errorf("salesforce: lifecycle: %d results for %d records", len(results), len(batch))
 	}
 	now := l.now().UTC()
-	err = l.db.Update(func(txn *badger.Txn) error {
+	err = l.Update(func(txn *badger.Txn) error {
 		for i, d := range batch {
 			res := results[i]
 			if !res.Success && res.retryable() {
@@ -801,7 +807,7 @@ func (l *Lifecycle) sendTasks(ctx context.Context) error {
 // setTasks stores each job's new Task state and drops the marker of resets
 // with no Task left to create.
 func (l *Lifecycle) setTasks(jobs []taskJob, state func(int, taskJob) string) error {
-	return l.db.Update(func(txn *badger.Txn) error {
+	return l.Update(func(txn *badger.Txn) error {
 		touched := map[string]*resetState{}
 		for i, j := range jobs {
 			cur, ok := touched[j.id]

@@ -45,6 +45,10 @@ func newLCEnv(t *testing.T, edit func(*salesforce.LifecycleConfig)) *lcEnv {
 		edit(&cfg)
 	}
 	lc := salesforce.NewLifecycle(st.DB, newClient(t, sf, nil), cfg, zerolog.Nop())
+	// As the relay does: the worker writes through the committer.
+	lc.Update = func(fn func(txn *badger.Txn) error) error {
+		return st.Update(func(tx *queue.Tx) error { return fn(tx.Txn) })
+	}
 	st.OnAudit = lc.Record
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
