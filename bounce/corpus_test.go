@@ -136,6 +136,17 @@ func TestCorpus(t *testing.T) {
 	var found, statusExact, statusClass, perm, hard, reason, all3 score
 	byFormat := map[string]*score{}
 	verbose := os.Getenv("BOUNCE_CORPUS_VERBOSE") != ""
+	// BOUNCE_CORPUS_DUMP names a file to write every graded recipient to,
+	// as JSON lines, for comparing two versions of the parser.
+	var dump *json.Encoder
+	if path := os.Getenv("BOUNCE_CORPUS_DUMP"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		dump = json.NewEncoder(f)
+	}
 	for _, file := range files {
 		rep := parseMbox(t, filepath.Join(dir, file))
 		for _, e := range exp[file] {
@@ -173,6 +184,9 @@ func TestCorpus(t *testing.T) {
 			want := SisimaiReason(e.Reason)
 			reason.add(got.Reason == want)
 			all3.add(g.allThree())
+			if dump != nil {
+				_ = dump.Encode(map[string]any{"file": file, "want": e, "got": got, "all3": g.allThree()})
+			}
 			f := formatOf(file)
 			if byFormat[f] == nil {
 				byFormat[f] = &score{}
