@@ -117,24 +117,38 @@ func normStatus(s string) string {
 	return s
 }
 
-// findStatus returns the first RFC 3463 status in text, or "".
+// findStatus returns the first RFC 3463 status in text, or "". A success
+// status (2.x.x) counts only when no failure status follows it: in a
+// transcript, "250 2.1.5 Ok" is a step that went well before the one that
+// failed.
 func findStatus(text string) string {
-	m := enhancedRe.FindStringSubmatch(text)
-	if m == nil {
-		return ""
+	first := ""
+	for _, m := range enhancedRe.FindAllStringSubmatch(text, 8) {
+		st := m[1] + "." + m[2] + "." + m[3]
+		if st[0] != '2' {
+			return st
+		}
+		if first == "" {
+			first = st
+		}
 	}
-	return m[1] + "." + m[2] + "." + m[3]
+	return first
 }
 
-// specificStatus returns the status in text that says most: the first one
-// with a detail other than 0, else the first that is not X.0.0, else "".
-// Relays wrap the answering server's reply in their own generic code
-// ("5.1.0 - Unknown address error 550-'5.7.1 ... Access denied'"): in RFC
-// 3463 a detail of 0 means "other or undefined" within its subject, so a
-// later status with a real detail is the better witness.
+// specificStatus returns the failure status in text that says most: the
+// first one with a detail other than 0, else the first that is not X.0.0,
+// else "". Relays wrap the answering server's reply in their own generic
+// code ("5.1.0 - Unknown address error 550-'5.7.1 ... Access denied'"): in
+// RFC 3463 a detail of 0 means "other or undefined" within its subject, so
+// a later status with a real detail is the better witness. Success
+// statuses (2.x.x) are skipped: in a transcript they are the replies to
+// the commands before the one that failed.
 func specificStatus(text string) string {
 	first := ""
 	for _, m := range enhancedRe.FindAllStringSubmatch(text, 8) {
+		if m[1] == "2" {
+			continue
+		}
 		st := m[1] + "." + m[2] + "." + m[3]
 		if m[3] != "0" {
 			return st
@@ -146,14 +160,21 @@ func specificStatus(text string) string {
 	return first
 }
 
-// findReplyCode returns the first SMTP reply code in text, or 0.
+// findReplyCode returns the first failure reply code (4xx, 5xx) in text,
+// else the first reply code, else 0. A transcript quotes the replies that
+// went well ("250 2.1.5 Ok") before the one that ended the transaction.
 func findReplyCode(text string) int {
-	m := replyCodeRe.FindStringSubmatch(text)
-	if m == nil {
-		return 0
+	first := 0
+	for _, m := range replyCodeRe.FindAllStringSubmatch(text, 8) {
+		n, _ := strconv.Atoi(m[1])
+		if n >= 400 {
+			return n
+		}
+		if first == 0 {
+			first = n
+		}
 	}
-	n, _ := strconv.Atoi(m[1])
-	return n
+	return first
 }
 
 // dataPhaseRe spots a rejection given at the end of DATA, after the

@@ -415,7 +415,8 @@ func (p *parts) report() *Report {
 				break
 			}
 		}
-		rep.Recipients = scanText(text, p.exclude(), p.top.Get("From"), p.top.Get("X-Failed-Recipients"))
+		subject := decodeWords(p.top.Get("Subject"))
+		rep.Recipients = scanText(text, p.exclude(), p.top.Get("From"), p.top.Get("X-Failed-Recipients"), subject)
 		if len(rep.Recipients) == 0 {
 			// Nothing in the report names the recipient: the quoted
 			// original's To is the best remaining witness.
@@ -427,9 +428,10 @@ func (p *parts) report() *Report {
 			}
 			rc := reasonCache{}
 			p.guessed = len(to) > 0
-			w := newWholeText(text)
+			w := newWholeText(text, subject)
+			diag := errorLines(text)
 			for _, a := range to {
-				rep.Recipients = append(rep.Recipients, textRecipient(a, "", w, rc))
+				rep.Recipients = append(rep.Recipients, textRecipient(a, diag, w, rc))
 			}
 		}
 		if len(rep.Recipients) > 0 {
@@ -458,7 +460,7 @@ func (p *parts) nameFromText(rep *Report, unnamed []int, text string) {
 		text = text[:maxScan]
 	}
 	var cands []string
-	for _, r := range scanText(text, p.exclude(), p.top.Get("From"), p.top.Get("X-Failed-Recipients")) {
+	for _, r := range scanText(text, p.exclude(), p.top.Get("From"), p.top.Get("X-Failed-Recipients"), "") {
 		cands = append(cands, r.Recipient)
 	}
 	if p.orig != nil {
@@ -819,11 +821,16 @@ func finish(r Recipient, text string, local bool, rc reasonCache) Recipient {
 	// reply contradicts: the remote server's own code at the head of its
 	// reply is the better witness. So is its 5xx where the report says the
 	// delivery failed but gives a 4.x.x Status (the last transient error
-	// before a permanent refusal).
+	// before a permanent refusal). A Status of X.0.0 says only the class
+	// the reporting MTA chose, so the server's own status stands even in
+	// another class where its reply code agrees with it: a "451 4.3.0"
+	// that ended the transaction is a temporary failure, whatever
+	// "5.0.0" the report put on it.
 	if d := specificStatus(diag); d != "" && d != enh {
 		sameClass := enh == "" || d[0] == enh[0]
 		gaveUp := enh != "" && r.Action == "failed" && enh[0] == '4' && d[0] == '5'
-		if sameClass && (enh == "" || genericStatus(enh) || replyHeadRe.MatchString(diag)) || gaveUp {
+		undecided := strings.HasSuffix(enh, ".0.0") && findReplyCode(diag)/100 == int(d[0]-'0')
+		if sameClass && (enh == "" || genericStatus(enh) || replyHeadRe.MatchString(diag)) || gaveUp || undecided {
 			enh = d
 		}
 	}

@@ -29,11 +29,17 @@ var recipientLineRes = []*regexp.Regexp{
 // message: addresses after it belong to the original, not to the report.
 var origStartRe = regexp.MustCompile(`(?i)^\s*(?:[-=_*]{2,}.*(?:original|copy of (?:the|your) message|returned message|message header|headers? (?:of|follow)|below this line|undelivered message|included message|unsent message|message text follows|rfc822)|(?:-+ )?below this line is a copy|original (?:message|mail) (?:follows|as follows)|unsent message follows|-+\s*original message\s*-*|content-type:\s*message/rfc822|the original message headers|the headers of the original|your message reads|original message header|message headers follow)`)
 
-// permanentHints and temporaryHints settle the class of a free-text bounce
-// that quotes no reply code.
+// A free-text bounce that quotes no reply code for a recipient is either
+// a final failure notice (the message is returned) or a warning that
+// delivery is still being retried. warningRe recognises the warning's own
+// words; finalRe the words of a notice that gave up, which win where both
+// appear ("could not be delivered for 5 days ... giving up"). Words inside
+// the error ("try again", "temporary failure in name resolution") say
+// nothing about the notice: a Postfix bounce returning a message after a
+// DNS failure that it calls temporary is still a final failure.
 var (
-	permanentHints = regexp.MustCompile(`(?i)permanent|fatal|failed permanently|giving up|gave up|could not be delivered|undeliverable|not be delivered|has been rejected|no such|unknown`)
-	temporaryHints = regexp.MustCompile(`(?i)temporar|delayed|will be retried|will retry|will continue|will keep trying|not yet been delivered|warning:|transient|deferred|try again`)
+	warningRe = regexp.MustCompile(`(?i)will be retried|will retry|will keep trying|will continue (?:to )?(?:try|attempt)|still (?:being )?(?:retried|trying)|not yet been delivered|has been delayed|is delayed|delayed for|this is a warning|warning only|warning: could not send|temporary failure report|no action is required|do not need to re-?send|will be attempted again`)
+	finalRe   = regexp.MustCompile(`(?i)giving up|gave up|given up|not going to try again|will be deleted from (?:the )?queue|failed permanently|permanent (?:fatal )?error|could not be delivered for \d+ days?|cannot send message for \d+ days?|undeliverable for \d+|envelope expired|retry timeout exceeded|has been returned|returning message to sender`)
 )
 
 // bounceTextRe recognises the body of a failure notice whose headers do not
@@ -59,7 +65,9 @@ type hit struct {
 }
 
 // scanText finds failed recipients and their errors in a free-text bounce.
-func scanText(text string, exclude map[string]bool, from, xFailed string) []Recipient {
+// subject is the bounce's Subject, which may say what kind of notice it is
+// ("Warning: could not send message for past 4 hours").
+func scanText(text string, exclude map[string]bool, from, xFailed, subject string) []Recipient {
 	lines := strings.Split(strings.ReplaceAll(text, "\r\n", "\n"), "\n")
 	for i, l := range lines {
 		if origStartRe.MatchString(l) {
@@ -169,7 +177,7 @@ func scanText(text string, exclude map[string]bool, from, xFailed string) []Reci
 			delete(pending, k)
 		}
 	}
-	w := newWholeText(strings.Join(lines, "\n"))
+	w := newWholeText(strings.Join(lines, "\n"), subject)
 	rc := reasonCache{}
 	var out []Recipient
 	for _, h := range hits {
@@ -186,13 +194,32 @@ func scanText(text string, exclude map[string]bool, from, xFailed string) []Reci
 // per report: it is the same for every recipient, and searching it again
 // for each cost recipients times the length of the text.
 type wholeText struct {
-	clipped   string // the head of the report, for the reason patterns
-	status    string // the first RFC 3463 status in the report
-	temporary bool   // the report speaks of a temporary failure
+	clipped string // the head of the report, for the reason patterns
+	status  string // the first RFC 3463 status in the report
+	warning bool   // the report is a delay warning, not a final failure
 }
 
-func newWholeText(whole string) *wholeText {
-	return &wholeText{clipped: clip(whole), status: findStatus(whole), temporary: temporaryHints.MatchString(whole)}
+func newWholeText(whole, subject string) *wholeText {
+	kind := subject + "\n" + whole
+	return &wholeText{clipped: clip(whole), status: findStatus(whole),
+		warning: warningRe.MatchString(kind) && !finalRe.MatchString(kind)}
+}
+
+// errorLines returns the lines of a free-text report that carry an SMTP
+// reply code or status (a session transcript's "421 example.com
+// (smtp)... Deferred: ..."), for a recipient that the report does not
+// name on a line of its own: they are the server's words about it.
+func errorLines(text string) string {
+	var b []string
+	for _, l := range strings.Split(text, "\n") {
+		if origStartRe.MatchString(l) || len(b) == 4 {
+			break
+		}
+		if l = strings.TrimSpace(l); l != "" && hasCode(l) && !messageIDRe.MatchString(l) {
+			b = append(b, l)
+		}
+	}
+	return strings.Join(b, " ")
 }
 
 // following collects the error text after a recipient line: the next lines
@@ -260,7 +287,7 @@ func textRecipient(addr, diag string, whole *wholeText, rc reasonCache) Recipien
 		switch {
 		case enh != "":
 			class = int(enh[0] - '0')
-		case whole.temporary && !permanentHints.MatchString(diag):
+		case whole.warning:
 			class = 4
 		default:
 			// Absent any sign, a failure notice reports a failure.
@@ -275,8 +302,11 @@ func textRecipient(addr, diag string, whole *wholeText, rc reasonCache) Recipien
 		why = whole.clipped
 	}
 	v := dataPhase(classify(class, enh, why, enh != "" && strings.Contains(diag, enh), rc), enh != "", diag, whole.clipped)
+	// The notice says whether delivery goes on; the reply only what the
+	// server said last. A returned message whose last reply was a 4xx is
+	// a failure with a temporary status.
 	action := "failed"
-	if class == 4 {
+	if class == 4 && whole.warning {
 		action = "delayed"
 	}
 	v = transient(v, action)

@@ -1,0 +1,74 @@
+package bounce
+
+import "testing"
+
+// postfixText wraps the per-recipient lines of a Postfix bounce in the
+// notice Postfix writes around them.
+func postfixText(lines string) string {
+	return "From: MAILER-DAEMON@x.example (Mail Delivery System)\nSubject: Undelivered Mail Returned to Sender\n\n" +
+		"This is the mail system at host x.example.\n\nI'm sorry to have to inform you that your message could not\n" +
+		"be delivered to one or more recipients. It's attached below.\n\n                   The mail system\n\n" +
+		lines + "\n"
+}
+
+// checkRecipient parses msg and compares the recipient named addr with
+// the status class, hard flag and reason wanted ("" for any reason).
+func checkRecipient(t *testing.T, name, msg, addr string, class byte, hard bool, reason Reason) {
+	t.Helper()
+	rep := parseString(t, msg)
+	for _, r := range rep.Recipients {
+		if r.Recipient != addr {
+			continue
+		}
+		if r.Status == "" || r.Status[0] != class || r.Hard != hard || (reason != "" && r.Reason != reason) {
+			t.Errorf("%s: %s = status %s hard %v reason %s, want class %c hard %v reason %s (diagnostic %q)",
+				name, addr, r.Status, r.Hard, r.Reason, class, hard, reason, r.Diagnostic)
+		}
+		return
+	}
+	t.Errorf("%s: %s not found in %+v", name, addr, rep.Recipients)
+}
+
+// The reply that ended the transaction decides, not the replies before it
+// that went well.
+func TestLastReply(t *testing.T) {
+	checkRecipient(t, "text transcript", postfixText("<a@b.example>: host mx.b.example[192.0.2.1] said: 250 2.1.5 Ok\n    451 4.3.0 Error: queue file write error (in reply to end of DATA command)"),
+		"a@b.example", '4', false, SystemError)
+	checkRecipient(t, "DSN transcript under a generic status", dsn("", "Final-Recipient: rfc822; a@b.example\nAction: failed\nStatus: 5.0.0\nDiagnostic-Code: smtp; 250 2.1.5 Ok 451 4.3.0 Error: queue file write error\n"),
+		"a@b.example", '4', false, SystemError)
+	// The reporting MTA's specific status stands.
+	checkRecipient(t, "DSN with a specific status", dsn("", "Final-Recipient: rfc822; a@b.example\nAction: failed\nStatus: 5.3.0\nDiagnostic-Code: smtp; 451 4.3.0 Error: queue file write error\n"),
+		"a@b.example", '5', false, SystemError)
+	if got := findReplyCode("250 2.1.5 Ok 451 4.3.0 Error"); got != 451 {
+		t.Errorf("findReplyCode = %d, want 451", got)
+	}
+	if got := findStatus("250 2.1.5 Ok"); got != "2.1.5" {
+		t.Errorf("findStatus of a success alone = %q, want 2.1.5", got)
+	}
+}
+
+// A free-text notice says whether delivery goes on; words inside the
+// error ("try again") do not make a returned message a delay.
+func TestNoticeKind(t *testing.T) {
+	checkRecipient(t, "returned after a DNS failure called temporary", postfixText("<a@b.example>: Name service error for domain b.example: Host not\n    found, try again"),
+		"a@b.example", '5', false, NetworkError)
+	warning := "From: MAILER-DAEMON@x.example (Mail Delivery System)\nSubject: Delayed Mail (still being retried)\n\n" +
+		"This is the mail system at host x.example.\n\n####################################################################\n" +
+		"# THIS IS A WARNING ONLY.  YOU DO NOT NEED TO RESEND YOUR MESSAGE. #\n####################################################################\n\n" +
+		"Your message could not be delivered for more than 4 hour(s).\nIt will be retried until it is 5 day(s) old.\n\n" +
+		"<a@b.example>: connect to b.example[192.0.2.1]:25: Connection timed out\n"
+	checkRecipient(t, "delay warning", warning, "a@b.example", '4', false, Expired)
+	final := "From: MAILER-DAEMON@x.example\nSubject: failure notice\n\nHi. This is the qmail-send program at x.example.\n" +
+		"I'm afraid I wasn't able to deliver your message to the following addresses.\n\n" +
+		"<a@b.example>:\nCould not be delivered for 5 days. Giving up.\n"
+	checkRecipient(t, "final expiry", final, "a@b.example", '5', false, Expired)
+	// A recipient named only by the quoted original gets the session
+	// transcript as its diagnostic, reply code and all.
+	sendmail := "From: Mail Delivery Subsystem <MAILER-DAEMON@x.example>\nSubject: Returned mail: Cannot send message for 4 days\n\n" +
+		"   ----- Transcript of session follows -----\n421 b.example (smtp)... Deferred: Connection timed out during user open with b.example\n\n" +
+		"   ----- Unsent message follows -----\nFrom: s@x.example\nTo: a@b.example\nSubject: hi\n\nhello\n"
+	checkRecipient(t, "transcript of a guessed recipient", sendmail, "a@b.example", '4', false, NetworkError)
+	if rep := parseString(t, sendmail); len(rep.Recipients) != 1 || rep.Recipients[0].Diagnostic == "" || rep.Recipients[0].Action != "failed" {
+		t.Errorf("guessed recipient: %+v, want a failure with the transcript as diagnostic", rep.Recipients)
+	}
+}
