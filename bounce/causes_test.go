@@ -72,3 +72,23 @@ func TestNoticeKind(t *testing.T) {
 		t.Errorf("guessed recipient: %+v, want a failure with the transcript as diagnostic", rep.Recipients)
 	}
 }
+
+// "User unknown" in a reply to RCPT TO condemns the address whatever
+// generic or mailbox status the server filed it under; without a phase,
+// the same words come from content filters after DATA and do not.
+func TestUserUnknownAtRcpt(t *testing.T) {
+	qmail := "From: MAILER-DAEMON@x.example\nSubject: failure notice\n\nHi. This is the qmail-send program at x.example.\n" +
+		"I'm afraid I wasn't able to deliver your message to the following addresses.\nThis is a permanent error; I've given up. Sorry it didn't work out.\n\n" +
+		"<gone@b.example>:\n192.0.2.1 does not like recipient.\nRemote host said: 550 User unknown\nGiving up on 192.0.2.1.\n"
+	checkRecipient(t, "qmail: does not like recipient", qmail, "gone@b.example", '5', true, UserUnknown)
+	for _, st := range []string{"5.0.0", "5.2.1", "5.3.0", "5.7.1"} {
+		msg := dsn("", "Final-Recipient: rfc822; gone@b.example\nAction: failed\nStatus: "+st+"\nDiagnostic-Code: smtp; 550 "+st+" <gone@b.example>... User Unknown (in reply to RCPT TO command)\n")
+		checkRecipient(t, st+" at RCPT", msg, "gone@b.example", '5', true, UserUnknown)
+		msg = dsn("", "Final-Recipient: rfc822; gone@b.example\nAction: failed\nStatus: "+st+"\nDiagnostic-Code: smtp; 550 "+st+" <gone@b.example>... User Unknown\n")
+		checkRecipient(t, st+" with no phase", msg, "gone@b.example", '5', false, Policy)
+	}
+	// Mailbox full and rate limits prove nothing against the address,
+	// whatever status came with them.
+	msg := dsn("", "Final-Recipient: rfc822; full@b.example\nAction: failed\nStatus: 5.1.1\nDiagnostic-Code: smtp; 550 5.1.1 <full@b.example>: Mailbox is full (in reply to RCPT TO command)\n")
+	checkRecipient(t, "full under 5.1.1", msg, "full@b.example", '5', false, MailboxFull)
+}

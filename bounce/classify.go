@@ -183,7 +183,9 @@ func findReplyCode(text string) int {
 var (
 	dataPhaseRe = regexp.MustCompile(`(?i)after end of data|end of data command|>>> data|after data|in reply to end of data|after the data|data command`)
 	mailFromRe  = regexp.MustCompile(`(?i)after mail from|in reply to mail from|>>> mail from`)
-	rcptPhaseRe = regexp.MustCompile(`(?i)\brcpt(?:[ _]to)?\b`)
+	// rcptPhaseRe also knows qmail's words for a reply to RCPT TO, "does
+	// not like recipient".
+	rcptPhaseRe = regexp.MustCompile(`(?i)\brcpt(?:[ _]to)?\b|does not like recipient`)
 	// addressRe is wording that only a failed recipient check produces:
 	// the reporting MTA saying it was the address that was refused or not
 	// found, or the final server saying its directory has no such name.
@@ -211,22 +213,15 @@ var (
 // single one: a transcript of several sessions (sendmail's) may show DATA
 // for one recipient and RCPT TO for another.
 func dataPhase(v Verdict, given bool, text, wider string) Verdict {
+	if v.Reason == Policy {
+		return atRcpt(v, text, wider)
+	}
 	if v.Reason != UserUnknown && v.Reason != HostUnknown && v.Reason != Other {
 		return v
 	}
-	mail, data, rcpt := mailFromRe.MatchString(text), dataPhaseRe.MatchString(text), rcptPhaseRe.MatchString(text)
-	if !mail && !data && !rcpt && wider != "" {
-		mail, data, rcpt = mailFromRe.MatchString(wider), dataPhaseRe.MatchString(wider), rcptPhaseRe.MatchString(wider)
-		if mail && data || mail && rcpt || data && rcpt {
-			return v
-		}
-		text += "\n" + wider
-	}
-	if data && pipelinedRe.MatchString(text) {
-		// With PIPELINING (RFC 2920) the RCPT TO replies are read after
-		// DATA is sent, and sendmail's transcript puts them after
-		// ">>> DATA"; a DATA refused for want of recipients proves it.
-		data = false
+	mail, data, rcpt, text, ok := phaseOf(text, wider)
+	if !ok {
+		return v
 	}
 	switch {
 	case mail && !rcpt && (v.Reason != Other || v.Permanent):
@@ -238,6 +233,45 @@ func dataPhase(v Verdict, given bool, text, wider string) Verdict {
 		return v
 	}
 	v.Reason, v.Hard = Policy, false
+	return v
+}
+
+// phaseOf reads the SMTP phase a rejection came in from the recipient's
+// own text, or, where that names none, from the whole report if it names
+// a single one; text is then the two together. ok is false when the
+// report names several phases, which says nothing about this recipient.
+func phaseOf(text, wider string) (mail, data, rcpt bool, both string, ok bool) {
+	mail, data, rcpt = mailFromRe.MatchString(text), dataPhaseRe.MatchString(text), rcptPhaseRe.MatchString(text)
+	if !mail && !data && !rcpt && wider != "" {
+		mail, data, rcpt = mailFromRe.MatchString(wider), dataPhaseRe.MatchString(wider), rcptPhaseRe.MatchString(wider)
+		if mail && data || mail && rcpt || data && rcpt {
+			return mail, data, rcpt, text, false
+		}
+		text += "\n" + wider
+	}
+	if data && pipelinedRe.MatchString(text) {
+		// With PIPELINING (RFC 2920) the RCPT TO replies are read after
+		// DATA is sent, and sendmail's transcript puts them after
+		// ">>> DATA"; a DATA refused for want of recipients proves it.
+		data = false
+	}
+	return mail, data, rcpt, text, true
+}
+
+// atRcpt corrects a policy verdict that the status made of a "user
+// unknown": classify files those words under the server's own status
+// where that is about the mailbox, the system or policy (X.2, X.3, X.7),
+// since the same words come from content filters. A reply to RCPT TO is
+// no content filter: the server had not seen the message, only the
+// address, so its words about the address decide (Sisimai reads them the
+// same way).
+func atRcpt(v Verdict, text, wider string) Verdict {
+	if !v.Permanent || reasonFromText(text) != UserUnknown {
+		return v
+	}
+	if mail, data, rcpt, _, ok := phaseOf(text, wider); ok && rcpt && !mail && !data {
+		v.Reason, v.Hard = UserUnknown, true
+	}
 	return v
 }
 
