@@ -92,3 +92,26 @@ func TestUserUnknownAtRcpt(t *testing.T) {
 	msg := dsn("", "Final-Recipient: rfc822; full@b.example\nAction: failed\nStatus: 5.1.1\nDiagnostic-Code: smtp; 550 5.1.1 <full@b.example>: Mailbox is full (in reply to RCPT TO command)\n")
 	checkRecipient(t, "full under 5.1.1", msg, "full@b.example", '5', false, MailboxFull)
 }
+
+// Rate limits and full mailboxes are soft whatever status the server sent
+// with them: the address works, the sender is too fast or the mailbox is
+// full for now.
+func TestSoftWhateverStatus(t *testing.T) {
+	tests := []struct {
+		status, diag string
+		want         Reason
+	}{
+		{"5.0.0", "550 5.4.5 Daily user sending quota exceeded. You have sent to too many recipients this hour", RateLimited},
+		{"5.1.1", "550 5.1.1 <a@b.example>... has sent to too many recipients this hour", RateLimited},
+		{"5.7.1", "550 5.7.1 Please try again slower", RateLimited},
+		{"5.1.1", "552 5.1.1 <a@b.example>... Mailbox Full", MailboxFull},
+		{"5.0.0", "552 Requested mail action aborted: exceeded storage allocation", MailboxFull},
+		{"5.2.2", "552 5.2.2 The email account that you tried to reach is over quota", MailboxFull},
+		{"5.0.0", "550 Mailbox quota usage exceeded (in reply to RCPT TO command)", MailboxFull},
+		{"5.1.1", "550 5.1.1 RCP-P2 Refused due to recipient preferences", Policy},
+	}
+	for _, tt := range tests {
+		msg := dsn("", "Final-Recipient: rfc822; a@b.example\nAction: failed\nStatus: "+tt.status+"\nDiagnostic-Code: smtp; "+tt.diag+"\n")
+		checkRecipient(t, tt.diag, msg, "a@b.example", '5', false, tt.want)
+	}
+}

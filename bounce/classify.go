@@ -76,9 +76,16 @@ func classify(class int, enh, text string, own bool, rc reasonCache) Verdict {
 		} else if r == "" {
 			r = Other
 		}
-	} else if r == UserUnknown && rc.reason(text) == MailboxFull {
-		// "Over quota" proves the mailbox exists, whatever the code says.
-		r = MailboxFull
+	} else if isHard(r) {
+		if tr := rc.reason(text); outranksStatus(tr) {
+			// "Over quota" proves the mailbox exists, a rate limit or
+			// the recipient's own filter is about the sender, whatever
+			// addressing status the server sent with it.
+			r = tr
+		}
+	}
+	if r == recipientFilter {
+		r = Policy
 	}
 	v.Reason = r
 	v.Hard = v.Permanent && isHard(r)

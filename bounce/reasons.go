@@ -166,12 +166,16 @@ var textRules = []struct {
 	r  Reason
 	re *regexp.Regexp
 }{
+	// The recipient's own filter refused the sender (Sisimai's
+	// "filtered" phrases): before "user unknown", whose words some of
+	// them repeat, and before the rate and size rules.
+	{recipientFilter, regexp.MustCompile(`refused due to recipient preferences|recipient is only accepting mail from|user refuses to receive|recipient refuses to receive|message rejected due to user rules|you have been blocked by the recipient|account is protected by|has restricted sms e-?mail|recipient id refuse to receive`)},
 	// Said outright, a disabled account outranks the "user unknown" that
 	// some servers add to it.
 	{MailboxDisabled, regexp.MustCompile(`(?:account|mailbox|user) (?:is |has been )?(?:disabled|suspended|deactivated)|account is inactive|is not active`)},
 	{HasMoved, regexp.MustCompile(`has (?:been )?moved|address (?:has )?changed|no longer (?:at|with) `)},
-	{RateLimited, regexp.MustCompile(`rate limit|frequency limit|ratelimit|too many (?:connections|messages|recipients|concurrent|mails|emails)|throttl|exceeded (?:the )?(?:sending|rate|message) (?:limit|rate)|sending (?:limit|quota)|try again later.*rate|receiving mail at a rate`)},
-	{MailboxFull, regexp.MustCompile(`mailbox (?:is )?full|mail ?box full|over ?quota|quota (?:exceeded|exceed|full)|exceeded (?:storage|(?:his|her|their|the) quota)|disk quota|storage quota|storage (?:space )?(?:is )?full|mailbox size limit|exceeds allowed size|insufficient (?:disk |storage )?space|out of (?:storage|disk)|full mailbox|mailbox (?:has )?exceeded|too much mail|(?:inbox|mailbox) is over|their mailbox is full|user.s storage|has not enough space|not enough (?:disk |storage )?space`)},
+	{RateLimited, regexp.MustCompile(`rate limit|rate-limit|rate limited|try again slower|max(?:imum)? (?:e-?mails|messages) per (?:hour|day)|per[- ]hour|throttling failure|too many errors from your ip|trop de connexions|numerous attempts to deliver|connection (?:rate |count )?limit|too many (?:smtp )?sessions|too many .{0,30}recipients|(?:daily|hourly) (?:user )?(?:sending )?(?:quota|limit)|frequency limit|ratelimit|too many (?:connections|messages|recipients|concurrent|mails|emails)|throttl|exceeded (?:the )?(?:sending|rate|message) (?:limit|rate)|sending (?:limit|quota)|try again later.*rate|receiving mail at a rate`)},
+	{MailboxFull, regexp.MustCompile(`mailbox (?:is )?full|mailbox .{0,30}full|exceeded storage allocation|would exceed (?:the )?maximum allowed storage|mail ?folder is full|no space left on device|not sufficient disk space|quota violation|too much mail data|(?:has|have) exceeded (?:the |their |his |her )?quota|too many messages on the server|space has been used up|(?:account|mailbox|maildir) .{0,30}quota|quota .{0,20}exceeded|boite du destinataire pleine|mail ?box full|over ?quota|quota (?:exceeded|exceed|full)|exceeded (?:storage|(?:his|her|their|the) quota)|disk quota|storage quota|storage (?:space )?(?:is )?full|mailbox size limit|exceeds allowed size|insufficient (?:disk |storage )?space|out of (?:storage|disk)|full mailbox|mailbox (?:has )?exceeded|too much mail|(?:inbox|mailbox) is over|their mailbox is full|user.s storage|has not enough space|not enough (?:disk |storage )?space`)},
 	// A malformed message (headers too large or repeated, commands out of
 	// order) is refused for its form: before the size and authentication
 	// rules, whose words ("too large", "DKIM") these texts contain.
@@ -194,6 +198,20 @@ var textRules = []struct {
 	{Policy, regexp.MustCompile(`block|blacklist|black list|denylist|spamhaus|spamcop|\brbl\b|\bdnsbl\b|barracuda|reputation|denied|refused|reject|not permitted|prohibited|not allowed|policy|relay|reverse (?:dns|lookup)|\bptr\b|rdns|banned|filter|forbidden|not authorized|unauthorized|access restricted|blocked|listed|not accepted|ip .{0,40}(?:is )?(?:on|in) .{0,20}list|sender (?:address )?rejected|mismatch|administrative prohibition|redundant|duplicated|syntax|rfc ?\d{3,4}|mime|header|permission|restrict|authoriz|client host`)},
 	{SystemError, regexp.MustCompile(`system error|internal error|server error|configuration error|local error|mail loop|pipe to|mailer error|program|resources|system (?:not|is) available|out of memory|i/o error|temporary local problem|unexpected|try again later|service (?:is )?(?:currently |temporarily )?(?:not |un)available|local delivery failed`)},
 }
+
+// outranksStatus reports whether a reason read from the words outranks an
+// addressing status (X.1.x) sent with them. Servers send 5.1.1 for a
+// mailbox that is full, for a sender over its rate and for a recipient who
+// filters the sender: each proves the mailbox exists, so the words win.
+func outranksStatus(r Reason) bool {
+	return r == MailboxFull || r == RateLimited || r == recipientFilter
+}
+
+// recipientFilter is the reason textRules give for a recipient's own
+// filter ("refused due to recipient preferences"); reasonFromText reports
+// it as Policy, but it outranks an addressing status where other policy
+// words do not.
+const recipientFilter Reason = "policy (recipient filter)"
 
 // reasonFromText returns the reason the text suggests, or "".
 func reasonFromText(text string) Reason {
