@@ -115,3 +115,54 @@ func TestSoftWhateverStatus(t *testing.T) {
 		checkRecipient(t, tt.diag, msg, "a@b.example", '5', false, tt.want)
 	}
 }
+
+// opensmtpd wraps recipient lines in OpenSMTPD's notice.
+func opensmtpd(lines string) string {
+	return "From: Mailer Daemon <MAILER-DAEMON@x.example>\nSubject: Delivery status notification: error\n\n    Hi!\n\n" +
+		"    This is the MAILER-DAEMON, please DO NOT REPLY to this e-mail.\n\n" +
+		"    An error has occurred while attempting to deliver a message for\n    the following list of recipients:\n\n" +
+		lines + "\n\n    Below is a copy of the original message:\n\nReceived: from x.example\nFrom: s@x.example\nTo: other@b.example\nSubject: hi\n\nhello\n"
+}
+
+// Each recipient of a report keeps its own error: a recipient whose line
+// says little must not take the status or the words of the next one.
+func TestOwnReason(t *testing.T) {
+	two := opensmtpd("nohost@neko.example.jp: Domain does not exist\ngone@b.example: 550 5.1.1 <gone@b.example>... User Unknown")
+	checkRecipient(t, "first of two", two, "nohost@neko.example.jp", '5', true, HostUnknown)
+	checkRecipient(t, "second of two", two, "gone@b.example", '5', true, UserUnknown)
+	two = opensmtpd("full@b.example: 552 5.2.2 <full@b.example>... Mailbox Full\ngone@b.example: 550 5.1.1 <gone@b.example>... User Unknown")
+	checkRecipient(t, "full of two", two, "full@b.example", '5', false, MailboxFull)
+	checkRecipient(t, "unknown of two", two, "gone@b.example", '5', true, UserUnknown)
+	rep := parseString(t, two)
+	if len(rep.Recipients) != 2 {
+		t.Errorf("the quoted original's To was taken for a recipient: %+v", rep.Recipients)
+	}
+	for _, r := range rep.Recipients {
+		if r.Diagnostic == "" || len(r.Diagnostic) > 80 {
+			t.Errorf("%s: diagnostic %q, want its own line", r.Recipient, r.Diagnostic)
+		}
+	}
+	// IMail puts the error before the address.
+	imail := "From: postmaster@x.example\nSubject: Undeliverable Mail\n\nUser mailbox exceeds allowed size: full@b.example\n\n\nOriginal message follows.\n\nTo: full@b.example\n"
+	checkRecipient(t, "error before the address", imail, "full@b.example", '5', false, MailboxFull)
+	// An address quoted in another recipient's error (the sender, here)
+	// is not a recipient.
+	gmail := "From: Mail Delivery Subsystem <mailer-daemon@googlemail.com>\nSubject: Delivery Status Notification (Failure)\n\n" +
+		"Delivery to the following recipient failed permanently:\n\n     a@b.example\n\nTechnical details of permanent failure:\n" +
+		"Google tried to deliver your message, but it was rejected by the recipient domain. The error that the other server returned was: 550 550 5.7.1 <s@gmail.example>... Access denied (state 13).\n"
+	if rep := parseString(t, gmail); len(rep.Recipients) != 1 || rep.Recipients[0].Recipient != "a@b.example" {
+		t.Errorf("sender quoted in the error taken for a recipient: %+v", rep.Recipients)
+	}
+}
+
+// A quoted local part is part of the address.
+func TestQuotedLocalPart(t *testing.T) {
+	msg := postfixText(`<"a....b"@example.org>: host mx.example.org[192.0.2.1] said: 550 5.1.1 <"a....b"@example.org>: Recipient address rejected: User unknown (in reply to RCPT TO command)`)
+	checkRecipient(t, "postfix text", msg, `"a....b"@example.org`, '5', true, UserUnknown)
+	msg = dsn("", "Final-Recipient: rfc822; \"a....b\"@example.org\nAction: failed\nStatus: 5.1.1\nDiagnostic-Code: smtp; 550 5.1.1 User unknown\n")
+	checkRecipient(t, "DSN", msg, `"a....b"@example.org`, '5', true, UserUnknown)
+	// A quoted display name is not a local part.
+	if got := firstAddr(`"Kijitora" <k@example.org>`); got != "k@example.org" {
+		t.Errorf("firstAddr = %q, want k@example.org", got)
+	}
+}

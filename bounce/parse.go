@@ -428,7 +428,7 @@ func (p *parts) report() *Report {
 			}
 			rc := reasonCache{}
 			p.guessed = len(to) > 0
-			w := newWholeText(text, subject)
+			w := newWholeText(text, text, subject)
 			diag := errorLines(text)
 			for _, a := range to {
 				rep.Recipients = append(rep.Recipients, textRecipient(a, diag, w, rc))

@@ -6,8 +6,11 @@ import (
 )
 
 // addrPat is a pragmatic e-mail address: enough for the addresses bounces
-// quote, not a validator.
-const addrPat = `[A-Za-z0-9.!#$%&'*+/=?^_{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+`
+// quote, not a validator. A quoted local part ("a....b"@example.org, RFC
+// 5321 4.1.2) keeps its quotes, which are part of the address; it may not
+// hold spaces here, so that a quoted display name before an address is not
+// taken for one.
+const addrPat = `(?:"[^"\s\\]{1,64}"|[A-Za-z0-9.!#$%&'*+/=?^_{|}~-]+)@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+`
 
 var addrRe = regexp.MustCompile(addrPat)
 
@@ -18,6 +21,8 @@ var addrRe = regexp.MustCompile(addrPat)
 // address after a label or a phrase such as "delivery to".
 var recipientLineRes = []*regexp.Regexp{
 	regexp.MustCompile(`^\s*(?:[-*•>]\s*)?[<"(\[]?(` + addrPat + `)[>")\]]?\s*:?\s*$`),
+	// An address followed by its error in brackets: "a@b [User unknown]".
+	regexp.MustCompile(`^\s*[<"(]?(` + addrPat + `)[>")]?\s+\[[^\]]+\]\s*$`),
 	regexp.MustCompile(`^\s*[<"(\[]?(` + addrPat + `)[>")\]]?\s*:\s*\S`),
 	regexp.MustCompile(`<(` + addrPat + `)>\.\.\.\s*\S`),
 	regexp.MustCompile(`(?i)rcpt to:\s*<?(` + addrPat + `)`),
@@ -25,9 +30,29 @@ var recipientLineRes = []*regexp.Regexp{
 	regexp.MustCompile(`(?i)(?:delivery to|deliver(?:ed|ing)?(?: your message| the message| your mail| mail)? to|sending (?:mail |message )?to|could not be delivered to|failed to deliver to|wasn't delivered to|was not delivered to|couldn't be delivered to|message to|mail to|unable to deliver (?:message |mail )?to|for|recipient)\s*[<"(\[]?(` + addrPat + `)`),
 }
 
+// sendmailAddrRule is the index in recipientLineRes of sendmail's
+// "<addr>... error".
+const sendmailAddrRule = 3
+
+// ownLine reports whether the text before a sendmail-style "<addr>...
+// error" leaves the line to that address: nothing, a reply code (and
+// status), a transcript's "<<<", or the address itself (Zoho's "a@b
+// Invalid Address, ERROR_CODE :550, ... <a@b>... User Unknown"). The same
+// shape inside prose ("the error that the other server returned was: 550
+// 5.7.1 <s@x>... Access denied") quotes some other address, often the
+// sender's.
+func ownLine(before, addr string) bool {
+	b := strings.TrimSpace(before)
+	b = strings.TrimSpace(strings.TrimPrefix(b, "<<<"))
+	return b == "" || codeOnlyRe.MatchString(b) || strings.HasPrefix(strings.ToLower(b), strings.ToLower(addr))
+}
+
+// codeOnlyRe matches a reply code with an optional status, alone.
+var codeOnlyRe = regexp.MustCompile(`^[245]\d\d(?:[ -][245]\.\d{1,3}\.\d{1,3})?$`)
+
 // origStartRe marks where a free-text bounce starts quoting the original
 // message: addresses after it belong to the original, not to the report.
-var origStartRe = regexp.MustCompile(`(?i)^\s*(?:[-=_*]{2,}.*(?:original|copy of (?:the|your) message|returned message|message header|headers? (?:of|follow)|below this line|undelivered message|included message|unsent message|message text follows|rfc822)|(?:-+ )?below this line is a copy|original (?:message|mail) (?:follows|as follows)|unsent message follows|-+\s*original message\s*-*|content-type:\s*message/rfc822|the original message headers|the headers of the original|your message reads|original message header|message headers follow)`)
+var origStartRe = regexp.MustCompile(`(?i)^\s*(?:[-=_*]{2,}.*(?:original|copy of (?:the|your) message|returned message|message header|headers? (?:of|follow)|below this line|undelivered message|included message|unsent message|message text follows|rfc822)|(?:-+ )?below this line is a copy|below is a copy of (?:the|your) (?:original )?message|original (?:message|mail) (?:follows|as follows)|unsent message follows|-+\s*original message\s*-*|content-type:\s*message/rfc822|the original message headers|the headers of the original|your message reads|original message header|message headers follow)`)
 
 // A free-text bounce that quotes no reply code for a recipient is either
 // a final failure notice (the message is returned) or a warning that
@@ -126,10 +151,10 @@ func scanText(text string, exclude map[string]bool, from, xFailed, subject strin
 		}
 		line = l
 		for k, re := range recipientLineRes {
-			strong = k < 4
+			strong = k < 5
 			if m := re.FindStringSubmatchIndex(l); m != nil {
 				a := l[m[2]:m[3]]
-				if skip(a) {
+				if skip(a) || k == sendmailAddrRule && !ownLine(l[:m[0]], a) {
 					continue
 				}
 				rcptLine[i] = strings.ToLower(a)
@@ -138,6 +163,10 @@ func scanText(text string, exclude map[string]bool, from, xFailed, subject strin
 					// Sendmail's "554 <addr>... error": the reply code
 					// before the address belongs to its error.
 					rest = strings.TrimRight(c, " \t<\"([") + " " + strings.TrimLeft(rest, ">.:) ")
+				} else if p := strings.Trim(l[:m[2]], " \t<\"([-*•>:"); p != "" {
+					// IMail's "Unknown user: a@b": the error before the
+					// address is this recipient's own.
+					rest = p + " " + strings.TrimLeft(rest, ">.:) ")
 				}
 				add(a, i, rest)
 				break
@@ -152,8 +181,10 @@ func scanText(text string, exclude map[string]bool, from, xFailed, subject strin
 				continue
 			}
 			line = l
-			for _, a := range addrRe.FindAllString(l, -1) {
-				add(a, i, "")
+			for _, m := range addrRe.FindAllStringIndex(l, -1) {
+				// The line is all there is about the address: the words
+				// around it are its error.
+				add(l[m[0]:m[1]], i, strings.TrimSpace(l[:m[0]]+" "+l[m[1]:]))
 			}
 		}
 	}
@@ -177,15 +208,32 @@ func scanText(text string, exclude map[string]bool, from, xFailed, subject strin
 			delete(pending, k)
 		}
 	}
-	w := newWholeText(strings.Join(lines, "\n"), subject)
-	rc := reasonCache{}
-	var out []Recipient
-	for _, h := range hits {
+	// Each recipient's lines are its own: what the report says beside
+	// them (the notice around the list) speaks for a recipient whose own
+	// lines say nothing, but another recipient's error must not. In a
+	// list of two, the first one's bare "Domain does not exist" would
+	// otherwise take the second one's "550 5.1.1 User unknown".
+	used := make([]bool, len(lines))
+	diags := make([]string, len(hits))
+	for k, h := range hits {
 		diag := strings.TrimSpace(strings.Trim(strings.TrimSpace(h.rest), ">:.)\"]"))
 		if h.line >= 0 {
-			diag = joinSpace(diag, following(lines, h.line, rcptLine))
+			used[h.line] = true
+			diag = joinSpace(diag, following(lines, h.line, rcptLine, used))
 		}
-		out = append(out, textRecipient(h.addr, diag, w, rc))
+		diags[k] = diag
+	}
+	var shared []string
+	for i, l := range lines {
+		if !used[i] {
+			shared = append(shared, l)
+		}
+	}
+	w := newWholeText(strings.Join(lines, "\n"), strings.Join(shared, "\n"), subject)
+	rc := reasonCache{}
+	var out []Recipient
+	for k, h := range hits {
+		out = append(out, textRecipient(h.addr, diags[k], w, rc))
 	}
 	return out
 }
@@ -199,9 +247,12 @@ type wholeText struct {
 	warning bool   // the report is a delay warning, not a final failure
 }
 
-func newWholeText(whole, subject string) *wholeText {
+// whole is the report; shared is what it says besides its recipients'
+// own lines, which is all that may stand in for a recipient whose lines
+// say nothing.
+func newWholeText(whole, shared, subject string) *wholeText {
 	kind := subject + "\n" + whole
-	return &wholeText{clipped: clip(whole), status: findStatus(whole),
+	return &wholeText{clipped: clip(shared), status: findStatus(shared),
 		warning: warningRe.MatchString(kind) && !finalRe.MatchString(kind)}
 }
 
@@ -224,7 +275,8 @@ func errorLines(text string) string {
 
 // following collects the error text after a recipient line: the next lines
 // up to the next recipient line, at most two paragraphs.
-func following(lines []string, i int, rcptLine []string) string {
+// Lines taken are marked in used.
+func following(lines []string, i int, rcptLine []string, used []bool) string {
 	self := rcptLine[i]
 	var b []string
 	paras, n := 0, 0
@@ -253,6 +305,7 @@ func following(lines []string, i int, rcptLine []string) string {
 		}
 		inPara = true
 		b = append(b, l)
+		used[j] = true
 		n++
 	}
 	return strings.Join(b, " ")
