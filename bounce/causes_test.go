@@ -1,6 +1,9 @@
 package bounce
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 // postfixText wraps the per-recipient lines of a Postfix bounce in the
 // notice Postfix writes around them.
@@ -164,5 +167,43 @@ func TestQuotedLocalPart(t *testing.T) {
 	// A quoted display name is not a local part.
 	if got := firstAddr(`"Kijitora" <k@example.org>`); got != "k@example.org" {
 		t.Errorf("firstAddr = %q, want k@example.org", got)
+	}
+}
+
+// The diagnostic is the receiving server's own reply: the transcript
+// lines about the recipient, with their reply code, where the report's
+// fields or its list give only a summary or nothing.
+func TestDiagnosticIsTheReply(t *testing.T) {
+	diagOf := func(name, msg, addr string) string {
+		t.Helper()
+		for _, r := range parseString(t, msg).Recipients {
+			if r.Recipient == addr {
+				return r.Diagnostic
+			}
+		}
+		t.Errorf("%s: %s not found", name, addr)
+		return ""
+	}
+	sendmail := dsn("The original message was received at Thu, 29 Apr 2010 23:34:45 +0900\nfrom localhost [127.0.0.1]\n\n"+
+		"   ----- The following addresses had permanent fatal errors -----\n<k@example.jp>\n    (reason: 550 5.1.1 <k@example.jp>... User unknown)\n\n"+
+		"   ----- Transcript of session follows -----\nmail.local: unknown user: k\n550 5.1.1 <k@example.jp>... User unknown\n",
+		"Final-Recipient: RFC822; k@example.jp\nAction: failed\nStatus: 5.1.1\n")
+	if d := diagOf("sendmail local", sendmail, "k@example.jp"); !strings.Contains(d, "mail.local: unknown user") || !strings.Contains(d, "550") {
+		t.Errorf("sendmail local: diagnostic %q, want the transcript's lines", d)
+	}
+	remote := dsn("   ----- Transcript of session follows -----\n... while talking to mx.example.org.:\n>>> RCPT To:<k@example.org>\n<<< 550 5.1.2 <k@example.org>... Host unknown\n",
+		"Final-Recipient: RFC822; k@example.org\nAction: failed\nStatus: 5.1.2\n")
+	if d := diagOf("sendmail remote", remote, "k@example.org"); !strings.Contains(d, "<<< 550 5.1.2") {
+		t.Errorf("sendmail remote: diagnostic %q, want the reply", d)
+	}
+	verizon := "From: post_master@vtext.example\nSubject: Undeliverable Message\n\nError: Invalid user address\n\nError message below:\n550 - Requested action not taken: no such user here\n\n" +
+		"Message details:\n  Subject: Test\n  MAIL FROM: s@x.example\n  RCPT TO: k@vtext.example\n  Size (in bytes): 222\n"
+	if d := diagOf("reply above the recipient", verizon, "k@vtext.example"); !strings.Contains(d, "550 - Requested action not taken") {
+		t.Errorf("reply above the recipient: diagnostic %q, want the 550 reply", d)
+	}
+	exchange := "From: postmaster@x.example\nSubject: Undeliverable: hi\n\nYour message\n\n  To:      k@example.com\n  Subject: hi\n\n" +
+		"did not reach the following recipient(s):\n\nk@example.com on Thu, 9 May 2005 23:34:45 +0900\n    The recipient name is not recognized\n"
+	if d := diagOf("quoted header first", exchange, "k@example.com"); !strings.Contains(d, "recipient name is not recognized") || strings.Contains(d, "Subject") {
+		t.Errorf("quoted header first: diagnostic %q, want the report's line", d)
 	}
 }

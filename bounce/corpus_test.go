@@ -27,6 +27,7 @@ type expectation struct {
 	Index      int    `json:"index"`
 	Recipient  string `json:"recipient"`
 	Status     string `json:"status"`
+	ReplyCode  string `json:"replycode"`
 	Reason     string `json:"reason"`
 	HardBounce bool   `json:"hardbounce"`
 	Action     string `json:"action"`
@@ -133,7 +134,7 @@ func TestCorpus(t *testing.T) {
 		files = append(files, f)
 	}
 	sort.Strings(files)
-	var found, statusExact, statusClass, perm, hard, reason, all3 score
+	var found, statusExact, statusClass, perm, hard, reason, all3, diagGiven, diagCode score
 	byFormat := map[string]*score{}
 	verbose := os.Getenv("BOUNCE_CORPUS_VERBOSE") != ""
 	// BOUNCE_CORPUS_DUMP names a file to write every graded recipient to,
@@ -184,6 +185,15 @@ func TestCorpus(t *testing.T) {
 			want := SisimaiReason(e.Reason)
 			reason.add(got.Reason == want)
 			all3.add(g.allThree())
+			if g.found && e.Reason != "feedback" && e.Reason != "vacation" && e.Reason != "delivered" {
+				// The diagnostic is the receiving server's reply: there
+				// must be one, and where Sisimai found a reply code in
+				// the bounce, ours must quote it.
+				diagGiven.add(strings.TrimSpace(got.Diagnostic) != "")
+				if e.ReplyCode != "" {
+					diagCode.add(strings.Contains(got.Diagnostic, e.ReplyCode))
+				}
+			}
 			if dump != nil {
 				_ = dump.Encode(map[string]any{"file": file, "want": e, "got": got, "all3": g.allThree()})
 			}
@@ -224,12 +234,14 @@ func TestCorpus(t *testing.T) {
 		// never does (a 450 is the server declining to decide; only
 		// permanent failures are hard).
 		{"recipient found", found, 99.5},
-		{"status equal (RFC 3463 codes)", statusExact, 98.5},
-		{"status class (Sisimai x.0.9xx codes)", statusClass, 92},
-		{"permanent/temporary (status class)", perm, 98},
-		{"hard/soft (hardbounce)", hard, 97.5},
-		{"reason (mapped)", reason, 83.5},
+		{"status equal (RFC 3463 codes)", statusExact, 99.5},
+		{"status class (Sisimai x.0.9xx codes)", statusClass, 93},
+		{"permanent/temporary (status class)", perm, 98.5},
+		{"hard/soft (hardbounce)", hard, 98},
+		{"reason (mapped)", reason, 84},
 		{"all three (found, class, hard/soft)", all3, 100 * allThreeFloor},
+		{"diagnostic given (failures)", diagGiven, 94},
+		{"diagnostic quotes the reply code", diagCode, 97.5},
 		{"not-bounce recognised", plain, 100},
 	} {
 		t.Logf("%-36s %5d %5d %6.1f%%", row.name, row.s.ok, row.s.n, row.s.pct())

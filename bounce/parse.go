@@ -241,12 +241,30 @@ func (p *parts) walk(e *message.Entity, depth int) {
 		}
 	case strings.HasPrefix(mt, "text/") || mt == "":
 		b := readBody(e.Body)
+		if isAttachment(e.Header) && headerBlockRe.Match(b) {
+			// A text file attached beside the report that holds the
+			// original's header ("mailheaders.txt"): its Received and
+			// To lines are not the report's.
+			if p.orig == nil {
+				p.readOrig(bytes.NewReader(b))
+			}
+			return
+		}
 		s := string(b)
 		if mt == "text/html" {
 			s = stripHTML(s)
 		}
 		p.texts = append(p.texts, s)
 	}
+}
+
+// headerBlockRe matches the start of a message header block.
+var headerBlockRe = regexp.MustCompile(`(?i)^(?:\s*\n)?(?:received|return-path|message-id|from|to|date|subject|dkim-signature|x-[a-z0-9-]+|mime-version|delivered-to):[ \t]`)
+
+// isAttachment reports whether a part is marked as an attachment.
+func isAttachment(h message.Header) bool {
+	d, _, err := h.ContentDisposition()
+	return err == nil && d == "attachment"
 }
 
 // readOrig keeps the header of the quoted original message.
@@ -378,7 +396,7 @@ func (p *parts) report() *Report {
 		text := strings.Join(p.texts, "\n")
 		var unnamed []int
 		for _, b := range p.status {
-			unnamed = append(unnamed, readDSN(b, rep, text)...)
+			unnamed = append(unnamed, readDSN(b, rep, text, p.saidAbout(text))...)
 		}
 		if len(unnamed) > 0 {
 			p.nameFromText(rep, unnamed, text)
@@ -407,7 +425,7 @@ func (p *parts) report() *Report {
 		if b := inlineStatus(text); b != nil {
 			// A delivery-status block pasted into the text (a report
 			// whose MIME parts were never marked): read it as a DSN.
-			if unnamed := readDSN(b, rep, text); len(unnamed) > 0 {
+			if unnamed := readDSN(b, rep, text, nil); len(unnamed) > 0 {
 				p.nameFromText(rep, unnamed, text)
 			}
 			if len(rep.Recipients) > 0 {
@@ -429,9 +447,8 @@ func (p *parts) report() *Report {
 			rc := reasonCache{}
 			p.guessed = len(to) > 0
 			w := newWholeText(text, text, subject)
-			diag := errorLines(text)
 			for _, a := range to {
-				rep.Recipients = append(rep.Recipients, textRecipient(a, diag, w, rc))
+				rep.Recipients = append(rep.Recipients, textRecipient(a, w.errors, w, rc))
 			}
 		}
 		if len(rep.Recipients) > 0 {
@@ -444,6 +461,28 @@ func (p *parts) report() *Report {
 		}
 	}
 	return rep
+}
+
+// saidAbout returns a lookup of what the free-text part of a report says
+// about each address it names, read once on first use.
+func (p *parts) saidAbout(text string) func(string) string {
+	var said map[string]string
+	return func(addr string) string {
+		if said == nil {
+			said = map[string]string{}
+			t := text
+			if len(t) > maxScan {
+				t = t[:maxScan]
+			}
+			for _, r := range scanText(t, p.exclude(), p.top.Get("From"), "", "") {
+				k := strings.ToLower(r.Recipient)
+				if _, ok := said[k]; !ok {
+					said[k] = r.Diagnostic
+				}
+			}
+		}
+		return said[strings.ToLower(addr)]
+	}
 }
 
 // nameFromText names the DSN recipients whose address was not a mailbox
@@ -459,22 +498,28 @@ func (p *parts) nameFromText(rep *Report, unnamed []int, text string) {
 		// As for a free-text bounce: the failed addresses are at the top.
 		text = text[:maxScan]
 	}
-	var cands []string
-	for _, r := range scanText(text, p.exclude(), p.top.Get("From"), p.top.Get("X-Failed-Recipients"), "") {
-		cands = append(cands, r.Recipient)
-	}
+	var cands []Recipient
+	cands = append(cands, scanText(text, p.exclude(), p.top.Get("From"), p.top.Get("X-Failed-Recipients"), "")...)
 	if p.orig != nil {
-		cands = append(cands, allAddrs(p.orig.Get("To"))...)
+		for _, a := range allAddrs(p.orig.Get("To")) {
+			cands = append(cands, Recipient{Recipient: a})
+		}
 	}
 	for _, i := range unnamed {
-		for len(cands) > 0 && have[strings.ToLower(cands[0])] {
+		for len(cands) > 0 && have[strings.ToLower(cands[0].Recipient)] {
 			cands = cands[1:]
 		}
 		if len(cands) == 0 {
 			return
 		}
-		rep.Recipients[i].Recipient = cands[0]
-		have[strings.ToLower(cands[0])] = true
+		r := &rep.Recipients[i]
+		r.Recipient = cands[0].Recipient
+		if r.Diagnostic == "" {
+			// The text's lines about the address it names are the
+			// diagnostic the fields did not give.
+			r.Diagnostic = cands[0].Diagnostic
+		}
+		have[strings.ToLower(r.Recipient)] = true
 		cands = cands[1:]
 	}
 }
@@ -708,7 +753,11 @@ func readFields(b []byte) []field {
 //
 // It returns the indexes in rep.Recipients of recipients whose address the
 // report did not give in usable form, for the caller to name from the text.
-func readDSN(b []byte, rep *Report, text string) (unnamed []int) {
+//
+// said, if not nil, returns what the text of the report says about an
+// address (its lines in the free-text notice), for a recipient whose
+// fields give no Diagnostic-Code.
+func readDSN(b []byte, rep *Report, text string, said func(string) string) (unnamed []int) {
 	type rcpt struct {
 		Recipient
 		orig, final string
@@ -792,7 +841,19 @@ func readDSN(b []byte, rep *Report, text string) (unnamed []int) {
 		// A local mailer (a pipe, procmail) that failed speaks of this
 		// system, whatever words it used, not of the address.
 		local := r.diagType == "x-unix" || r.diagType == "x-local"
-		rep.Recipients = append(rep.Recipients, finish(r.Recipient, text, local, rc))
+		// For a recipient without a Diagnostic-Code the report's text
+		// stands in. Its lines about the address are the server's words
+		// that the fields left out (sendmail's transcript: "550 5.1.2
+		// <a@b>... Host unknown"), and the diagnostic to show; the
+		// reason is still read from the whole text where the report is
+		// about this recipient alone, since the notice around those lines
+		// may say more ("The user(s) account is disabled."), but from the
+		// lines alone where it lists several, lest one take another's.
+		whole := r.Diagnostic == "" && len(list) == 1
+		if r.Diagnostic == "" && said != nil && r.final != "" && !strings.Contains(r.Status, "(") {
+			r.Diagnostic = said(r.final)
+		}
+		rep.Recipients = append(rep.Recipients, finish(r.Recipient, text, whole, local, rc))
 	}
 	return unnamed
 }
@@ -803,7 +864,9 @@ func isMailbox(s string) bool {
 }
 
 // finish classifies a DSN recipient from its Status, Action and diagnostic.
-func finish(r Recipient, text string, local bool, rc reasonCache) Recipient {
+// whole is true when the reason is to be read from the report's text
+// rather than from the diagnostic.
+func finish(r Recipient, text string, whole, local bool, rc reasonCache) Recipient {
 	enh := normStatus(r.Status)
 	if enh == "" {
 		enh = findStatus(r.Status)
@@ -863,7 +926,7 @@ func finish(r Recipient, text string, local bool, rc reasonCache) Recipient {
 		}
 	}
 	why := clip(diag)
-	if why == "" {
+	if why == "" || whole {
 		// The report's text stands in for every recipient without a
 		// diagnostic: the same string each time, so rc remembers it.
 		why = clip(text)

@@ -145,8 +145,12 @@ func reasonFromStatus(enh string) (r Reason, specific bool) {
 		return NetworkError, false
 	case "1.7", "1.8": // the sender's address or domain: never the recipient's fault
 		return Policy, true
-	case "7.23", "7.24", "7.25", "7.26", "7.27", "7.20", "7.21", "7.22", "7.5", "7.7":
+	case "7.23", "7.24", "7.26", "7.20", "7.21", "7.22", "7.5", "7.7":
 		return AuthFailure, true
+	case "7.25": // reverse DNS validation failed (RFC 7372): the sender's host
+		return Policy, true
+	case "7.27": // the sender's domain has a null MX (RFC 7505)
+		return Policy, true
 	case "7.28":
 		return RateLimited, true
 	case "7.0", "7.1", "7.606", "7.9":

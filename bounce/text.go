@@ -27,7 +27,7 @@ var recipientLineRes = []*regexp.Regexp{
 	regexp.MustCompile(`<(` + addrPat + `)>\.\.\.\s*\S`),
 	regexp.MustCompile(`(?i)rcpt to:\s*<?(` + addrPat + `)`),
 	regexp.MustCompile(`(?i)(?:^|\s)(?:final-recipient|original-recipient|recipient(?: address)?|failed recipient|addressee|destinataire|empfänger|to|address|e-?mail address|user|mailbox|account)\s*:?\s*(?:rfc822;\s*)?[<"(\[]?(` + addrPat + `)`),
-	regexp.MustCompile(`(?i)(?:delivery to|deliver(?:ed|ing)?(?: your message| the message| your mail| mail)? to|sending (?:mail |message )?to|could not be delivered to|failed to deliver to|wasn't delivered to|was not delivered to|couldn't be delivered to|message to|mail to|unable to deliver (?:message |mail )?to|for|recipient)\s*[<"(\[]?(` + addrPat + `)`),
+	regexp.MustCompile(`(?i)(?:following (?:recipients?|address(?:es)?)[^:\n]{0,40}:|delivery to|deliver(?:ed|ing)?(?: your message| the message| your mail| mail)? to|sending (?:mail |message )?to|could not be delivered to|failed to deliver to|wasn't delivered to|was not delivered to|couldn't be delivered to|message to|mail to|unable to deliver (?:message |mail )?to|for|recipient)\s*[<"(\[]?(` + addrPat + `)`),
 }
 
 // sendmailAddrRule is the index in recipientLineRes of sendmail's
@@ -87,7 +87,20 @@ type hit struct {
 	addr string
 	line int
 	rest string // the text after the address on its line
+	// header is true when the line is a header field quoted in the
+	// notice ("To: a@b" in "the message you sent with the following
+	// header fields"): a later mention is the better line.
+	header bool
 }
+
+// quotedHeaderRe matches a header field of the original quoted in a
+// notice, whose address is not where the error is.
+var quotedHeaderRe = regexp.MustCompile(`(?i)^\s*(?:to|cc|bcc)\s*:`)
+
+// labelRe matches what may stand before an address on its line without
+// saying anything about it: a label ("Recipient address:", "To:") or a
+// phrase that introduces it.
+var labelRe = regexp.MustCompile(`(?i)^(?:(?:final|original)-recipient|recipient(?: address)?|failed recipient|addressee|destinataire|empfänger|to|address|e-?mail address|user|mailbox|account|rcpt(?: to)?)\s*:?\s*(?:rfc822\s*;)?$`)
 
 // scanText finds failed recipients and their errors in a free-text bounce.
 // subject is the bounce's Subject, which may say what kind of notice it is
@@ -126,15 +139,21 @@ func scanText(text string, exclude map[string]bool, from, xFailed, subject strin
 		if len(hits) >= maxRecipients && seen[key] == 0 {
 			return
 		}
+		header := i >= 0 && quotedHeaderRe.MatchString(lines[i])
 		if j, ok := seen[key]; ok {
-			// A later mention with more text is a better diagnostic.
-			if hits[j].rest == "" && strings.TrimSpace(rest) != "" {
+			switch {
+			case hits[j].header && !header && i >= 0:
+				// The notice quoted the original's header before it
+				// named the recipient in its report.
+				hits[j].line, hits[j].rest, hits[j].header = i, rest, false
+			case hits[j].rest == "" && strings.TrimSpace(rest) != "":
+				// A later mention with more text is a better diagnostic.
 				hits[j].rest = rest
 			}
 			return
 		}
 		seen[key] = len(hits)
-		hits = append(hits, hit{addr: a, line: i, rest: rest})
+		hits = append(hits, hit{addr: a, line: i, rest: rest, header: header})
 	}
 	for _, a := range allAddrs(xFailed) {
 		add(a, -1, "")
@@ -163,7 +182,7 @@ func scanText(text string, exclude map[string]bool, from, xFailed, subject strin
 					// Sendmail's "554 <addr>... error": the reply code
 					// before the address belongs to its error.
 					rest = strings.TrimRight(c, " \t<\"([") + " " + strings.TrimLeft(rest, ">.:) ")
-				} else if p := strings.Trim(l[:m[2]], " \t<\"([-*•>:"); p != "" {
+				} else if p := strings.Trim(l[:m[2]], " \t<\"([-*•>:"); p != "" && !labelRe.MatchString(p) {
 					// IMail's "Unknown user: a@b": the error before the
 					// address is this recipient's own.
 					rest = p + " " + strings.TrimLeft(rest, ">.:) ")
@@ -184,7 +203,7 @@ func scanText(text string, exclude map[string]bool, from, xFailed, subject strin
 			for _, m := range addrRe.FindAllStringIndex(l, -1) {
 				// The line is all there is about the address: the words
 				// around it are its error.
-				add(l[m[0]:m[1]], i, strings.TrimSpace(l[:m[0]]+" "+l[m[1]:]))
+				add(l[m[0]:m[1]], i, strings.Join(strings.Fields(l), " "))
 			}
 		}
 	}
@@ -193,21 +212,33 @@ func scanText(text string, exclude map[string]bool, from, xFailed, subject strin
 	// as a search per address cost addresses times lines.
 	pending := map[string][]int{}
 	for j := range hits {
-		if hits[j].line < 0 {
+		if hits[j].line < 0 || hits[j].header {
 			k := strings.ToLower(hits[j].addr)
 			pending[k] = append(pending[k], j)
 		}
 	}
 	for i := 0; i < len(lines) && len(pending) > 0; i++ {
-		for _, a := range addrRe.FindAllString(lines[i], -1) {
-			k := strings.ToLower(a)
+		if quotedHeaderRe.MatchString(lines[i]) {
+			continue
+		}
+		for _, m := range addrRe.FindAllStringIndex(lines[i], -1) {
+			k := strings.ToLower(lines[i][m[0]:m[1]])
 			for _, j := range pending[k] {
+				if hits[j].header {
+					// Named again outside the quoted header: that line
+					// is the report's, and so is the text after it.
+					if rcptLine[hits[j].line] == k {
+						rcptLine[hits[j].line] = ""
+					}
+					hits[j].rest = strings.TrimSpace(lines[i][m[1]:])
+				}
 				hits[j].line = i
 				rcptLine[i] = k
 			}
 			delete(pending, k)
 		}
 	}
+	// A header hit not named again keeps its line.
 	// Each recipient's lines are its own: what the report says beside
 	// them (the notice around the list) speaks for a recipient whose own
 	// lines say nothing, but another recipient's error must not. In a
@@ -223,6 +254,11 @@ func scanText(text string, exclude map[string]bool, from, xFailed, subject strin
 		}
 		diags[k] = diag
 	}
+	for k, h := range hits {
+		if h.line >= 0 {
+			diags[k] = joinSpace(diags[k], transcript(lines, h.line, rcptLine, used))
+		}
+	}
 	var shared []string
 	for i, l := range lines {
 		if !used[i] {
@@ -230,6 +266,7 @@ func scanText(text string, exclude map[string]bool, from, xFailed, subject strin
 		}
 	}
 	w := newWholeText(strings.Join(lines, "\n"), strings.Join(shared, "\n"), subject)
+	w.single = len(hits) == 1
 	rc := reasonCache{}
 	var out []Recipient
 	for k, h := range hits {
@@ -242,9 +279,12 @@ func scanText(text string, exclude map[string]bool, from, xFailed, subject strin
 // per report: it is the same for every recipient, and searching it again
 // for each cost recipients times the length of the text.
 type wholeText struct {
-	clipped string // the head of the report, for the reason patterns
-	status  string // the first RFC 3463 status in the report
+	clipped string // the head of the shared text, for the reason patterns
+	all     string // the head of the whole report, for the SMTP phase
+	status  string // the first RFC 3463 status in the shared text
 	warning bool   // the report is a delay warning, not a final failure
+	errors  string // the reply lines of the shared text (errorLines)
+	single  bool   // the report names a single recipient
 }
 
 // whole is the report; shared is what it says besides its recipients'
@@ -252,8 +292,8 @@ type wholeText struct {
 // say nothing.
 func newWholeText(whole, shared, subject string) *wholeText {
 	kind := subject + "\n" + whole
-	return &wholeText{clipped: clip(shared), status: findStatus(shared),
-		warning: warningRe.MatchString(kind) && !finalRe.MatchString(kind)}
+	return &wholeText{clipped: clip(shared), all: clip(whole), status: findStatus(shared),
+		warning: warningRe.MatchString(kind) && !finalRe.MatchString(kind), errors: errorLines(shared)}
 }
 
 // errorLines returns the lines of a free-text report that carry an SMTP
@@ -311,6 +351,34 @@ func following(lines []string, i int, rcptLine []string, used []bool) string {
 	return strings.Join(b, " ")
 }
 
+// transcript collects the later lines of a report that name the
+// recipient of line i again, each with the lines above it in its
+// paragraph that name no other recipient: a session transcript's
+// "... while talking to mx.example.org.:", ">>> RCPT To:<a@b>", "<<< 550
+// 5.1.1 <a@b>... User unknown", or a local mailer's "mail.local: unknown
+// user: a" before sendmail's "550 5.1.1 <a@b>... User unknown". They are
+// the receiving server's own words, where the list at the top of the
+// report gave only a summary. Lines taken are marked in used.
+func transcript(lines []string, i int, rcptLine []string, used []bool) string {
+	self := rcptLine[i]
+	var b []string
+	for j := i + 1; j < len(lines) && len(b) < 12; j++ {
+		if rcptLine[j] != self || used[j] || quotedHeaderRe.MatchString(lines[j]) {
+			continue
+		}
+		start := j
+		for start > 0 && !used[start-1] && rcptLine[start-1] == "" && strings.TrimSpace(lines[start-1]) != "" &&
+			!strings.Contains(lines[start-1], "-----") && j-start < 3 {
+			start--
+		}
+		for k := start; k <= j; k++ {
+			used[k] = true
+			b = append(b, strings.TrimSpace(lines[k]))
+		}
+	}
+	return strings.Join(b, " ")
+}
+
 // codePrefixRe matches a reply code (and status) that opens a line before
 // the address it is about.
 var codePrefixRe = regexp.MustCompile(`^\s*[245]\d\d(?: [245]\.\d{1,3}\.\d{1,3})?\s+[<"(\[]?$`)
@@ -319,6 +387,13 @@ var codePrefixRe = regexp.MustCompile(`^\s*[245]\d\d(?: [245]\.\d{1,3}\.\d{1,3})
 // recipients delivered through it: "421 example.org (smtp)... Deferred".
 var sendmailHostRe = regexp.MustCompile(`^[245]\d\d [a-zA-Z0-9.-]+ \([a-z0-9-]+\)\.\.\. `)
 
+// hasFailureCode reports whether s quotes a failure: a 4xx or 5xx reply
+// code or status.
+func hasFailureCode(s string) bool {
+	st := findStatus(s)
+	return st != "" && st[0] != '2' || findReplyCode(s) >= 400
+}
+
 func hasCode(s string) bool {
 	return findStatus(s) != "" || findReplyCode(s) != 0
 }
@@ -326,6 +401,13 @@ func hasCode(s string) bool {
 // textRecipient classifies one recipient of a free-text bounce from the text
 // about it, falling back to the whole report for what that text lacks.
 func textRecipient(addr, diag string, whole *wholeText, rc reasonCache) Recipient {
+	if !hasFailureCode(diag) && whole.errors != "" && whole.single {
+		// The recipient's own lines quote no reply, but the report, which
+		// is about it alone, does ("Error message below: 550 - Requested
+		// action not taken: no such user here"): that is the server's
+		// answer about this recipient.
+		diag = joinSpace(whole.errors, diag)
+	}
 	enh := findStatus(diag)
 	class := 0
 	if enh != "" {
@@ -354,7 +436,9 @@ func textRecipient(addr, diag string, whole *wholeText, rc reasonCache) Recipien
 		// nothing: the same text for each, so rc remembers its reason.
 		why = whole.clipped
 	}
-	v := dataPhase(classify(class, enh, why, enh != "" && strings.Contains(diag, enh), rc), enh != "", diag, whole.clipped)
+	// The SMTP phase is read from the whole report: a transcript names
+	// it for every recipient.
+	v := dataPhase(classify(class, enh, why, enh != "" && strings.Contains(diag, enh), rc), enh != "", diag, whole.all)
 	// The notice says whether delivery goes on; the reply only what the
 	// server said last. A returned message whose last reply was a 4xx is
 	// a failure with a temporary status.
