@@ -207,3 +207,10 @@ func TestDiagnosticIsTheReply(t *testing.T) {
 		t.Errorf("quoted header first: diagnostic %q, want the report's line", d)
 	}
 }
+
+// Yahoo refuses an unknown user after DATA, in its own words: the phase
+// does not make it a content filter.
+func TestProviderUnknown(t *testing.T) {
+	msg := postfixText("<gone@yahoo.example>: host mta5.am0.yahoodns.example[192.0.2.1] said: 554 delivery error: dd This user doesn't have a yahoo.com account (gone@yahoo.example) [0] - mta1061.mail.ne1.yahoo.com (in reply to end of DATA command)")
+	checkRecipient(t, "yahoo dd", msg, "gone@yahoo.example", '5', true, UserUnknown)
+}

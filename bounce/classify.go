@@ -226,6 +226,9 @@ func dataPhase(v Verdict, given bool, text, wider string) Verdict {
 	if v.Reason != UserUnknown && v.Reason != HostUnknown && v.Reason != Other {
 		return v
 	}
+	if v.Reason == UserUnknown && providerUnknownRe.MatchString(text) {
+		return v
+	}
 	mail, data, rcpt, text, ok := phaseOf(text, wider)
 	if !ok {
 		return v
@@ -281,6 +284,12 @@ func atRcpt(v Verdict, text, wider string) Verdict {
 	}
 	return v
 }
+
+// providerUnknownRe matches the replies of providers that refuse an
+// unknown user only after DATA, in words no content filter uses: Yahoo's
+// "554 delivery error: dd This user doesn't have a yahoo.com account".
+// They condemn the address whatever the phase.
+var providerUnknownRe = regexp.MustCompile(`(?i)delivery error: dd (?:this user doesn't have an? \S+ account|requested mailbox not found)`)
 
 // pipelinedRe matches the reply to a DATA sent when no recipient had been
 // accepted.
