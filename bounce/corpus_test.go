@@ -33,6 +33,12 @@ type expectation struct {
 	Action     string `json:"action"`
 	Feedback   string `json:"feedbacktype"`
 	Diagnostic string `json:"diagnosticcode"`
+	// Class and Mailman are set in the flufl.bounce expectations: the
+	// status class to grade where the mail states no status, and the
+	// test's permanent/temporary flag.
+	Class   string `json:"class"`
+	Mailman string `json:"mailman"`
+	Why     string `json:"why"`
 }
 
 func corpusPath(t testing.TB) string {
@@ -217,6 +223,7 @@ func TestCorpus(t *testing.T) {
 		rep := parseFile(t, f)
 		plain.add(!rep.IsBounce && !rep.IsComplaint && len(rep.Recipients) == 0)
 	}
+	fluflAll3, fluflFound, fluflClass, fluflHard := gradeFlufl(t, byFormat)
 	logFormats(t, byFormat)
 	t.Logf("corpus: %d files, %d recipients", len(files), found.n)
 	t.Logf("%-36s %5s %5s %7s", "measure", "ok", "of", "pct")
@@ -243,12 +250,75 @@ func TestCorpus(t *testing.T) {
 		{"diagnostic given (failures)", diagGiven, 94},
 		{"diagnostic quotes the reply code", diagCode, 97.5},
 		{"not-bounce recognised", plain, 100},
+		{"flufl: recipient found", fluflFound, 84},
+		{"flufl: status class", fluflClass, 0},
+		{"flufl: hard/soft", fluflHard, 0},
+		{"flufl: all three", fluflAll3, 100 * fluflFloor},
 	} {
 		t.Logf("%-36s %5d %5d %6.1f%%", row.name, row.s.ok, row.s.n, row.s.pct())
 		if row.s.pct() < row.min {
 			t.Errorf("%s: %.1f%% is below the %.1f%% threshold", row.name, row.s.pct(), row.min)
 		}
 	}
+}
+
+// fluflDir holds real bounces from Mailman's bounce detector
+// (flufl.bounce's test data), with expectations of our own: see its
+// README. They are graded as their own rows, "flufl/<format>".
+const fluflDir = "testdata/flufl"
+
+// fluflFloor is the all-three floor for the flufl.bounce messages, at
+// what the parser reaches.
+const fluflFloor = 0.66
+
+// gradeFlufl grades the flufl.bounce messages, adding their formats to
+// byFormat, and returns all three and its parts.
+func gradeFlufl(t *testing.T, byFormat map[string]*score) (all3, found, class, hard score) {
+	exp := loadExpectations(t, fluflDir)
+	files := make([]string, 0, len(exp))
+	for f := range exp {
+		files = append(files, f)
+	}
+	sort.Strings(files)
+	for _, file := range files {
+		rep := parseFile(t, filepath.Join(fluflDir, file))
+		for _, e := range exp[file] {
+			var got *Recipient
+			for i := range rep.Recipients {
+				if strings.EqualFold(rep.Recipients[i].Recipient, e.Recipient) {
+					got = &rep.Recipients[i]
+					break
+				}
+			}
+			g := grade{found: got != nil}
+			if got == nil {
+				got = &Recipient{}
+			}
+			want := e.Class
+			if e.Status != "" {
+				want = e.Status[:1]
+			}
+			g.statusOK = got.Status != "" && got.Status[:1] == want
+			g.hardOK = got.Hard == e.HardBounce
+			found.add(g.found)
+			class.add(g.statusOK)
+			hard.add(g.hardOK)
+			all3.add(g.allThree())
+			f := "flufl/" + strings.TrimSuffix(file, ".txt")
+			if i := strings.LastIndexByte(f, '_'); i > 0 {
+				f = f[:i]
+			}
+			if byFormat[f] == nil {
+				byFormat[f] = &score{}
+			}
+			byFormat[f].add(g.allThree())
+			if testing.Verbose() && !g.allThree() {
+				t.Logf("all-three miss flufl/%s %s: found %v, status %q want class %s, hard %v want %v, reason %q\n\tours: %.300q\n\twhy: %s",
+					file, e.Recipient, g.found, got.Status, want, got.Hard, e.HardBounce, got.Reason, got.Diagnostic, e.Why)
+			}
+		}
+	}
+	return all3, found, class, hard
 }
 
 // logFormats prints the all-three score of each format, worst first, so
