@@ -214,3 +214,13 @@ func TestProviderUnknown(t *testing.T) {
 	msg := postfixText("<gone@yahoo.example>: host mta5.am0.yahoodns.example[192.0.2.1] said: 554 delivery error: dd This user doesn't have a yahoo.com account (gone@yahoo.example) [0] - mta1061.mail.ne1.yahoo.com (in reply to end of DATA command)")
 	checkRecipient(t, "yahoo dd", msg, "gone@yahoo.example", '5', true, UserUnknown)
 }
+
+// A label word must end before the address: "userid: userx@b" names
+// userx@b, not x@b.
+func TestLabelBoundary(t *testing.T) {
+	msg := "From: postmaster@x.example\nSubject: Undeliverable Mail\n\nInvalid final delivery userid: userx@b.example\n\nOriginal message follows.\n"
+	rep := parseString(t, msg)
+	if len(rep.Recipients) != 1 || rep.Recipients[0].Recipient != "userx@b.example" {
+		t.Errorf("recipients = %+v, want userx@b.example", rep.Recipients)
+	}
+}

@@ -26,8 +26,8 @@ var recipientLineRes = []*regexp.Regexp{
 	regexp.MustCompile(`^\s*[<"(\[]?(` + addrPat + `)[>")\]]?\s*:\s*\S`),
 	regexp.MustCompile(`<(` + addrPat + `)>\.\.\.\s*\S`),
 	regexp.MustCompile(`(?i)rcpt to:\s*<?(` + addrPat + `)`),
-	regexp.MustCompile(`(?i)(?:^|\s)(?:final-recipient|original-recipient|recipient(?: address)?|failed recipient|addressee|destinataire|empfänger|to|address|e-?mail address|user|mailbox|account)\s*:?\s*(?:rfc822;\s*)?[<"(\[]?(` + addrPat + `)`),
-	regexp.MustCompile(`(?i)(?:following (?:recipients?|address(?:es)?)[^:\n]{0,40}:|delivery to|deliver(?:ed|ing)?(?: your message| the message| your mail| mail)? to|sending (?:mail |message )?to|could not be delivered to|failed to deliver to|wasn't delivered to|was not delivered to|couldn't be delivered to|message to|mail to|unable to deliver (?:message |mail )?to|for|recipient)\s*[<"(\[]?(` + addrPat + `)`),
+	regexp.MustCompile(`(?i)(?:^|\s)(?:final-recipient|original-recipient|recipient(?: address)?|failed recipient|addressee|destinataire|empfänger|to|address|e-?mail address|user|mailbox|account)\b\s*:?\s*(?:rfc822;\s*)?[<"(\[]?(` + addrPat + `)`),
+	regexp.MustCompile(`(?i)(?:following (?:recipients?|address(?:es)?)[^:\n]{0,40}:|delivery to|deliver(?:ed|ing)?(?: your message| the message| your mail| mail)? to|sending (?:mail |message )?to|could not be delivered to|failed to deliver to|wasn't delivered to|was not delivered to|couldn't be delivered to|message to|mail to|unable to deliver (?:message |mail )?to|for|recipient)\b\s*[<"(\[]?(` + addrPat + `)`),
 }
 
 // sendmailAddrRule is the index in recipientLineRes of sendmail's
