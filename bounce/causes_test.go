@@ -224,3 +224,26 @@ func TestLabelBoundary(t *testing.T) {
 		t.Errorf("recipients = %+v, want userx@b.example", rep.Recipients)
 	}
 }
+
+// Shapes from Mailman's corpus: a DSN's Original-Recipient is kept
+// beside its Final-Recipient, senders' own Action words and a Status
+// that is an SMTP reply are understood, an address in apostrophes loses
+// them, and Exchange's "a@b on <date>" line names its recipient.
+func TestMailmanShapes(t *testing.T) {
+	rep := parseString(t, dsn("", "Original-recipient: rfc822;sent@example.ch\nFinal-recipient: rfc822;HAASM@yogi.example.ch\nAction: failed\nStatus: 5.0.0\n"))
+	if len(rep.Recipients) != 1 || rep.Recipients[0].Original != "sent@example.ch" || rep.Recipients[0].Recipient != "HAASM@yogi.example.ch" {
+		t.Errorf("original recipient: %+v", rep.Recipients)
+	}
+	checkRecipient(t, "Action: failure, Status: 553", dsn("", "Final-Recipient: rfc822; big@example.be\nAction: failure\nStatus: 553 Exceeded maximum inbound message size\n"),
+		"big@example.be", '5', false, "")
+	msg := "From: Mail Delivery System <MAILER-DAEMON@x.example>\nSubject: Mail delivery failure\n\nA message that you sent could not be delivered.\n\n" +
+		"The following message, addressed to 'gone@example.uk',\nfailed because it has not been collected after 30 days\n"
+	if rep := parseString(t, msg); len(rep.Recipients) != 1 || rep.Recipients[0].Recipient != "gone@example.uk" {
+		t.Errorf("address in apostrophes: %+v", rep.Recipients)
+	}
+	exchange := "From: System Administrator <postmaster@x.example>\nSubject: Undeliverable: hi\n\nYour message\n\n  To:      list@lists.example\n  Subject: hi\n\n" +
+		"did not reach the following recipient(s):\n\nc=US;a= ;p=IKON;o=Nexus2;dda:SMTP=gone@example.COM; on Fri, 4 Oct 2002\n17:12:28 -0400\n    The recipient name is not recognized\n"
+	if rep := parseString(t, exchange); len(rep.Recipients) == 0 || rep.Recipients[0].Recipient != "gone@example.COM" {
+		t.Errorf("exchange X.400 line: %+v", rep.Recipients)
+	}
+}

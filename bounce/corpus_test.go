@@ -250,8 +250,8 @@ func TestCorpus(t *testing.T) {
 		{"diagnostic given (failures)", diagGiven, 94},
 		{"diagnostic quotes the reply code", diagCode, 97.5},
 		{"not-bounce recognised", plain, 100},
-		{"flufl: recipient found", fluflFound, 93},
-		{"flufl: status class", fluflClass, 0},
+		{"flufl: recipient found", fluflFound, 98},
+		{"flufl: status class", fluflClass, 98},
 		{"flufl: hard/soft", fluflHard, 0},
 		{"flufl: all three", fluflAll3, 100 * fluflFloor},
 	} {
@@ -269,7 +269,7 @@ const fluflDir = "testdata/flufl"
 
 // fluflFloor is the all-three floor for the flufl.bounce messages, at
 // what the parser reaches.
-const fluflFloor = 0.74
+const fluflFloor = 0.81
 
 // gradeFlufl grades the flufl.bounce messages, adding their formats to
 // byFormat, and returns all three and its parts.
@@ -285,7 +285,9 @@ func gradeFlufl(t *testing.T, byFormat map[string]*score) (all3, found, class, h
 		for _, e := range exp[file] {
 			var got *Recipient
 			for i := range rep.Recipients {
-				if strings.EqualFold(rep.Recipients[i].Recipient, e.Recipient) {
+				// Mailman names the address it sent to, the DSN's
+				// Original-Recipient where there is one.
+				if r := rep.Recipients[i]; strings.EqualFold(r.Recipient, e.Recipient) || strings.EqualFold(r.Original, e.Recipient) {
 					got = &rep.Recipients[i]
 					break
 				}

@@ -70,6 +70,10 @@ type Report struct {
 // Recipient is one recipient's outcome.
 type Recipient struct {
 	Recipient string // the final recipient address
+	// Original is the DSN's Original-Recipient where it names another
+	// mailbox than Recipient: the address the sender gave in RCPT TO
+	// (the Final-Recipient may be where a forward sent it).
+	Original  string
 	Action    string // failed, delayed, delivered, relayed, expanded (lower case)
 	Status    string // RFC 3463 status
 	Permanent bool
@@ -838,6 +842,9 @@ func readDSN(b []byte, rep *Report, text string, said func(string) string) (unna
 				unnamed = append(unnamed, len(rep.Recipients))
 			}
 		}
+		if isMailbox(r.orig) && !strings.EqualFold(r.orig, r.Recipient.Recipient) {
+			r.Recipient.Original = r.orig
+		}
 		// A local mailer (a pipe, procmail) that failed speaks of this
 		// system, whatever words it used, not of the address.
 		local := r.diagType == "x-unix" || r.diagType == "x-local"
@@ -872,11 +879,15 @@ func finish(r Recipient, text string, whole, local bool, rc reasonCache) Recipie
 		enh = findStatus(r.Status)
 	}
 	expired := false
-	if r.Action == "expired" {
+	switch r.Action {
+	case "expired":
 		// Not an RFC 3464 action, but what some senders (SendGrid among
 		// them) write when they gave up after retrying: a failure.
 		r.Action = "failed"
 		expired = true
+	case "failure", "error", "fail":
+		// Other senders' words for "failed" (OpenSMTPD's "error").
+		r.Action = "failed"
 	}
 	diag := r.Diagnostic
 	// A generic Status often hides the specific one the remote server gave
@@ -913,6 +924,10 @@ func finish(r Recipient, text string, whole, local bool, rc reasonCache) Recipie
 	if enh != "" {
 		class = int(enh[0] - '0')
 	} else if c := findReplyCode(diag); c != 0 {
+		class = c / 100
+	} else if c := findReplyCode(r.Status); c != 0 {
+		// A Status that is an SMTP reply ("553 Exceeded maximum
+		// inbound message size"): its code gives the class.
 		class = c / 100
 	}
 	if class == 0 {

@@ -21,8 +21,11 @@ var addrRe = regexp.MustCompile(addrPat)
 // address after a label or a phrase such as "delivery to".
 var recipientLineRes = []*regexp.Regexp{
 	regexp.MustCompile(`^\s*(?:[-*•>]\s*)?[<"(\[]?(` + addrPat + `)[>")\]]?\s*:?\s*$`),
-	// An address followed by its error in brackets: "a@b [User unknown]".
+	// An address followed by its error in brackets: "a@b [User unknown]";
+	// Exchange's "a@b on Fri, 4 Oct 2002 ..." (or its X.400 form,
+	// "c=US;...;dda:SMTP=a@b; on Fri, ...") before the error lines.
 	regexp.MustCompile(`^\s*[<"(]?(` + addrPat + `)[>")]?\s+\[[^\]]+\]\s*$`),
+	regexp.MustCompile(`(?i)^\s*(?:c=[^\n]*?smtp=)?<?(` + addrPat + `)>?;?\s+on\s+(?:mon|tue|wed|thu|fri|sat|sun)`),
 	regexp.MustCompile(`^\s*[<"(\[]?(` + addrPat + `)[>")\]]?\s*:\s*\S`),
 	regexp.MustCompile(`<(` + addrPat + `)>\.\.\.\s*\S`),
 	regexp.MustCompile(`(?i)rcpt to:\s*<?(` + addrPat + `)`),
@@ -32,7 +35,7 @@ var recipientLineRes = []*regexp.Regexp{
 
 // sendmailAddrRule is the index in recipientLineRes of sendmail's
 // "<addr>... error".
-const sendmailAddrRule = 3
+const sendmailAddrRule = 4
 
 // ownLine reports whether the text before a sendmail-style "<addr>...
 // error" leaves the line to that address: nothing, a reply code (and
@@ -132,6 +135,10 @@ func scanText(text string, exclude map[string]bool, from, xFailed, subject strin
 	var hits []hit
 	seen := map[string]int{}
 	add := func(a string, i int, rest string) {
+		// An address quoted in prose between apostrophes ("addressed
+		// to 'a@b'"): the apostrophe is legal in a local part, but not
+		// at its start in any address a bounce is about.
+		a = strings.TrimLeft(a, "'")
 		if skip(a) {
 			return
 		}
@@ -170,7 +177,7 @@ func scanText(text string, exclude map[string]bool, from, xFailed, subject strin
 		}
 		line = l
 		for k, re := range recipientLineRes {
-			strong = k < 5
+			strong = k < 6
 			if m := re.FindStringSubmatchIndex(l); m != nil {
 				a := l[m[2]:m[3]]
 				if skip(a) || k == sendmailAddrRule && !ownLine(l[:m[0]], a) {
@@ -238,7 +245,24 @@ func scanText(text string, exclude map[string]bool, from, xFailed, subject strin
 			delete(pending, k)
 		}
 	}
-	// A header hit not named again keeps its line.
+	// An address met only in a quoted header field is the original's
+	// (a list's own address, often), not the report's, once the report
+	// names a recipient of its own; alone, it is the best guess left.
+	own := 0
+	for _, h := range hits {
+		if !h.header {
+			own++
+		}
+	}
+	if own > 0 && own < len(hits) {
+		kept := hits[:0]
+		for _, h := range hits {
+			if !h.header {
+				kept = append(kept, h)
+			}
+		}
+		hits = kept
+	}
 	// Each recipient's lines are its own: what the report says beside
 	// them (the notice around the list) speaks for a recipient whose own
 	// lines say nothing, but another recipient's error must not. In a
