@@ -65,6 +65,10 @@ func TestNoticeKind(t *testing.T) {
 		"I'm afraid I wasn't able to deliver your message to the following addresses.\n\n" +
 		"<a@b.example>:\nCould not be delivered for 5 days. Giving up.\n"
 	checkRecipient(t, "final expiry", final, "a@b.example", '5', false, Expired)
+	// A returned message whose error the server called temporary has a
+	// temporary status, but it was returned: a failure.
+	checkRecipient(t, "returned after a temporary failure", postfixText("<a@b.example>: temporary failure. Command output: avpcheck: unable to connect to avp daemon"),
+		"a@b.example", '4', false, "")
 	// A recipient named only by the quoted original gets the session
 	// transcript as its diagnostic, reply code and all.
 	sendmail := "From: Mail Delivery Subsystem <MAILER-DAEMON@x.example>\nSubject: Returned mail: Cannot send message for 4 days\n\n" +

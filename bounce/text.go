@@ -66,8 +66,10 @@ var origStartRe = regexp.MustCompile(`(?i)^\s*(?:[-=_*]{2,}.*(?:original|copy of
 // nothing about the notice: a Postfix bounce returning a message after a
 // DNS failure that it calls temporary is still a final failure.
 var (
-	warningRe = regexp.MustCompile(`(?i)will be retried|will retry|will keep trying|will continue (?:to )?(?:try|attempt)|still (?:being )?(?:retried|trying)|not yet been delivered|has been delayed|is delayed|delayed for|this is a warning|warning only|warning: could not send|temporary failure report|no action is required|do not need to re-?send|will be attempted again`)
-	finalRe   = regexp.MustCompile(`(?i)giving up|gave up|given up|not going to try again|will be deleted from (?:the )?queue|failed permanently|permanent (?:fatal )?error|could not be delivered for \d+ days?|cannot send message for \d+ days?|undeliverable for \d+|envelope expired|retry timeout exceeded|has been returned|returning message to sender`)
+	// temporaryWordRe is the server calling its own error temporary.
+	temporaryWordRe = regexp.MustCompile(`(?i)\btemporar|\bpersistent transient`)
+	warningRe       = regexp.MustCompile(`(?i)will be retried|will retry|will keep trying|will continue (?:to )?(?:try|attempt)|still (?:being )?(?:retried|trying)|not yet been delivered|has been delayed|is delayed|delayed for|this is a warning|warning only|warning: could not send|temporary failure report|no action is required|do not need to re-?send|will be attempted again`)
+	finalRe         = regexp.MustCompile(`(?i)giving up|gave up|given up|not going to try again|will be deleted from (?:the )?queue|failed permanently|permanent (?:fatal )?error|could not be delivered for \d+ days?|cannot send message for \d+ days?|undeliverable for \d+|envelope expired|retry timeout exceeded|has been returned|returning message to sender`)
 )
 
 // bounceTextRe recognises the body of a failure notice whose headers do not
@@ -446,7 +448,10 @@ func textRecipient(addr, diag string, whole *wholeText, rc reasonCache) Recipien
 		switch {
 		case enh != "":
 			class = int(enh[0] - '0')
-		case whole.warning:
+		case whole.warning || temporaryWordRe.MatchString(diag):
+			// A delay warning, or a returned message whose error the
+			// server called temporary: the status is temporary, though
+			// the message may have been returned.
 			class = 4
 		default:
 			// Absent any sign, a failure notice reports a failure.
