@@ -69,6 +69,12 @@ func TestNoticeKind(t *testing.T) {
 	// temporary status, but it was returned: a failure.
 	checkRecipient(t, "returned after a temporary failure", postfixText("<a@b.example>: temporary failure. Command output: avpcheck: unable to connect to avp daemon"),
 		"a@b.example", '4', false, "")
+	// Exim's "retry timeout exceeded" is a temporary error that ran out
+	// of time: returned, with a temporary status.
+	exim := "From: Mail Delivery System <Mailer-Daemon@x.example>\nSubject: Mail delivery failed: returning message to sender\n\n" +
+		"A message that you sent could not be delivered to one or more of its\nrecipients. This is a permanent error. The following address(es) failed:\n\n" +
+		"  a@b.example\n    retry timeout exceeded\n"
+	checkRecipient(t, "exim retry timeout", exim, "a@b.example", '4', false, Expired)
 	// A recipient named only by the quoted original gets the session
 	// transcript as its diagnostic, reply code and all.
 	sendmail := "From: Mail Delivery Subsystem <MAILER-DAEMON@x.example>\nSubject: Returned mail: Cannot send message for 4 days\n\n" +

@@ -66,6 +66,11 @@ var origStartRe = regexp.MustCompile(`(?i)^\s*(?:[-=_*]{2,}.*(?:original|copy of
 // nothing about the notice: a Postfix bounce returning a message after a
 // DNS failure that it calls temporary is still a final failure.
 var (
+	// retryTimeoutRe is Exim's verdict on an address whose temporary
+	// errors outlasted its retry rules: it says the cause was temporary
+	// (Exim writes it after no permanent error), however final the
+	// notice. Sisimai grades it so too.
+	retryTimeoutRe = regexp.MustCompile(`(?i)retry timeout exceeded|retry time not reached for any host after a long failure period|all hosts have been failing for a long time`)
 	// temporaryWordRe is the server calling its own error temporary.
 	temporaryWordRe = regexp.MustCompile(`(?i)\btemporar|\bpersistent transient`)
 	warningRe       = regexp.MustCompile(`(?i)will be retried|will retry|will keep trying|will continue (?:to )?(?:try|attempt)|still (?:being )?(?:retried|trying)|not yet been delivered|has been delayed|is delayed|delayed for|this is a warning|warning only|warning: could not send|temporary failure report|no action is required|do not need to re-?send|will be attempted again`)
@@ -448,7 +453,7 @@ func textRecipient(addr, diag string, whole *wholeText, rc reasonCache) Recipien
 		switch {
 		case enh != "":
 			class = int(enh[0] - '0')
-		case whole.warning || temporaryWordRe.MatchString(diag):
+		case whole.warning || temporaryWordRe.MatchString(diag) || retryTimeoutRe.MatchString(diag):
 			// A delay warning, or a returned message whose error the
 			// server called temporary: the status is temporary, though
 			// the message may have been returned.
