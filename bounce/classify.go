@@ -276,10 +276,12 @@ func phaseOf(text, wider string) (mail, data, rcpt bool, both string, ok bool) {
 // address, so its words about the address decide (Sisimai reads them the
 // same way).
 func atRcpt(v Verdict, text, wider string) Verdict {
-	if !v.Permanent || reasonFromText(text) != UserUnknown {
+	if !v.Permanent {
 		return v
 	}
-	if mail, data, rcpt, _, ok := phaseOf(text, wider); ok && rcpt && !mail && !data {
+	// The phase first: it is cheaper than the reason patterns, and
+	// rarely RCPT for a policy refusal.
+	if mail, data, rcpt, _, ok := phaseOf(text, wider); ok && rcpt && !mail && !data && reasonFromText(text) == UserUnknown {
 		v.Reason, v.Hard = UserUnknown, true
 	}
 	return v

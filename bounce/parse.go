@@ -452,7 +452,7 @@ func (p *parts) report() *Report {
 			p.guessed = len(to) > 0
 			w := newWholeText(text, text, subject)
 			for _, a := range to {
-				rep.Recipients = append(rep.Recipients, textRecipient(a, w.errors, w, rc))
+				rep.Recipients = append(rep.Recipients, textRecipient(a, w.errors(), w, rc))
 			}
 		}
 		if len(rep.Recipients) > 0 {

@@ -314,8 +314,9 @@ type wholeText struct {
 	all     string // the head of the whole report, for the SMTP phase
 	status  string // the first RFC 3463 status in the shared text
 	warning bool   // the report is a delay warning, not a final failure
-	errors  string // the reply lines of the shared text (errorLines)
-	single  bool   // the report names a single recipient
+	shared  string // the shared text whole, for errors
+	errs    *string
+	single  bool // the report names a single recipient
 }
 
 // whole is the report; shared is what it says besides its recipients'
@@ -324,7 +325,17 @@ type wholeText struct {
 func newWholeText(whole, shared, subject string) *wholeText {
 	kind := subject + "\n" + whole
 	return &wholeText{clipped: clip(shared), all: clip(whole), status: findStatus(shared),
-		warning: warningRe.MatchString(kind) && !finalRe.MatchString(kind), errors: errorLines(shared)}
+		warning: warningRe.MatchString(kind) && !finalRe.MatchString(kind), shared: shared}
+}
+
+// errors returns the reply lines of the shared text (errorLines), found
+// on first use: most reports never need them.
+func (w *wholeText) errors() string {
+	if w.errs == nil {
+		e := errorLines(w.shared)
+		w.errs = &e
+	}
+	return *w.errs
 }
 
 // errorLines returns the lines of a free-text report that carry an SMTP
@@ -432,12 +443,12 @@ func hasCode(s string) bool {
 // textRecipient classifies one recipient of a free-text bounce from the text
 // about it, falling back to the whole report for what that text lacks.
 func textRecipient(addr, diag string, whole *wholeText, rc reasonCache) Recipient {
-	if !hasFailureCode(diag) && whole.errors != "" && whole.single {
+	if whole.single && !hasFailureCode(diag) && whole.errors() != "" {
 		// The recipient's own lines quote no reply, but the report, which
 		// is about it alone, does ("Error message below: 550 - Requested
 		// action not taken: no such user here"): that is the server's
 		// answer about this recipient.
-		diag = joinSpace(whole.errors, diag)
+		diag = joinSpace(whole.errors(), diag)
 	}
 	enh := findStatus(diag)
 	class := 0
