@@ -48,49 +48,6 @@ const (
 	Other           Reason = "other"        // onhold, undefined and anything unrecognised
 )
 
-// SisimaiReason maps a Sisimai reason name (as used in the corpus
-// expectations) to the Reason latchkey gives for the same failure.
-func SisimaiReason(name string) Reason {
-	switch name {
-	case "userunknown":
-		return UserUnknown
-	case "mailboxfull":
-		return MailboxFull
-	case "hostunknown":
-		return HostUnknown
-	case "notaccept":
-		return NotAccept
-	case "suspend":
-		return MailboxDisabled
-	case "hasmoved":
-		return HasMoved
-	case "mesgtoobig", "exceedlimit":
-		return MessageTooBig
-	case "blocked", "rejected", "filtered", "policyviolation", "requireptr", "badreputation",
-		"norelaying", "notcompliantrfc", "contenterror", "syntaxerror":
-		return Policy
-	case "spamdetected", "virusdetected":
-		return SpamDetected
-	case "authfailure", "securityerror":
-		return AuthFailure
-	case "toomanyconn", "speeding":
-		return RateLimited
-	case "expired":
-		return Expired
-	case "networkerror":
-		return NetworkError
-	case "systemerror", "mailererror", "systemfull":
-		return SystemError
-	case "feedback":
-		return Complaint
-	case "vacation":
-		return AutoReply
-	case "delivered":
-		return Delivered
-	}
-	return Other
-}
-
 // Verdict is the classification of one failed delivery.
 type Verdict struct {
 	// Permanent is true when retrying the same message will not help (5xx).
@@ -105,14 +62,4 @@ type Verdict struct {
 	// Status is the RFC 3463 status (class.subject.detail), taken from the
 	// reply where it has one and derived from the reason where it has not.
 	Status string
-}
-
-// isHard reports whether a permanent failure for this reason condemns the
-// address rather than the message.
-func isHard(r Reason) bool {
-	switch r {
-	case UserUnknown, HostUnknown, NotAccept, HasMoved:
-		return true
-	}
-	return false
 }

@@ -76,9 +76,16 @@ func classify(class int, enh, text string, own bool, rc reasonCache) Verdict {
 		} else if r == "" {
 			r = Other
 		}
-	} else if r == UserUnknown && rc.reason(text) == MailboxFull {
-		// "Over quota" proves the mailbox exists, whatever the code says.
-		r = MailboxFull
+	} else if isHard(r) {
+		if tr := rc.reason(text); outranksStatus(tr) {
+			// "Over quota" proves the mailbox exists, a rate limit or
+			// the recipient's own filter is about the sender, whatever
+			// addressing status the server sent with it.
+			r = tr
+		}
+	}
+	if r == recipientFilter {
+		r = Policy
 	}
 	v.Reason = r
 	v.Hard = v.Permanent && isHard(r)
@@ -117,24 +124,38 @@ func normStatus(s string) string {
 	return s
 }
 
-// findStatus returns the first RFC 3463 status in text, or "".
+// findStatus returns the first RFC 3463 status in text, or "". A success
+// status (2.x.x) counts only when no failure status follows it: in a
+// transcript, "250 2.1.5 Ok" is a step that went well before the one that
+// failed.
 func findStatus(text string) string {
-	m := enhancedRe.FindStringSubmatch(text)
-	if m == nil {
-		return ""
+	first := ""
+	for _, m := range enhancedRe.FindAllStringSubmatch(text, 8) {
+		st := m[1] + "." + m[2] + "." + m[3]
+		if st[0] != '2' {
+			return st
+		}
+		if first == "" {
+			first = st
+		}
 	}
-	return m[1] + "." + m[2] + "." + m[3]
+	return first
 }
 
-// specificStatus returns the status in text that says most: the first one
-// with a detail other than 0, else the first that is not X.0.0, else "".
-// Relays wrap the answering server's reply in their own generic code
-// ("5.1.0 - Unknown address error 550-'5.7.1 ... Access denied'"): in RFC
-// 3463 a detail of 0 means "other or undefined" within its subject, so a
-// later status with a real detail is the better witness.
+// specificStatus returns the failure status in text that says most: the
+// first one with a detail other than 0, else the first that is not X.0.0,
+// else "". Relays wrap the answering server's reply in their own generic
+// code ("5.1.0 - Unknown address error 550-'5.7.1 ... Access denied'"): in
+// RFC 3463 a detail of 0 means "other or undefined" within its subject, so
+// a later status with a real detail is the better witness. Success
+// statuses (2.x.x) are skipped: in a transcript they are the replies to
+// the commands before the one that failed.
 func specificStatus(text string) string {
 	first := ""
 	for _, m := range enhancedRe.FindAllStringSubmatch(text, 8) {
+		if m[1] == "2" {
+			continue
+		}
 		st := m[1] + "." + m[2] + "." + m[3]
 		if m[3] != "0" {
 			return st
@@ -146,130 +167,21 @@ func specificStatus(text string) string {
 	return first
 }
 
-// findReplyCode returns the first SMTP reply code in text, or 0.
+// findReplyCode returns the first failure reply code (4xx, 5xx) in text,
+// else the first reply code, else 0. A transcript quotes the replies that
+// went well ("250 2.1.5 Ok") before the one that ended the transaction.
 func findReplyCode(text string) int {
-	m := replyCodeRe.FindStringSubmatch(text)
-	if m == nil {
-		return 0
+	first := 0
+	for _, m := range replyCodeRe.FindAllStringSubmatch(text, 8) {
+		n, _ := strconv.Atoi(m[1])
+		if n >= 400 {
+			return n
+		}
+		if first == 0 {
+			first = n
+		}
 	}
-	n, _ := strconv.Atoi(m[1])
-	return n
-}
-
-// reasonFromStatus maps an enhanced status to a reason. specific is true when
-// the status alone is conclusive; otherwise the text may say more (X.0.0,
-// X.7.1 and the like are used for everything).
-func reasonFromStatus(enh string) (r Reason, specific bool) {
-	if enh == "" {
-		return "", false
-	}
-	sd := enh[2:] // subject.detail
-	switch sd {
-	case "1.1", "1.4": // bad mailbox, ambiguous
-		return UserUnknown, true
-	case "1.3": // bad syntax: also used for refusals that are not about it
-		return UserUnknown, false
-	case "1.2":
-		return HostUnknown, true
-	case "1.10": // RFC 7505 null MX
-		return NotAccept, true
-	case "1.6":
-		return HasMoved, true
-	case "7.13":
-		return MailboxDisabled, true
-	case "2.1": // also widely sent for "user unknown": the text decides
-		return MailboxDisabled, false
-	case "2.2":
-		return MailboxFull, true
-	case "2.3", "3.4":
-		return MessageTooBig, true
-	case "4.7":
-		return Expired, true
-	case "4.2", "4.6":
-		return NetworkError, true
-	case "4.1":
-		return NetworkError, false
-	case "1.7", "1.8": // the sender's address or domain: never the recipient's fault
-		return Policy, true
-	case "7.23", "7.24", "7.25", "7.26", "7.27", "7.20", "7.21", "7.22", "7.5", "7.7":
-		return AuthFailure, true
-	case "7.28":
-		return RateLimited, true
-	case "7.0", "7.1", "7.606", "7.9":
-		return Policy, false
-	case "4.4":
-		return HostUnknown, false
-	case "3.0", "3.1", "3.2", "3.5", "4.3":
-		return SystemError, false
-	}
-	return "", false
-}
-
-// defaultDetail is the subject.detail of the status a reason implies, for
-// replies that gave none.
-func defaultDetail(r Reason) string {
-	switch r {
-	case UserUnknown:
-		return "1.1"
-	case HostUnknown:
-		return "1.2"
-	case NotAccept:
-		return "1.10"
-	case HasMoved:
-		return "1.6"
-	case MailboxDisabled:
-		return "2.1"
-	case MailboxFull:
-		return "2.2"
-	case MessageTooBig:
-		return "3.4"
-	case Expired:
-		return "4.7"
-	case NetworkError:
-		return "4.1"
-	case Policy, SpamDetected:
-		return "7.1"
-	case AuthFailure:
-		return "7.26"
-	case RateLimited:
-		return "7.28"
-	case SystemError:
-		return "3.0"
-	}
-	return "0.0"
-}
-
-// textRules are tried in order on the lower-cased diagnostic; the first match
-// wins. The order matters: specific phrases before generic words ("spamhaus"
-// names a block list, not spam content; "rejected" says almost nothing).
-var textRules = []struct {
-	r  Reason
-	re *regexp.Regexp
-}{
-	// Said outright, a disabled account outranks the "user unknown" that
-	// some servers add to it.
-	{MailboxDisabled, regexp.MustCompile(`(?:account|mailbox|user) (?:is |has been )?(?:disabled|suspended|deactivated)|account is inactive|is not active`)},
-	{HasMoved, regexp.MustCompile(`has (?:been )?moved|address (?:has )?changed|no longer (?:at|with) `)},
-	{RateLimited, regexp.MustCompile(`rate limit|frequency limit|ratelimit|too many (?:connections|messages|recipients|concurrent|mails|emails)|throttl|exceeded (?:the )?(?:sending|rate|message) (?:limit|rate)|sending (?:limit|quota)|try again later.*rate|receiving mail at a rate`)},
-	{MailboxFull, regexp.MustCompile(`mailbox (?:is )?full|mail ?box full|over ?quota|quota (?:exceeded|exceed|full)|exceeded (?:storage|(?:his|her|their|the) quota)|disk quota|storage quota|storage (?:space )?(?:is )?full|mailbox size limit|exceeds allowed size|insufficient (?:disk |storage )?space|out of (?:storage|disk)|full mailbox|mailbox (?:has )?exceeded|too much mail|(?:inbox|mailbox) is over|their mailbox is full|user.s storage|has not enough space|not enough (?:disk |storage )?space`)},
-	// A malformed message (headers too large or repeated, commands out of
-	// order) is refused for its form: before the size and authentication
-	// rules, whose words ("too large", "DKIM") these texts contain.
-	{Policy, regexp.MustCompile(`headers? (?:is |are )?too (?:large|long|many)|too many headers|duplicated? header|improper sequence|bad sequence of commands`)},
-	{MessageTooBig, regexp.MustCompile(`message (?:is )?too (?:big|large)|message size (?:exceeds|limit)|size limit|too large|exceeds (?:the )?maximum (?:message )?size|message length exceeds|maximum message size`)},
-	{AuthFailure, regexp.MustCompile(`\bspf\b|sender policy framework|\bdkim\b|domainkeys|\bdmarc\b|authentication (?:check )?fail|not authenticated|unauthenticated (?:email|mail)|sender address verification|failed (?:the )?(?:spf|dkim|dmarc)|authentication (?:is )?required|authrequired|unauthenticated senders?|(?:fails?|failed) to pass authentication|authentication checks`)},
-	{NotAccept, regexp.MustCompile(`null mx|does not accept (?:e-?)?mail|no smtp service|accepts no mail`)},
-	{UserUnknown, regexp.MustCompile(`(?:recipient|[0-9.#]+ ) ?address rejected(?:\.|\s*$)|@[a-z0-9.-]+>? (?:does not|doesn't) exist|user unknown|unknown user|no such (?:user|recipient|mailbox|account|person|address)|unknown (?:recipient|mailbox|local[- ]part|address|account)|recipient (?:unknown|not found|does not exist|address rejected: (?:user|undeliverable|unknown|access denied))|(?:user|mailbox|account|address|recipient|addressee) (?:\S+ )?(?:does ?n[o']t exist|not exist|not found|is unknown|unavailable|is not valid|invalid)|(?:mailbox|user) not (?:found|exist|known|listed)|not listed in|invalid (?:recipient|mailbox|user|address|e-?mail address)|(?:is not|isn't) a valid (?:user|mailbox|recipient|address)|doesn't have an? .{0,40}account|no mailbox|undeliverable address|unknown or illegal alias|not a known user|address (?:does not|doesn't) exist|no account by that name|this account does not exist|no valid recipients|not our customer|user (?:is )?not (?:here|local)|bad destination mailbox|unable to deliver to|mailbox unavailable|dosn't exist|unknown e-?mail address`)},
-	{HostUnknown, regexp.MustCompile(`\b[a-z0-9-]+(?:\.[a-z0-9-]+)+ (?:does not|doesn't) exist|couldn't find a mail exchanger|domain is not reachable|host unknown|unknown host|host not found|domain not found|no such domain|domain (?:\S+ )?(?:does not|doesn't) exist|unknown domain|domain (?:is )?(?:not|no longer) (?:registered|exist)|unrouteable address|unroutable address|name or service not known|nxdomain|no mx (?:record|host)|(?:dns|host ?name|mx) lookup fail|domain name not found|host or domain name not found|mx lookup fail|non-existent domain`)},
-	{MailboxDisabled, regexp.MustCompile(`disabled|suspended|inactive|deactivated|account (?:is )?locked|is not active|account (?:has been )?(?:closed|terminated|blocked)|mailbox (?:is )?(?:locked|closed|frozen)|account expired|temporarily unavailable.*account`)},
-	{SpamDetected, regexp.MustCompile(`virus|malware|infected|\bspam\b|spam (?:detected|message|content)|junk mail|unsolicited|blacklisted url|content (?:was )?(?:rejected|filter)|classified as (?:spam|bulk)|bulk mail|suspicious (?:content|url|link)|looked like spam|spamming`)},
-	{Expired, regexp.MustCompile(`retry timeout|expired|giving up|gave up|could not deliver for the last|too long (?:in|on) (?:the )?queue|delivery time|has been delayed|will be retried|not (?:yet )?been delivered|message (?:was )?delayed|delivery (?:attempts|failed \d+ attempts)|failed \d+ attempts|time ?out (?:exceeded|waiting)|undeliverable for|queue time|maximum (?:time|retries)`)},
-	{NetworkError, regexp.MustCompile(`connection (?:refused|timed out|reset|closed|dropped|lost)|lost connection|network (?:error|is unreachable|unreachable)|socket error|timed out|timeout|could not connect|couldn't connect|unable to connect|did not accept our requests to connect|no route to host|name service error|loop|too many hops|host not reachable|temporary failure in name resolution|dns (?:error|failure|timeout)|servfail|tls (?:handshake|negotiation)|starttls`)},
-	// A server that names its own failure is not refusing the message,
-	// even when it words it "recipient address rejected".
-	{SystemError, regexp.MustCompile(`system error|internal error|mailer error|server error|configuration error|local error|out of memory|i/o error|temporary local problem|local delivery failed`)},
-	{Policy, regexp.MustCompile(`block|blacklist|black list|denylist|spamhaus|spamcop|\brbl\b|\bdnsbl\b|barracuda|reputation|denied|refused|reject|not permitted|prohibited|not allowed|policy|relay|reverse (?:dns|lookup)|\bptr\b|rdns|banned|filter|forbidden|not authorized|unauthorized|access restricted|blocked|listed|not accepted|ip .{0,40}(?:is )?(?:on|in) .{0,20}list|sender (?:address )?rejected|mismatch|administrative prohibition|redundant|duplicated|syntax|rfc ?\d{3,4}|mime|header|permission|restrict|authoriz|client host`)},
-	{SystemError, regexp.MustCompile(`system error|internal error|server error|configuration error|local error|mail loop|pipe to|mailer error|program|resources|system (?:not|is) available|out of memory|i/o error|temporary local problem|unexpected|try again later|service (?:is )?(?:currently |temporarily )?(?:not |un)available|local delivery failed`)},
+	return first
 }
 
 // dataPhaseRe spots a rejection given at the end of DATA, after the
@@ -278,7 +190,9 @@ var textRules = []struct {
 var (
 	dataPhaseRe = regexp.MustCompile(`(?i)after end of data|end of data command|>>> data|after data|in reply to end of data|after the data|data command`)
 	mailFromRe  = regexp.MustCompile(`(?i)after mail from|in reply to mail from|>>> mail from`)
-	rcptPhaseRe = regexp.MustCompile(`(?i)\brcpt(?:[ _]to)?\b`)
+	// rcptPhaseRe also knows qmail's words for a reply to RCPT TO, "does
+	// not like recipient".
+	rcptPhaseRe = regexp.MustCompile(`(?i)\brcpt(?:[ _]to)?\b|does not like recipient`)
 	// addressRe is wording that only a failed recipient check produces:
 	// the reporting MTA saying it was the address that was refused or not
 	// found, or the final server saying its directory has no such name.
@@ -306,22 +220,18 @@ var (
 // single one: a transcript of several sessions (sendmail's) may show DATA
 // for one recipient and RCPT TO for another.
 func dataPhase(v Verdict, given bool, text, wider string) Verdict {
+	if v.Reason == Policy {
+		return atRcpt(v, text, wider)
+	}
 	if v.Reason != UserUnknown && v.Reason != HostUnknown && v.Reason != Other {
 		return v
 	}
-	mail, data, rcpt := mailFromRe.MatchString(text), dataPhaseRe.MatchString(text), rcptPhaseRe.MatchString(text)
-	if !mail && !data && !rcpt && wider != "" {
-		mail, data, rcpt = mailFromRe.MatchString(wider), dataPhaseRe.MatchString(wider), rcptPhaseRe.MatchString(wider)
-		if mail && data || mail && rcpt || data && rcpt {
-			return v
-		}
-		text += "\n" + wider
+	if v.Reason == UserUnknown && providerUnknownRe.MatchString(text) {
+		return v
 	}
-	if data && pipelinedRe.MatchString(text) {
-		// With PIPELINING (RFC 2920) the RCPT TO replies are read after
-		// DATA is sent, and sendmail's transcript puts them after
-		// ">>> DATA"; a DATA refused for want of recipients proves it.
-		data = false
+	mail, data, rcpt, text, ok := phaseOf(text, wider)
+	if !ok {
+		return v
 	}
 	switch {
 	case mail && !rcpt && (v.Reason != Other || v.Permanent):
@@ -335,6 +245,53 @@ func dataPhase(v Verdict, given bool, text, wider string) Verdict {
 	v.Reason, v.Hard = Policy, false
 	return v
 }
+
+// phaseOf reads the SMTP phase a rejection came in from the recipient's
+// own text, or, where that names none, from the whole report if it names
+// a single one; text is then the two together. ok is false when the
+// report names several phases, which says nothing about this recipient.
+func phaseOf(text, wider string) (mail, data, rcpt bool, both string, ok bool) {
+	mail, data, rcpt = mailFromRe.MatchString(text), dataPhaseRe.MatchString(text), rcptPhaseRe.MatchString(text)
+	if !mail && !data && !rcpt && wider != "" {
+		mail, data, rcpt = mailFromRe.MatchString(wider), dataPhaseRe.MatchString(wider), rcptPhaseRe.MatchString(wider)
+		if mail && data || mail && rcpt || data && rcpt {
+			return mail, data, rcpt, text, false
+		}
+		text += "\n" + wider
+	}
+	if data && pipelinedRe.MatchString(text) {
+		// With PIPELINING (RFC 2920) the RCPT TO replies are read after
+		// DATA is sent, and sendmail's transcript puts them after
+		// ">>> DATA"; a DATA refused for want of recipients proves it.
+		data = false
+	}
+	return mail, data, rcpt, text, true
+}
+
+// atRcpt corrects a policy verdict that the status made of a "user
+// unknown": classify files those words under the server's own status
+// where that is about the mailbox, the system or policy (X.2, X.3, X.7),
+// since the same words come from content filters. A reply to RCPT TO is
+// no content filter: the server had not seen the message, only the
+// address, so its words about the address decide (Sisimai reads them the
+// same way).
+func atRcpt(v Verdict, text, wider string) Verdict {
+	if !v.Permanent {
+		return v
+	}
+	// The phase first: it is cheaper than the reason patterns, and
+	// rarely RCPT for a policy refusal.
+	if mail, data, rcpt, _, ok := phaseOf(text, wider); ok && rcpt && !mail && !data && reasonFromText(text) == UserUnknown {
+		v.Reason, v.Hard = UserUnknown, true
+	}
+	return v
+}
+
+// providerUnknownRe matches the replies of providers that refuse an
+// unknown user only after DATA, in words no content filter uses: Yahoo's
+// "554 delivery error: dd This user doesn't have a yahoo.com account".
+// They condemn the address whatever the phase.
+var providerUnknownRe = regexp.MustCompile(`(?i)delivery error: dd (?:this user doesn't have an? \S+ account|requested mailbox not found)`)
 
 // pipelinedRe matches the reply to a DATA sent when no recipient had been
 // accepted.
@@ -382,22 +339,4 @@ func transient(v Verdict, action string) Verdict {
 		v.Reason = Expired
 	}
 	return v
-}
-
-// reasonFromText returns the reason the text suggests, or "".
-func reasonFromText(text string) Reason {
-	if text == "" {
-		return ""
-	}
-	t := strings.ToLower(text)
-	// Postfix's "delivery temporarily suspended: <last error>" says the
-	// destination is being skipped for now, nothing about a suspended
-	// mailbox: the error after it decides.
-	t = strings.ReplaceAll(t, "delivery temporarily suspended", "delivery deferred")
-	for _, rule := range textRules {
-		if rule.re.MatchString(t) {
-			return rule.r
-		}
-	}
-	return ""
 }

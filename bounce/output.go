@@ -22,6 +22,7 @@ type FileReport struct {
 // RecipientJSON is one recipient in FileReport.
 type RecipientJSON struct {
 	Recipient  string `json:"recipient"`
+	Original   string `json:"original_recipient,omitempty"`
 	Action     string `json:"action"`
 	Status     string `json:"status"`
 	Permanent  bool   `json:"permanent"`
@@ -37,7 +38,7 @@ func (r *Report) JSON(file string) FileReport {
 		FeedbackType: r.FeedbackType, Format: r.Format, MessageID: r.OriginalMessageID,
 		Recipients: []RecipientJSON{}}
 	for _, rc := range r.Recipients {
-		out.Recipients = append(out.Recipients, RecipientJSON{Recipient: rc.Recipient, Action: rc.Action,
+		out.Recipients = append(out.Recipients, RecipientJSON{Recipient: rc.Recipient, Original: rc.Original, Action: rc.Action,
 			Status: rc.Status, Permanent: rc.Permanent, Hard: rc.Hard, Reason: rc.Reason,
 			RemoteMTA: rc.RemoteMTA, Diagnostic: rc.Diagnostic})
 	}
@@ -84,6 +85,11 @@ func (r *Report) WriteText(w io.Writer, file string) error {
 			rc.Recipient, rc.Action, rc.Status, sev, rc.Reason)
 		if err != nil {
 			return err
+		}
+		if rc.Original != "" {
+			if _, err := fmt.Fprintf(w, "    original   %s\n", rc.Original); err != nil {
+				return err
+			}
 		}
 		if rc.RemoteMTA != "" {
 			if _, err := fmt.Fprintf(w, "    remote-mta %s\n", rc.RemoteMTA); err != nil {

@@ -70,6 +70,10 @@ type Report struct {
 // Recipient is one recipient's outcome.
 type Recipient struct {
 	Recipient string // the final recipient address
+	// Original is the DSN's Original-Recipient where it names another
+	// mailbox than Recipient: the address the sender gave in RCPT TO
+	// (the Final-Recipient may be where a forward sent it).
+	Original  string
 	Action    string // failed, delayed, delivered, relayed, expanded (lower case)
 	Status    string // RFC 3463 status
 	Permanent bool
@@ -241,12 +245,30 @@ func (p *parts) walk(e *message.Entity, depth int) {
 		}
 	case strings.HasPrefix(mt, "text/") || mt == "":
 		b := readBody(e.Body)
+		if isAttachment(e.Header) && headerBlockRe.Match(b) {
+			// A text file attached beside the report that holds the
+			// original's header ("mailheaders.txt"): its Received and
+			// To lines are not the report's.
+			if p.orig == nil {
+				p.readOrig(bytes.NewReader(b))
+			}
+			return
+		}
 		s := string(b)
 		if mt == "text/html" {
 			s = stripHTML(s)
 		}
 		p.texts = append(p.texts, s)
 	}
+}
+
+// headerBlockRe matches the start of a message header block.
+var headerBlockRe = regexp.MustCompile(`(?i)^(?:\s*\n)?(?:received|return-path|message-id|from|to|date|subject|dkim-signature|x-[a-z0-9-]+|mime-version|delivered-to):[ \t]`)
+
+// isAttachment reports whether a part is marked as an attachment.
+func isAttachment(h message.Header) bool {
+	d, _, err := h.ContentDisposition()
+	return err == nil && d == "attachment"
 }
 
 // readOrig keeps the header of the quoted original message.
@@ -378,7 +400,7 @@ func (p *parts) report() *Report {
 		text := strings.Join(p.texts, "\n")
 		var unnamed []int
 		for _, b := range p.status {
-			unnamed = append(unnamed, readDSN(b, rep, text)...)
+			unnamed = append(unnamed, readDSN(b, rep, text, p.saidAbout(text))...)
 		}
 		if len(unnamed) > 0 {
 			p.nameFromText(rep, unnamed, text)
@@ -407,7 +429,7 @@ func (p *parts) report() *Report {
 		if b := inlineStatus(text); b != nil {
 			// A delivery-status block pasted into the text (a report
 			// whose MIME parts were never marked): read it as a DSN.
-			if unnamed := readDSN(b, rep, text); len(unnamed) > 0 {
+			if unnamed := readDSN(b, rep, text, nil); len(unnamed) > 0 {
 				p.nameFromText(rep, unnamed, text)
 			}
 			if len(rep.Recipients) > 0 {
@@ -415,7 +437,8 @@ func (p *parts) report() *Report {
 				break
 			}
 		}
-		rep.Recipients = scanText(text, p.exclude(), p.top.Get("From"), p.top.Get("X-Failed-Recipients"))
+		subject := decodeWords(p.top.Get("Subject"))
+		rep.Recipients = scanText(text, p.exclude(), p.top.Get("From"), p.top.Get("X-Failed-Recipients"), subject)
 		if len(rep.Recipients) == 0 {
 			// Nothing in the report names the recipient: the quoted
 			// original's To is the best remaining witness.
@@ -427,9 +450,9 @@ func (p *parts) report() *Report {
 			}
 			rc := reasonCache{}
 			p.guessed = len(to) > 0
-			w := newWholeText(text)
+			w := newWholeText(text, text, subject)
 			for _, a := range to {
-				rep.Recipients = append(rep.Recipients, textRecipient(a, "", w, rc))
+				rep.Recipients = append(rep.Recipients, textRecipient(a, w.errors(), w, rc))
 			}
 		}
 		if len(rep.Recipients) > 0 {
@@ -442,6 +465,28 @@ func (p *parts) report() *Report {
 		}
 	}
 	return rep
+}
+
+// saidAbout returns a lookup of what the free-text part of a report says
+// about each address it names, read once on first use.
+func (p *parts) saidAbout(text string) func(string) string {
+	var said map[string]string
+	return func(addr string) string {
+		if said == nil {
+			said = map[string]string{}
+			t := text
+			if len(t) > maxScan {
+				t = t[:maxScan]
+			}
+			for _, r := range scanText(t, p.exclude(), p.top.Get("From"), "", "") {
+				k := strings.ToLower(r.Recipient)
+				if _, ok := said[k]; !ok {
+					said[k] = r.Diagnostic
+				}
+			}
+		}
+		return said[strings.ToLower(addr)]
+	}
 }
 
 // nameFromText names the DSN recipients whose address was not a mailbox
@@ -457,22 +502,28 @@ func (p *parts) nameFromText(rep *Report, unnamed []int, text string) {
 		// As for a free-text bounce: the failed addresses are at the top.
 		text = text[:maxScan]
 	}
-	var cands []string
-	for _, r := range scanText(text, p.exclude(), p.top.Get("From"), p.top.Get("X-Failed-Recipients")) {
-		cands = append(cands, r.Recipient)
-	}
+	var cands []Recipient
+	cands = append(cands, scanText(text, p.exclude(), p.top.Get("From"), p.top.Get("X-Failed-Recipients"), "")...)
 	if p.orig != nil {
-		cands = append(cands, allAddrs(p.orig.Get("To"))...)
+		for _, a := range allAddrs(p.orig.Get("To")) {
+			cands = append(cands, Recipient{Recipient: a})
+		}
 	}
 	for _, i := range unnamed {
-		for len(cands) > 0 && have[strings.ToLower(cands[0])] {
+		for len(cands) > 0 && have[strings.ToLower(cands[0].Recipient)] {
 			cands = cands[1:]
 		}
 		if len(cands) == 0 {
 			return
 		}
-		rep.Recipients[i].Recipient = cands[0]
-		have[strings.ToLower(cands[0])] = true
+		r := &rep.Recipients[i]
+		r.Recipient = cands[0].Recipient
+		if r.Diagnostic == "" {
+			// The text's lines about the address it names are the
+			// diagnostic the fields did not give.
+			r.Diagnostic = cands[0].Diagnostic
+		}
+		have[strings.ToLower(r.Recipient)] = true
 		cands = cands[1:]
 	}
 }
@@ -706,7 +757,11 @@ func readFields(b []byte) []field {
 //
 // It returns the indexes in rep.Recipients of recipients whose address the
 // report did not give in usable form, for the caller to name from the text.
-func readDSN(b []byte, rep *Report, text string) (unnamed []int) {
+//
+// said, if not nil, returns what the text of the report says about an
+// address (its lines in the free-text notice), for a recipient whose
+// fields give no Diagnostic-Code.
+func readDSN(b []byte, rep *Report, text string, said func(string) string) (unnamed []int) {
 	type rcpt struct {
 		Recipient
 		orig, final string
@@ -787,10 +842,25 @@ func readDSN(b []byte, rep *Report, text string) (unnamed []int) {
 				unnamed = append(unnamed, len(rep.Recipients))
 			}
 		}
+		if isMailbox(r.orig) && !strings.EqualFold(r.orig, r.Recipient.Recipient) {
+			r.Recipient.Original = r.orig
+		}
 		// A local mailer (a pipe, procmail) that failed speaks of this
 		// system, whatever words it used, not of the address.
 		local := r.diagType == "x-unix" || r.diagType == "x-local"
-		rep.Recipients = append(rep.Recipients, finish(r.Recipient, text, local, rc))
+		// For a recipient without a Diagnostic-Code the report's text
+		// stands in. Its lines about the address are the server's words
+		// that the fields left out (sendmail's transcript: "550 5.1.2
+		// <a@b>... Host unknown"), and the diagnostic to show; the
+		// reason is still read from the whole text where the report is
+		// about this recipient alone, since the notice around those lines
+		// may say more ("The user(s) account is disabled."), but from the
+		// lines alone where it lists several, lest one take another's.
+		whole := r.Diagnostic == "" && len(list) == 1
+		if r.Diagnostic == "" && said != nil && r.final != "" && !strings.Contains(r.Status, "(") {
+			r.Diagnostic = said(r.final)
+		}
+		rep.Recipients = append(rep.Recipients, finish(r.Recipient, text, whole, local, rc))
 	}
 	return unnamed
 }
@@ -801,17 +871,23 @@ func isMailbox(s string) bool {
 }
 
 // finish classifies a DSN recipient from its Status, Action and diagnostic.
-func finish(r Recipient, text string, local bool, rc reasonCache) Recipient {
+// whole is true when the reason is to be read from the report's text
+// rather than from the diagnostic.
+func finish(r Recipient, text string, whole, local bool, rc reasonCache) Recipient {
 	enh := normStatus(r.Status)
 	if enh == "" {
 		enh = findStatus(r.Status)
 	}
 	expired := false
-	if r.Action == "expired" {
+	switch r.Action {
+	case "expired":
 		// Not an RFC 3464 action, but what some senders (SendGrid among
 		// them) write when they gave up after retrying: a failure.
 		r.Action = "failed"
 		expired = true
+	case "failure", "error", "fail":
+		// Other senders' words for "failed" (OpenSMTPD's "error").
+		r.Action = "failed"
 	}
 	diag := r.Diagnostic
 	// A generic Status often hides the specific one the remote server gave
@@ -819,11 +895,16 @@ func finish(r Recipient, text string, local bool, rc reasonCache) Recipient {
 	// reply contradicts: the remote server's own code at the head of its
 	// reply is the better witness. So is its 5xx where the report says the
 	// delivery failed but gives a 4.x.x Status (the last transient error
-	// before a permanent refusal).
+	// before a permanent refusal). A Status of X.0.0 says only the class
+	// the reporting MTA chose, so the server's own status stands even in
+	// another class where its reply code agrees with it: a "451 4.3.0"
+	// that ended the transaction is a temporary failure, whatever
+	// "5.0.0" the report put on it.
 	if d := specificStatus(diag); d != "" && d != enh {
 		sameClass := enh == "" || d[0] == enh[0]
 		gaveUp := enh != "" && r.Action == "failed" && enh[0] == '4' && d[0] == '5'
-		if sameClass && (enh == "" || genericStatus(enh) || replyHeadRe.MatchString(diag)) || gaveUp {
+		undecided := strings.HasSuffix(enh, ".0.0") && findReplyCode(diag)/100 == int(d[0]-'0')
+		if sameClass && (enh == "" || genericStatus(enh) || replyHeadRe.MatchString(diag)) || gaveUp || undecided {
 			enh = d
 		}
 	}
@@ -844,6 +925,10 @@ func finish(r Recipient, text string, local bool, rc reasonCache) Recipient {
 		class = int(enh[0] - '0')
 	} else if c := findReplyCode(diag); c != 0 {
 		class = c / 100
+	} else if c := findReplyCode(r.Status); c != 0 {
+		// A Status that is an SMTP reply ("553 Exceeded maximum
+		// inbound message size"): its code gives the class.
+		class = c / 100
 	}
 	if class == 0 {
 		switch r.Action {
@@ -856,7 +941,7 @@ func finish(r Recipient, text string, local bool, rc reasonCache) Recipient {
 		}
 	}
 	why := clip(diag)
-	if why == "" {
+	if why == "" || whole {
 		// The report's text stands in for every recipient without a
 		// diagnostic: the same string each time, so rc remembers it.
 		why = clip(text)
