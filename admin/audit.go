@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -209,7 +210,10 @@ func (s *server) auditVerify(w http.ResponseWriter, r *http.Request) {
 type ClickRequest struct {
 	QueueID   string `json:"queue_id"`
 	MessageID string `json:"message_id"`
-	Time      string `json:"time"`
+	// LinkSHA256 is the SHA-256 (hex) of the exact link the user opened:
+	// the reset page can compute it without sending the link or its token.
+	LinkSHA256 string `json:"link_sha256"`
+	Time       string `json:"time"`
 }
 
 // ClickResult is the answer: the recorded event and whether the item had
@@ -236,8 +240,8 @@ func (s *server) report(w http.ResponseWriter, r *http.Request, typ string) {
 	if !decodeJSON(w, r, &req) {
 		return
 	}
-	if (req.QueueID == "") == (req.MessageID == "") {
-		writeError(w, http.StatusBadRequest, "queue_id, message_id: give exactly one")
+	if n := btoi(req.QueueID != "") + btoi(req.MessageID != "") + btoi(req.LinkSHA256 != ""); n != 1 {
+		writeError(w, http.StatusBadRequest, "queue_id, message_id, link_sha256: give exactly one")
 		return
 	}
 	now := time.Now()
@@ -285,10 +289,39 @@ func (s *server) report(w http.ResponseWriter, r *http.Request, typ string) {
 		Class: it.Class, Time: ev.Time, Seq: ev.Seq, Duplicate: len(prior) > 0})
 }
 
+var sha256HexRE = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 // clickTarget resolves the clicked item: by queue_id (an item id, or a
 // message id of a one-recipient message) or by Message-ID. An id that names
 // several items (several recipients) is ambiguous: 409, use the item id.
 func (s *server) clickTarget(w http.ResponseWriter, r *http.Request, req ClickRequest) (*queue.Item, bool) {
+	if req.LinkSHA256 != "" {
+		if !sha256HexRE.MatchString(req.LinkSHA256) {
+			writeError(w, http.StatusBadRequest, "link_sha256: want the 64 hex digits of the link's SHA-256 (never the link itself)")
+			return nil, false
+		}
+		items, err := s.o.Queue.LookupLink(req.LinkSHA256)
+		if err != nil {
+			s.internal(w, r, err)
+			return nil, false
+		}
+		switch len(items) {
+		case 0:
+			writeError(w, http.StatusNotFound, "no message carried a link with that hash")
+			return nil, false
+		case 1:
+			return items[0], true
+		}
+		writeError(w, http.StatusConflict, fmt.Sprintf("the link was sent to %d recipients; report the click by the item's queue_id", len(items)))
+		return nil, false
+	}
 	field, id := "message_id", req.MessageID
 	if req.QueueID != "" {
 		field, id = "queue_id", req.QueueID

@@ -97,6 +97,18 @@ func (l *Log) URLHashes(body []byte) []string {
 	return out
 }
 
+// LinkHashes is URLHashes, and with it the plain SHA-256 (hex) of each URL:
+// what an application that holds the link (the reset page) can compute
+// itself to report a click without sending the link or its token.
+func (l *Log) LinkHashes(body []byte) (keyed, plain []string) {
+	for _, u := range findURLs(body) {
+		keyed = append(keyed, l.URLHash(u))
+		sum := sha256.Sum256([]byte(u))
+		plain = append(plain, hex.EncodeToString(sum[:]))
+	}
+	return keyed, plain
+}
+
 // findURLs walks the MIME tree; if the message cannot be parsed as MIME
 // (no header, broken multipart) it falls back to scanning the raw bytes with
 // quoted-printable soft breaks and =3D undone, so links are not missed.

@@ -94,6 +94,7 @@ var (
 	pRate      = []byte("q/r/") // q/r/<key> → window counter (TTL)
 	pSuppress  = []byte("sup/") // sup/<list>/<address> → Suppression JSON
 	pHeaderID  = []byte("q/h/") // q/h/<Message-ID>\x00<msg id> → "": the messages that carried a Message-ID
+	pLink      = []byte("q/k/") // q/k/<sha256 of a link> → msg id (TTL: body's + linkRetention)
 )
 
 func key(prefix []byte, parts ...string) []byte {

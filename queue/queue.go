@@ -121,6 +121,9 @@ type Message struct {
 	DedupeWindow time.Duration
 	Rate         []RateCheck
 	Events       []*audit.Event // received, signed, …; queued events are added per item
+	// LinkDigests are the SHA-256 (hex) of the links in the message, so
+	// that a click can be reported by the hash of its link.
+	LinkDigests []string
 	// Extra runs in the enqueue transaction (e.g. an escalation for a
 	// recipient on the suppression list).
 	Extra func(tx *Tx) error
@@ -211,6 +214,13 @@ func (q *Queue) Enqueue(m *Message) (*Result, error) {
 			// Message-ID, not our id: index it so operators can start there.
 			if mid := headerIDKey(m.Items[0].MessageID); mid != "" {
 				if err := tx.Set(key(pHeaderID, mid, m.MsgID), nil); err != nil {
+					return err
+				}
+			}
+			for _, d := range m.LinkDigests {
+				// A click may come well after the deadline (a late one is
+				// still recorded, as late): kept a month beyond the body.
+				if err := tx.SetEntry(entry(key(pLink, d), []byte(m.MsgID), ttl+linkRetention)); err != nil {
 					return err
 				}
 			}
@@ -845,6 +855,25 @@ func headerIDKey(mid string) string {
 		return ""
 	}
 	return mid
+}
+
+// linkRetention is how long after its body a message can still be found
+// by the hash of one of its links.
+const linkRetention = 30 * 24 * time.Hour
+
+// LookupLink returns the items of the message that carried the link whose
+// SHA-256 (64 hex digits) is digest; none for an unknown one.
+func (q *Queue) LookupLink(digest string) ([]*Item, error) {
+	var out []*Item
+	err := q.store.View(func(txn *badger.Txn) error {
+		v, err := getValue(txn, key(pLink, strings.ToLower(digest)))
+		if err != nil || v == nil {
+			return err
+		}
+		out, err = q.itemsOf(txn, string(v))
+		return err
+	})
+	return out, err
 }
 
 // Items returns the items of message msgID (every recipient, in order).

@@ -2,6 +2,8 @@ package relay
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net/http"
 	"os"
@@ -97,7 +99,20 @@ func TestLifecycleInSalesforce(t *testing.T) {
 			t.Fatalf("POST %s: %d %s", ev, st, body)
 		}
 	}
+	// Or by the SHA-256 of the link the user opened: no link, no token sent.
+	sum := sha256.Sum256([]byte("https://acme.my.site.com/s/reset?token=lc2"))
+	if st, body := adminPost(t, e, "/api/v1/events/clicked", fmt.Sprintf(`{"link_sha256":%q}`, hex.EncodeToString(sum[:]))); st != 201 || !strings.Contains(body, joe) {
+		t.Errorf("click by link hash: %d %s", st, body)
+	}
+	if st, _ := adminPost(t, e, "/api/v1/events/clicked", `{"link_sha256":"https://acme.my.site.com/s/reset?token=lc2"}`); st != 400 {
+		t.Errorf("a link instead of its hash: %d, want 400", st)
+	}
+	other := sha256.Sum256([]byte("https://example.com/other"))
+	if st, _ := adminPost(t, e, "/api/v1/events/clicked", fmt.Sprintf(`{"link_sha256":%q}`, hex.EncodeToString(other[:]))); st != 404 {
+		t.Errorf("an unknown link hash: %d, want 404", st)
+	}
 	waitFor(t, "completed in Salesforce", 10*time.Second, func() bool { return record(jane)["Status__c"] == "Completed" })
+	waitFor(t, "joe's click in Salesforce", 10*time.Second, func() bool { return record(joe)["Clicked_At__c"] != nil })
 	if r := record(jane); r["Clicked_At__c"] == nil || r["Completed_At__c"] == nil {
 		t.Errorf("after click and completion: %v", r)
 	}

@@ -561,9 +561,11 @@ func (s *Server) accept(ss *submission, data []byte, raw doorScan) error {
 		recv.Fields[k] = v
 	}
 	if s.Store.Audit != nil {
-		if hs := s.Store.Audit.URLHashes(data); len(hs) > 0 { // the whole message: its parts need its Content-Type
+		hs, digests := s.Store.Audit.LinkHashes(data) // the whole message: its parts need its Content-Type
+		if len(hs) > 0 {
 			recv.Fields["url_hashes"] = strings.Join(hs, ",")
 		}
+		m.LinkDigests = digests
 	}
 	m.Events = append(m.Events, recv, &audit.Event{Time: now, Type: audit.Signed, MessageID: messageID, Class: class.Name,
 		Fields: map[string]string{"domain": dom.Name, "selectors": strings.Join(s.Keys.Selectors(dom.Name), ","), "queue_id": msgID}})
