@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/dustin/go-humanize"
 
 	"github.com/latchkey/latchkey/acmecert"
 	"github.com/latchkey/latchkey/conf/tomlconf"
@@ -43,6 +44,9 @@ type Config struct {
 	LogLevel   string `toml:"log_level"`
 	LogFormat  string `toml:"log_format"`
 	PolicyFile string `toml:"policy_file"`
+	// MemoryLimit is the Go runtime's soft memory limit, e.g. "256MiB"
+	// (runtime/debug.SetMemoryLimit); empty leaves it to GOMEMLIMIT.
+	MemoryLimit string `toml:"memory_limit"`
 
 	Submission Submission        `toml:"submission"`
 	TLS        TLS               `toml:"tls"`
@@ -269,6 +273,21 @@ func onlyUnknownKeys(errs tomlconf.Errors) bool {
 	return true
 }
 
+// MemoryLimitBytes parses memory_limit (0 when empty).
+func (c *Config) MemoryLimitBytes() (int64, error) {
+	if c.MemoryLimit == "" {
+		return 0, nil
+	}
+	n, err := humanize.ParseBytes(c.MemoryLimit)
+	if err != nil {
+		return 0, err
+	}
+	if n > 1<<50 {
+		return 0, fmt.Errorf("%s is too large", c.MemoryLimit)
+	}
+	return int64(n), nil
+}
+
 func (c *Config) validate() error {
 	var errs []error
 	add := func(key, f string, a ...any) { errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(f, a...))) }
@@ -277,6 +296,13 @@ func (c *Config) validate() error {
 	}
 	if c.DataDir == "" {
 		add("data_dir", "must not be empty")
+	}
+	if c.MemoryLimit != "" {
+		if n, err := c.MemoryLimitBytes(); err != nil {
+			add("memory_limit", "want a size such as \"256MiB\" or \"1GiB\": %v", err)
+		} else if n < 64<<20 {
+			add("memory_limit", "%s is below 64 MiB: the relay would spend its time collecting garbage", c.MemoryLimit)
+		}
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

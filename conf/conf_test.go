@@ -66,6 +66,8 @@ key_file = "k.pem"
 		{"no domains", "hostname = \"h.example\"\n[submission]\nlisten = [\"127.0.0.1:1\"]\n", []string{"domains: at least one transactional domain is needed"}},
 		{"bad delivery tls", base + "[delivery]\ntls = \"maybe\"\n", []string{"t.toml:11: delivery.tls:"}},
 		{"bad duration", base + "[audit]\nretention = \"1h\"\n", []string{"t.toml:11: audit.retention: must be at least a day"}},
+		{"memory limit not a size", "memory_limit = \"lots\"\n" + base, []string{"t.toml:1: memory_limit: want a size such as"}},
+		{"memory limit too small", "memory_limit = \"16MiB\"\n" + base, []string{"t.toml:1: memory_limit: 16MiB is below 64 MiB"}},
 		{"negative connection limit", base + "[inbound]\nmax_connections_per_ip = -1\n", []string{"t.toml:11: inbound.max_connections_per_ip: must be 0 (no limit) or more, got -1"}},
 	}
 	for _, tc := range cases {
@@ -92,4 +94,23 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("accepted a config without domains: %q", s)
 		}
 	})
+}
+
+func TestMemoryLimit(t *testing.T) {
+	c, err := Parse("t.toml", []byte("memory_limit = \"256MiB\"\n"+`hostname = "relay.example.com"
+[submission]
+listen = ["127.0.0.1:2525"]
+[[domains]]
+name = "example.com"
+[[domains.dkim]]
+selector = "s1"
+algo = "rsa"
+key_file = "k.pem"
+`), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := c.MemoryLimitBytes(); err != nil || n != 256<<20 {
+		t.Errorf("memory_limit 256MiB = %d, %v", n, err)
+	}
 }

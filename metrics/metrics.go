@@ -20,9 +20,11 @@ package metrics
 
 import (
 	"net/http"
+	"os"
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -302,6 +304,8 @@ var (
 		"Reset record writes Salesforce accepted.", nil, nil)
 	descLCThrottled = prometheus.NewDesc("latchkey_salesforce_lifecycle_throttled",
 		"1 while reset records are sent slowly because the org is near its daily API limit.", nil, nil)
+	descRSS = prometheus.NewDesc("latchkey_process_resident_memory_kind_bytes",
+		"Resident memory by kind (Linux /proc/self/status): anon is the Go heap and Badger's buffers, file the mapped value log and tables (clean pages the kernel can drop), shmem shared memory.", []string{"kind"}, nil)
 	descCertExpiry = prometheus.NewDesc("latchkey_tls_certificate_expiry_timestamp_seconds",
 		"End of validity (Unix time) of the TLS certificate the listeners serve.", nil, nil)
 	descAPIUsed = prometheus.NewDesc("latchkey_salesforce_api_requests_used",
@@ -321,7 +325,7 @@ type sourceCollector struct{ m *Metrics }
 
 func (c sourceCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descQueueItems, descQueueOldest, descOutbox, descAPIUsed, descAPILimit, descDNS, descDNSTime, descCertExpiry,
-		descLCRecords, descLCCalls, descLCSent, descLCThrottled} {
+		descLCRecords, descLCCalls, descLCSent, descLCThrottled, descRSS} {
 		ch <- d
 	}
 }
@@ -331,6 +335,9 @@ func (c sourceCollector) Collect(ch chan<- prometheus.Metric) {
 	m.mu.Lock()
 	queue, outbox, apiUse, dns, dnsTime, cert, lc := m.queue, m.outbox, m.apiUse, m.dns, m.dnsTime, m.cert, m.lc
 	m.mu.Unlock()
+	for kind, n := range residentByKind() {
+		ch <- prometheus.MustNewConstMetric(descRSS, prometheus.GaugeValue, float64(n), kind)
+	}
 	if lc != nil {
 		l := lc()
 		ch <- prometheus.MustNewConstMetric(descLCRecords, prometheus.GaugeValue, float64(l.Pending), "pending")
@@ -479,4 +486,29 @@ func (g *labelGuard) value(s string) string {
 	}
 	g.seen[s] = true
 	return s
+}
+
+// residentByKind reads RssAnon, RssFile and RssShmem from /proc/self/status
+// (empty where there is no such file): the RSS a budget is about is mostly
+// the anonymous part, since Badger maps its value log and the kernel counts
+// those pages as the process's too.
+func residentByKind() map[string]int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return nil
+	}
+	out := map[string]int64{}
+	for _, line := range strings.Split(string(b), "\n") {
+		for key, kind := range map[string]string{"RssAnon:": "anon", "RssFile:": "file", "RssShmem:": "shmem"} {
+			if rest, ok := strings.CutPrefix(line, key); ok {
+				f := strings.Fields(rest) // "1234 kB"
+				if len(f) == 2 && f[1] == "kB" {
+					if n, err := strconv.ParseInt(f[0], 10, 64); err == nil {
+						out[kind] = n << 10
+					}
+				}
+			}
+		}
+	}
+	return out
 }

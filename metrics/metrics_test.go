@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -380,5 +381,21 @@ func BenchmarkOutcome(b *testing.B) {
 	m := New()
 	for b.Loop() {
 		m.Outcome("reset", "delivered", "", 1500*time.Millisecond)
+	}
+}
+
+// On Linux the resident memory is split into anonymous and file-backed
+// pages, and the anonymous part is at least the live Go heap's size order.
+func TestResidentByKind(t *testing.T) {
+	if _, err := os.Stat("/proc/self/status"); err != nil {
+		t.Skip("no /proc here")
+	}
+	got := scrape(t, serve(t, New()))["latchkey_process_resident_memory_kind_bytes"]
+	kinds := map[string]float64{}
+	for _, s := range got {
+		kinds[s.labels["kind"]] = s.value
+	}
+	if kinds["anon"] < 1<<20 || len(kinds) < 2 {
+		t.Errorf("resident memory by kind = %v, want anon (over 1 MiB) and file", kinds)
 	}
 }

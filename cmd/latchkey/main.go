@@ -182,6 +182,14 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	log := newLogger(cfg, stderr)
+	if n, _ := cfg.MemoryLimitBytes(); n > 0 {
+		if env := os.Getenv("GOMEMLIMIT"); env != "" {
+			log.Info().Str("GOMEMLIMIT", env).Str("memory_limit", cfg.MemoryLimit).Msg("GOMEMLIMIT is set: it wins over memory_limit")
+		} else {
+			debug.SetMemoryLimit(n)
+			log.Info().Str("memory_limit", cfg.MemoryLimit).Msg("Go memory limit set")
+		}
+	}
 
 	if cfg.Trial {
 		log.Warn().Str("data_dir", cfg.DataDir).Msg("running the shipped TRIAL configuration: loopback only, self-signed certificate, generated keys and user; use -config for a real deployment")
