@@ -568,16 +568,23 @@ func (l *Lifecycle) Run(ctx context.Context) error {
 		if failures > 0 {
 			wait = l.backoff(failures)
 		}
+		// A wake cuts the batching interval short, never a back-off or
+		// the slow pace near the API limit.
+		hold := failures > 0 || l.throttled.Load()
 		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil
-		case <-t.C:
-		case <-l.wake:
-			t.Stop()
-			if failures > 0 || l.throttled.Load() {
-				continue // a wake does not cut a back-off short
+	waiting:
+		for {
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil
+			case <-t.C:
+				break waiting
+			case <-l.wake:
+				if !hold {
+					t.Stop()
+					break waiting
+				}
 			}
 		}
 		for {
