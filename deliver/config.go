@@ -68,6 +68,9 @@ type Config struct {
 	// instead of the recipients' MX (no DNS, no network): the trial's
 	// destination, and a way to see what latchkey would send.
 	Maildir string `toml:"maildir"`
+	// Pipelining sends MAIL, RCPT and DATA in one write to servers that
+	// offer PIPELINING (RFC 2920), saving two round trips per message.
+	Pipelining bool `toml:"pipelining"`
 }
 
 // DefaultConfig returns the production defaults.
@@ -91,6 +94,7 @@ func DefaultConfig() Config {
 		MaxMessagesPerConn: 100,
 		DNSTimeout:         5 * time.Second,
 		MTASTS:             true,
+		Pipelining:         true,
 	}
 }
 

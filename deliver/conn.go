@@ -20,6 +20,8 @@ import (
 type conn struct {
 	c         *smtp.Client
 	raw       net.Conn // the TCP connection, for deadlines, closing and peeking
+	wire      net.Conn // what go-smtp talks over (TLS, or raw): the pipelined transaction writes here
+	p         *pipe    // the pipelined transaction's reader and writer, once used
 	key       poolKey
 	host, ip  string
 	tls       string // "TLS1.3", …, or "none"
@@ -207,7 +209,7 @@ func (d *Deliverer) handshake(ctx context.Context, raw net.Conn, host, ip, tlsPo
 		ae.tls, ae.verified = cn.tls, cn.verified
 		return nil, ae
 	}
-	cn.c = c
+	cn.c, cn.wire = c, next
 	return cn, nil
 }
 

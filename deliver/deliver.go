@@ -469,6 +469,9 @@ func (d *Deliverer) transact(ctx context.Context, cn *conn, from string, rcpts [
 			return nil, true
 		}
 	}
+	if ok, _ := c.Extension("PIPELINING"); ok && d.cfg.Pipelining {
+		return d.transactPipelined(cn, from, opts, rcpts, wire, todo, data, results, base, cnErr)
+	}
 	if err := c.Mail(from, opts); err != nil {
 		var se *smtp.SMTPError
 		if errors.As(err, &se) && se.Code/100 == 5 {
