@@ -28,7 +28,11 @@ type slot struct {
 type lane struct {
 	name string
 	h    slotHeap
-	sig  chan struct{} // closed (and replaced) whenever the lane changes
+	// waiters are the idle workers, oldest first, each with its own
+	// one-slot channel: a change to the lane wakes one of them, not all (on
+	// two cores, waking ten workers for one item was most of the
+	// scheduler's delay at 150 msg/s, docs/benchmarks.md).
+	waiters []chan struct{}
 	// taken is closed (and replaced) when a worker leases an item: what
 	// acceptance held back by the backlog waits for.
 	taken chan struct{}
@@ -41,7 +45,7 @@ func newLanes() *lanes {
 func (ls *lanes) lane(class string) *lane {
 	l := ls.byClass[class]
 	if l == nil {
-		l = &lane{name: class, sig: make(chan struct{}), taken: make(chan struct{})}
+		l = &lane{name: class, taken: make(chan struct{})}
 		ls.byClass[class] = l
 	}
 	return l
@@ -70,9 +74,30 @@ func (ls *lanes) putLocked(class, id string, due time.Time) {
 	} else {
 		heap.Push(&l.h, s)
 	}
-	// Broadcast: every idle worker of the lane looks again.
-	close(l.sig)
-	l.sig = make(chan struct{})
+	// One idle worker looks again; it wakes the next if more is due.
+	l.wakeOne()
+}
+
+// wakeOne signals the longest-waiting idle worker, if any. Its channel has
+// room: a waiter is registered once and removed when signalled.
+func (l *lane) wakeOne() {
+	if len(l.waiters) == 0 {
+		return
+	}
+	w := l.waiters[0]
+	l.waiters[0] = nil
+	l.waiters = l.waiters[1:]
+	w <- struct{}{}
+}
+
+// unwait removes w from the waiters, if it is still there.
+func (l *lane) unwait(w chan struct{}) {
+	for i, x := range l.waiters {
+		if x == w {
+			l.waiters = append(l.waiters[:i], l.waiters[i+1:]...)
+			return
+		}
+	}
 }
 
 // putIdle moves id to due unless a worker leased it meanwhile (whose
@@ -137,6 +162,9 @@ func (ls *lanes) next(ctx context.Context, class string, now func() time.Time) (
 	ls.mu.Lock()
 	l := ls.lane(class)
 	ls.mu.Unlock()
+	me := make(chan struct{}, 1)
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
 	for {
 		ls.mu.Lock()
 		var wait time.Duration = time.Hour
@@ -148,21 +176,41 @@ func (ls *lanes) next(ctx context.Context, class string, now func() time.Time) (
 				top.inflight = true
 				close(l.taken)
 				l.taken = make(chan struct{})
+				if l.h.Len() > 0 && !l.h[0].due.After(now()) {
+					l.wakeOne() // more is due: a second worker takes it
+				}
 				ls.mu.Unlock()
 				return top.id, nil
 			}
 			wait = d
 		}
-		sig := l.sig
+		l.waiters = append(l.waiters, me)
 		ls.mu.Unlock()
-		t := time.NewTimer(wait)
+		if !t.Stop() {
+			select {
+			case <-t.C:
+			default:
+			}
+		}
+		t.Reset(wait)
 		select {
 		case <-ctx.Done():
-			t.Stop()
+			ls.mu.Lock()
+			l.unwait(me)
+			if len(me) > 0 {
+				l.wakeOne() // pass on a wake meant for an idle worker
+			}
+			ls.mu.Unlock()
 			return "", ctx.Err()
-		case <-sig:
-			t.Stop()
+		case <-me:
 		case <-t.C:
+			ls.mu.Lock()
+			l.unwait(me)
+			select {
+			case <-me: // signalled as the timer fired: this worker looks
+			default:
+			}
+			ls.mu.Unlock()
 		}
 	}
 }

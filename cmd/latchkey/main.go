@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"runtime/trace"
 	"sort"
 	"strings"
 	"syscall"
@@ -173,6 +174,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("serve", stderr)
 	path := fs.String("config", "", "configuration file (default: the shipped trial configuration)")
 	pidFile := fs.String("pidfile", "", "write the process id to this file while running (removed on exit)")
+	traceFile := fs.String("trace", os.Getenv("LATCHKEY_TRACE"), "write a Go execution trace (runtime/trace) to this file until the relay stops (default $LATCHKEY_TRACE)")
 	if fs.Parse(args) != nil {
 		return 2
 	}
@@ -182,6 +184,21 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	log := newLogger(cfg, stderr)
+	if *traceFile != "" {
+		// For finding what makes the latency tail (docs/benchmarks.md):
+		// `go tool trace` reads it.
+		f, err := os.Create(*traceFile)
+		if err != nil {
+			log.Error().Err(err).Msg("cannot write the execution trace")
+			return 1
+		}
+		if err := trace.Start(f); err != nil {
+			log.Error().Err(err).Msg("cannot start the execution trace")
+			return 1
+		}
+		defer func() { trace.Stop(); f.Close() }()
+		log.Info().Str("file", *traceFile).Msg("writing an execution trace")
+	}
 	if n, _ := cfg.MemoryLimitBytes(); n > 0 {
 		if env := os.Getenv("GOMEMLIMIT"); env != "" {
 			log.Info().Str("GOMEMLIMIT", env).Str("memory_limit", cfg.MemoryLimit).Msg("GOMEMLIMIT is set: it wins over memory_limit")
