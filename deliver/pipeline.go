@@ -96,6 +96,10 @@ func (d *Deliverer) transactPipelined(cn *conn, from string, opts *smtp.MailOpti
 	if err != nil {
 		return cnErr("mail", "4.4.2", err), false
 	}
+	if mailErr != nil && mailErr.Code == 421 {
+		// The server is closing: the other replies will not come.
+		return cnErr("mail", "4.4.2", mailErr), false
+	}
 	var accepted []int
 	var closing *attemptError
 	rcptErrs := make(map[int]*smtp.SMTPError)
