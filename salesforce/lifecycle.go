@@ -300,7 +300,9 @@ func (l *Lifecycle) Record(txn *badger.Txn, ev *audit.Event) error {
 					st.Tasks = map[string]string{}
 				}
 				st.Tasks[kind] = taskWanted
-				if err := txn.Set([]byte(lcTask+ev.QueueID), nil); err != nil {
+				// With a TTL: a reset whose record Salesforce refused never
+				// gets a record id, and its Task would wait forever.
+				if err := txn.SetEntry(badger.NewEntry([]byte(lcTask+ev.QueueID), nil).WithTTL(lcStateTTL)); err != nil {
 					return err
 				}
 			}
