@@ -3,8 +3,7 @@ package dkim
 import (
 	"bytes"
 	"fmt"
-
-	msgdkim "github.com/emersion/go-msgauth/dkim"
+	"time"
 )
 
 // signedHeaders are the header fields every signature covers. Each is
@@ -101,25 +100,5 @@ func (kr *Keyring) Sign(domain string, msg []byte) ([]byte, error) {
 }
 
 func signOne(k *loadedKey, hk []string, msg []byte) (string, error) {
-	s, err := msgdkim.NewSigner(&msgdkim.SignOptions{
-		Domain:                 k.domain,
-		Selector:               k.entry.Selector,
-		Signer:                 k.signer,
-		HeaderCanonicalization: msgdkim.CanonicalizationRelaxed,
-		BodyCanonicalization:   msgdkim.CanonicalizationRelaxed,
-		HeaderKeys:             hk,
-	})
-	if err != nil {
-		return "", fmt.Errorf("dkim: sign %s/%s: %w", k.domain, k.entry.Selector, stripPrefix(err))
-	}
-	// The signer streams msg through a pipe into its hashes; writing the
-	// slice directly avoids buffering a copy of the message.
-	if _, err := s.Write(msg); err != nil {
-		s.Close()
-		return "", fmt.Errorf("dkim: sign %s/%s: %w", k.domain, k.entry.Selector, err)
-	}
-	if err := s.Close(); err != nil {
-		return "", fmt.Errorf("dkim: sign %s/%s: %w", k.domain, k.entry.Selector, err)
-	}
-	return s.Signature(), nil
+	return signRelaxed(k, hk, msg, time.Now())
 }
