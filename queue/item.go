@@ -153,8 +153,9 @@ func decodeItem(b []byte) (*Item, error) {
 // MTAs lower-case.
 const idAlphabet = "abcdefghijklmnopqrstuvwxyz234567"
 
-// NewMsgID returns a 16-character id: 48 bits of milliseconds (so ids sort by
-// acceptance time) and 32 random bits.
+// NewMsgID returns a 16-character id: 48 bits of milliseconds (AcceptedAt
+// reads them back) and 32 random bits. The ids do not sort by time as
+// strings: the alphabet's digits come after its letters.
 func NewMsgID(now time.Time) string {
 	var b [10]byte
 	ms := uint64(now.UnixMilli())

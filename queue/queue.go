@@ -1,11 +1,13 @@
 package queue
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -963,18 +965,83 @@ func (q *Queue) Body(msgID string) ([]byte, error) {
 type Filter struct {
 	Class string
 	State string // "" = live items only; "all" = every item kept
+	// Rcpt keeps items whose current or original recipient contains it
+	// (case-insensitive).
+	Rcpt string
+	// Since and Until bound the acceptance time (Until exclusive); zero
+	// means no bound.
+	Since, Until time.Time
+	// Newest lists the newest items first (a console's page).
+	Newest bool
+	// After continues a listing: only items after this id in the listing's
+	// order (older ones when Newest). Empty starts at the beginning.
+	After string
 	Limit int
 }
 
-// List returns items in id (acceptance) order.
+// List returns items in acceptance order, or newest first.
+//
+// The keys hold the acceptance time (AcceptedAt) but do not sort by it: the
+// id alphabet puts 2-7 after z, ASCII before a. So List reads the keys
+// alone, orders them by the time they carry and only then reads the items
+// a page needs.
 func (q *Queue) List(f Filter) ([]*Item, error) {
 	var out []*Item
+	rcpt := []byte(strings.ToLower(f.Rcpt))
+	type ref struct {
+		at time.Time
+		id string
+	}
+	less := func(a, b ref) int {
+		if c := a.at.Compare(b.at); c != 0 {
+			return c
+		}
+		return strings.Compare(a.id, b.id)
+	}
 	err := q.store.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: pItem, PrefetchValues: true, PrefetchSize: 100})
-		defer it.Close()
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: pItem})
+		var refs []ref
 		for it.Rewind(); it.Valid(); it.Next() {
+			id := string(it.Item().Key()[len(pItem):])
+			at := AcceptedAt(id)
+			if !f.Since.IsZero() && at.Before(f.Since) || !f.Until.IsZero() && !at.Before(f.Until) {
+				continue
+			}
+			refs = append(refs, ref{at, id})
+		}
+		it.Close()
+		slices.SortFunc(refs, less)
+		if f.Newest {
+			slices.Reverse(refs)
+		}
+		if f.After != "" {
+			after := ref{AcceptedAt(f.After), f.After}
+			i, _ := slices.BinarySearchFunc(refs, after, func(a, b ref) int {
+				if f.Newest {
+					return -less(a, b)
+				}
+				return less(a, b)
+			})
+			for i < len(refs) && refs[i].id == f.After {
+				i++
+			}
+			refs = refs[i:]
+		}
+		for _, r := range refs {
+			bi, err := txn.Get(key(pItem, r.id))
+			if errors.Is(err, badger.ErrKeyNotFound) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
 			var item *Item
-			err := it.Item().Value(func(v []byte) error {
+			err = bi.Value(func(v []byte) error {
+				// The recipient test on the raw JSON skips decoding the
+				// items a search does not want; the decoded fields decide.
+				if len(rcpt) > 0 && !bytes.Contains(bytes.ToLower(v), rcpt) {
+					return nil
+				}
 				var err error
 				item, err = decodeItem(v)
 				return err
@@ -982,11 +1049,7 @@ func (q *Queue) List(f Filter) ([]*Item, error) {
 			if err != nil {
 				return err
 			}
-			if f.Class != "" && item.Class != f.Class {
-				continue
-			}
-			switch {
-			case f.State == "" && Final(item.State), f.State != "" && f.State != "all" && item.State != f.State:
+			if item == nil || !f.match(item) {
 				continue
 			}
 			out = append(out, item)
@@ -997,6 +1060,23 @@ func (q *Queue) List(f Filter) ([]*Item, error) {
 		return nil
 	})
 	return out, err
+}
+
+func (f *Filter) match(item *Item) bool {
+	if f.Class != "" && item.Class != f.Class {
+		return false
+	}
+	switch {
+	case f.State == "" && Final(item.State), f.State != "" && f.State != "all" && item.State != f.State:
+		return false
+	}
+	if f.Rcpt != "" {
+		r := strings.ToLower(f.Rcpt)
+		if !strings.Contains(strings.ToLower(item.Rcpt), r) && !strings.Contains(strings.ToLower(item.OrigRcpt), r) {
+			return false
+		}
+	}
+	return true
 }
 
 // ErrNotFound is returned for an unknown or no longer live item.
