@@ -75,6 +75,7 @@ func Handler(o Options) http.Handler {
 	s := &server{o: o, token: []byte(o.Token), api: http.NewServeMux()}
 	m := s.api
 	m.HandleFunc("GET /api/v1/queue", s.queueList)
+	m.HandleFunc("GET /api/v1/queue/depth", s.queueDepth)
 	m.HandleFunc("GET /api/v1/queue/{id}", s.queueShow)
 	m.HandleFunc("POST /api/v1/queue/{id}/retry", s.queueRetry)
 	m.HandleFunc("POST /api/v1/queue/{id}/drop", s.queueDrop)

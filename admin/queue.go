@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode"
@@ -48,7 +49,36 @@ func (s *server) queueList(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	items, err := s.o.Queue.List(queue.Filter{Class: q.Get("class"), State: state, Limit: limit})
+	f := queue.Filter{Class: q.Get("class"), State: state, Limit: limit, Rcpt: strings.TrimSpace(q.Get("rcpt"))}
+	if err := checkText("rcpt", f.Rcpt, 320); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if f.Since, err = parseTime("since", q.Get("since")); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if f.Until, err = parseTime("until", q.Get("until")); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if !f.Since.IsZero() && !f.Until.IsZero() && !f.Since.Before(f.Until) {
+		writeError(w, http.StatusBadRequest, "until: must be after since")
+		return
+	}
+	switch o := q.Get("order"); o {
+	case "", "oldest":
+	case "newest":
+		f.Newest = true
+	default:
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("order: %q is not oldest or newest", clip(o, 32)))
+		return
+	}
+	if f.After = q.Get("after"); f.After != "" && !queue.ValidID(f.After) {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("after: %q is not a queue item id", clip(f.After, 64)))
+		return
+	}
+	items, err := s.o.Queue.List(f)
 	if err != nil {
 		s.internal(w, r, err)
 		return
@@ -57,6 +87,17 @@ func (s *server) queueList(w http.ResponseWriter, r *http.Request) {
 		items = []*queue.Item{}
 	}
 	writeJSON(w, http.StatusOK, items)
+}
+
+// queueDepth answers the live queue per class: items waiting, being
+// delivered, and the acceptance time of the oldest.
+func (s *server) queueDepth(w http.ResponseWriter, r *http.Request) {
+	out := []queue.LaneDepth{}
+	for _, d := range s.o.Queue.Depth() {
+		out = append(out, d)
+	}
+	slices.SortFunc(out, func(a, b queue.LaneDepth) int { return strings.Compare(a.Class, b.Class) })
+	writeJSON(w, http.StatusOK, out)
 }
 
 // The {id} routes answer with a JSON array of the items the id names: one

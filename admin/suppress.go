@@ -69,6 +69,7 @@ func validDomain(d string) bool {
 // SuppressRequest is the body of PUT /api/v1/suppressions/{list}/{addr}.
 type SuppressRequest struct {
 	Reason string `json:"reason"`
+	By     string `json:"by"` // who, for the audit trail (default admin-api)
 }
 
 func (s *server) suppressList(w http.ResponseWriter, r *http.Request) {
@@ -118,7 +119,15 @@ func (s *server) suppressAdd(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	sup := queue.Suppression{List: list, Address: addr, Reason: strings.TrimSpace(req.Reason), Time: time.Now().UTC()}
+	if err := checkText("by", req.By, 100); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	by := strings.TrimSpace(req.By)
+	if by == "" {
+		by = "admin-api"
+	}
+	sup := queue.Suppression{List: list, Address: addr, Reason: strings.TrimSpace(req.Reason), Time: time.Now().UTC(), By: by}
 	if err := s.o.Queue.AddSuppression(sup); err != nil {
 		s.internal(w, r, err)
 		return

@@ -47,6 +47,9 @@ type StatsOptions struct {
 	// Margin is added to the p99.9 latency for the recommended expiry;
 	// 0 means DefaultMargin.
 	Margin time.Duration
+	// Series, when not 0, adds the window cut into buckets of this length
+	// (by acceptance time) and the latency histogram: the console's plots.
+	Series time.Duration
 }
 
 // Report holds the four figures of a window.
@@ -66,7 +69,32 @@ type Report struct {
 	Completion  Completion  `json:"completion"`
 	Escalation  Escalation  `json:"escalation"`
 	Calibration Calibration `json:"calibration"`
+
+	// Series and Latency are there when StatsOptions.Series was set.
+	Series  []Bucket `json:"series,omitempty"`
+	Latency []Bin    `json:"latency_histogram,omitempty"`
 }
+
+// Bucket is one slice of the window's messages, by acceptance time, with
+// the outcomes they had by the end of the window.
+type Bucket struct {
+	Start     time.Time `json:"start"`
+	Messages  int       `json:"messages"`
+	Delivered int       `json:"delivered"`
+	Failed    int       `json:"failed"` // bounced, expired, suppressed, dropped
+	Escalated int       `json:"escalated"`
+}
+
+// Bin counts delivered messages whose latency was at most UpTo (and more
+// than the previous bin's); the last bin, UpTo 0, holds the rest.
+type Bin struct {
+	UpTo  Duration `json:"up_to_seconds"`
+	Count int      `json:"count"`
+}
+
+// latencyBins are the histogram's upper bounds, around the 60 s target.
+var latencyBins = []time.Duration{time.Second, 2 * time.Second, 5 * time.Second, 10 * time.Second,
+	30 * time.Second, 60 * time.Second, 2 * time.Minute, 5 * time.Minute}
 
 // Speed is the delivery-speed figure: accept-to-delivered latency of each
 // delivered message, counted once however many attempts it took.
@@ -377,7 +405,63 @@ func buildReport(o StatsOptions, items map[string]*item, order []string, clicks 
 		margin = DefaultMargin
 	}
 	r.Calibration = Calibrate(lat, o.Expiry, margin)
+	if o.Series > 0 {
+		r.Series, r.Latency = series(o, items, order), histogram(lat)
+	}
 	return r
+}
+
+// maxBuckets bounds a series: a year of hours would be a page nobody reads.
+const maxBuckets = 2000
+
+func series(o StatsOptions, items map[string]*item, order []string) []Bucket {
+	end := o.Until
+	if end.IsZero() {
+		end = time.Now()
+	}
+	start := o.Since.Truncate(o.Series)
+	n := int((end.Sub(start) + o.Series - 1) / o.Series)
+	if n < 1 || n > maxBuckets || o.Since.IsZero() {
+		return nil
+	}
+	out := make([]Bucket, n)
+	for i := range out {
+		out[i].Start = start.Add(time.Duration(i) * o.Series)
+	}
+	for _, id := range order {
+		it := items[id]
+		i := int(it.accepted.Sub(start) / o.Series)
+		if i < 0 || i >= n {
+			continue
+		}
+		b := &out[i]
+		b.Messages++
+		switch it.state {
+		case audit.Delivered:
+			b.Delivered++
+		case audit.Bounced, audit.Expired, audit.Suppressed, audit.Dropped:
+			b.Failed++
+		}
+		if it.escalated {
+			b.Escalated++
+		}
+	}
+	return out
+}
+
+func histogram(sorted []time.Duration) []Bin {
+	out := make([]Bin, len(latencyBins)+1)
+	for i, b := range latencyBins {
+		out[i].UpTo = Duration(b)
+	}
+	i := 0
+	for _, d := range sorted {
+		for i < len(latencyBins) && d > latencyBins[i] {
+			i++
+		}
+		out[i].Count++
+	}
+	return out
 }
 
 func cmpOr(s, def string) string {

@@ -586,3 +586,46 @@ func TestReportProm(t *testing.T) {
 		}
 	}
 }
+
+// The console's plots come from the same report: buckets by acceptance
+// time with the outcomes, and the delivered latencies binned.
+func TestComputeStatsSeries(t *testing.T) {
+	tr := buildTrail(t)
+	rep, err := ComputeStats(tr.db, StatsOptions{Since: T0, Until: T0.Add(2 * time.Hour), Class: "reset",
+		Targets: DefaultTargets(), Series: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Hour 1: A…P but R (14: delivered A B C G H Kaa P, failed D N E I
+	// Kab, escalated D E I); hour 2: R, still pending.
+	want := []Bucket{
+		{Start: T0, Messages: 14, Delivered: 7, Failed: 5, Escalated: 3},
+		{Start: T0.Add(time.Hour), Messages: 1},
+	}
+	if !reflect.DeepEqual(rep.Series, want) {
+		t.Errorf("series:\n got %+v\nwant %+v", rep.Series, want)
+	}
+	// Latencies 2 4 10 20 30 50 90 180 s.
+	counts := []int{0, 1, 1, 1, 2, 1, 1, 1, 0}
+	if len(rep.Latency) != len(counts) {
+		t.Fatalf("histogram has %d bins, want %d", len(rep.Latency), len(counts))
+	}
+	total := 0
+	for i, b := range rep.Latency {
+		if b.Count != counts[i] {
+			t.Errorf("bin %d (up to %v): %d, want %d", i, time.Duration(b.UpTo), b.Count, counts[i])
+		}
+		total += b.Count
+	}
+	if total != rep.Speed.Samples {
+		t.Errorf("histogram holds %d, speed has %d samples", total, rep.Speed.Samples)
+	}
+	// Without Series the report stays as it was.
+	plain, err := ComputeStats(tr.db, StatsOptions{Since: T0, Until: T0.Add(2 * time.Hour), Class: "reset"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plain.Series != nil || plain.Latency != nil {
+		t.Error("series without being asked for")
+	}
+}

@@ -1221,6 +1221,7 @@ type Suppression struct {
 	Address string    `json:"address"`
 	Reason  string    `json:"reason"`
 	Time    time.Time `json:"time"`
+	By      string    `json:"by,omitempty"` // who put it there, when a person did
 }
 
 // Suppressed returns the entries for addr on the given lists.
@@ -1256,8 +1257,11 @@ func Suppress(tx *Tx, s Suppression) error {
 	if err := tx.Set(key(pSuppress, s.List+"/"+s.Address), b); err != nil {
 		return err
 	}
-	return tx.Audit(&audit.Event{Time: s.Time, Type: audit.Suppressed, Recipient: s.Address,
-		Fields: map[string]string{"list": s.List, "reason": s.Reason}})
+	f := map[string]string{"list": s.List, "reason": s.Reason}
+	if s.By != "" {
+		f["by"] = s.By
+	}
+	return tx.Audit(&audit.Event{Time: s.Time, Type: audit.Suppressed, Recipient: s.Address, Fields: f})
 }
 
 // AddSuppression puts addr on list.

@@ -76,6 +76,14 @@ func StatsHandler(db *badger.DB, pol func() *policy.Policy) http.Handler {
 			fail(http.StatusBadRequest, "class: "+err.Error())
 			return
 		}
+		if v := r.URL.Query().Get("series"); v != "" {
+			d, err := time.ParseDuration(v)
+			if err != nil || d < time.Minute {
+				fail(http.StatusBadRequest, fmt.Sprintf("series: %q is not a duration of at least 1m (e.g. 1h)", v))
+				return
+			}
+			o.Series = d
+		}
 		rep, err := metrics.ComputeStats(db, o)
 		if err != nil {
 			fail(http.StatusInternalServerError, err.Error())
