@@ -88,17 +88,19 @@ func TestIDKinds(t *testing.T) {
 	}
 	var evs []audit.Event
 	call(t, c, "GET", "/api/v1/audit/messages/"+msgID, nil, &evs)
-	want := "received: queued:" + two[0].ID + " queued:" + two[1].ID + " dropped:" + two[0].ID + " dropped:" + two[1].ID
+	// The retries are on record too: an operator's action is audited.
+	want := "received: queued:" + two[0].ID + " queued:" + two[1].ID + " retried:" + two[0].ID + " retried:" + two[1].ID +
+		" dropped:" + two[0].ID + " dropped:" + two[1].ID
 	if types(evs) != want {
 		t.Errorf("audit by message id:\n got %s\nwant %s", types(evs), want)
 	}
 	call(t, c, "GET", "/api/v1/audit/messages/"+two[1].ID, nil, &evs)
-	want = "received: queued:" + two[1].ID + " dropped:" + two[1].ID
+	want = "received: queued:" + two[1].ID + " retried:" + two[1].ID + " dropped:" + two[1].ID
 	if types(evs) != want {
 		t.Errorf("audit by item id:\n got %s\nwant %s", types(evs), want)
 	}
 	call(t, c, "GET", "/api/v1/audit/messages/"+url.PathEscape("two@example.test"), nil, &evs)
-	if len(evs) != 5 {
+	if len(evs) != 7 {
 		t.Errorf("audit by Message-ID: %s", types(evs))
 	}
 	if st, _ := status(t, c, "GET", "/api/v1/audit/messages/"+queue.NewMsgID(now), nil); st != 404 {

@@ -133,7 +133,24 @@ func live(w http.ResponseWriter, items []*queue.Item, verb string) ([]*queue.Ite
 	return out, true
 }
 
+// RetryRequest is the (optional) body of POST /api/v1/queue/{id}/retry.
+type RetryRequest struct {
+	By string `json:"by"`
+}
+
 func (s *server) queueRetry(w http.ResponseWriter, r *http.Request) {
+	var req RetryRequest
+	if !decodeJSON(w, r, &req) {
+		return
+	}
+	if err := checkText("by", req.By, 100); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	by := strings.TrimSpace(req.By)
+	if by == "" {
+		by = "admin-api"
+	}
 	items, ok := s.items(w, r)
 	if !ok {
 		return
@@ -142,7 +159,7 @@ func (s *server) queueRetry(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	s.apply(w, r, items, todo, "retry", func(it *queue.Item) error { return s.o.Queue.Retry(it.ID) })
+	s.apply(w, r, items, todo, "retry", func(it *queue.Item) error { return s.o.Queue.Retry(it.ID, by) })
 }
 
 // DropRequest is the body of POST /api/v1/queue/{id}/drop.

@@ -61,6 +61,7 @@ const (
 	Suppressed    = "suppressed"
 	Escalated     = "escalated"
 	Dropped       = "dropped"
+	Retried       = "retried" // an operator made a queued item due now
 	Clicked       = "clicked"
 	Completed     = "completed" // the user finished the reset (reported by the app or a Salesforce Flow)
 	RateLimited   = "rate_limited"
@@ -73,7 +74,7 @@ const (
 
 // Types lists every event type, for callers that check a type a person typed.
 var Types = []string{Received, Signed, Queued, Attempt, Delivered, Deferred, Bounced, Superseded, Deduplicated,
-	Expired, RetriedBackup, Suppressed, Escalated, Dropped, Clicked, Completed, RateLimited, Rejected, Integrity}
+	Expired, RetriedBackup, Suppressed, Escalated, Dropped, Retried, Clicked, Completed, RateLimited, Rejected, Integrity}
 
 // Key prefixes inside the shared Badger database.
 const (

@@ -1082,8 +1082,8 @@ func (f *Filter) match(item *Item) bool {
 // ErrNotFound is returned for an unknown or no longer live item.
 var ErrNotFound = errors.New("queue: no such live item")
 
-// Retry makes a queued item due now.
-func (q *Queue) Retry(id string) error {
+// Retry makes a queued item due now, on record with who asked.
+func (q *Queue) Retry(id, by string) error {
 	return q.store.Update(func(tx *Tx) error {
 		it, err := q.getItem(tx.Txn, id)
 		if err != nil {
@@ -1102,7 +1102,8 @@ func (q *Queue) Retry(id string) error {
 			return err
 		}
 		tx.After(func() { q.lanes.putIdle(it.Class, it.ID, it.Due) })
-		return nil
+		return tx.Audit(&audit.Event{Time: it.Due, Type: audit.Retried, QueueID: it.ID, MessageID: it.MessageID,
+			Class: it.Class, Recipient: it.Rcpt, Fields: map[string]string{"by": by}})
 	})
 }
 

@@ -298,7 +298,7 @@ func TestRetryInFlightRefused(t *testing.T) {
 	q.Start(context.Background(), rec, map[string]int{"reset": 2})
 	defer q.Stop()
 	waitLeased(t, q, id)
-	if err := q.Retry(id); !errors.Is(err, ErrInFlight) {
+	if err := q.Retry(id, "test"); !errors.Is(err, ErrInFlight) {
 		t.Errorf("Retry of a leased item: %v, want ErrInFlight", err)
 	}
 	close(rec.gate)
@@ -317,7 +317,7 @@ func TestRetryInFlightRefused(t *testing.T) {
 	if len(rec.seen) != 1 {
 		t.Errorf("delivered %d times", len(rec.seen))
 	}
-	if err := q.Retry(id); !errors.Is(err, ErrNotFound) {
+	if err := q.Retry(id, "test"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Retry of a delivered item: %v, want ErrNotFound", err)
 	}
 }
@@ -459,7 +459,7 @@ func TestHandlerPanic(t *testing.T) {
 	mu.Lock()
 	clock = bad.Items[0].Cutoff.Add(time.Second)
 	mu.Unlock()
-	if err := q.Retry(bad.Items[0].ID); err != nil {
+	if err := q.Retry(bad.Items[0].ID, "test"); err != nil {
 		t.Fatal(err)
 	}
 	it = waitItem(t, q, bad.Items[0].ID, func(it *Item) bool { return Final(it.State) })

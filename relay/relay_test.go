@@ -399,7 +399,7 @@ func TestAcceptedSurvivesRestart(t *testing.T) {
 	e.stop()
 	e.sink.SetRcpt(nil)
 	e.start(nil)
-	e.srv.Queue.Retry(queue.ItemID(id, 0))
+	e.srv.Queue.Retry(queue.ItemID(id, 0), "test")
 	if got := e.sink.Wait(1, 10*time.Second); len(got) != 1 {
 		t.Fatal("not delivered after restart")
 	}

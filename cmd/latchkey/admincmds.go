@@ -221,7 +221,7 @@ func cmdQueueRetry(args []string, stdout, stderr io.Writer) int {
 	}
 	return c.run(func(ctx context.Context, a *adminConn) error {
 		var items []queue.Item
-		if err := a.JSON(ctx, "POST", "/api/v1/queue/"+url.PathEscape(pos[0])+"/retry", nil, &items); err != nil {
+		if err := a.JSON(ctx, "POST", "/api/v1/queue/"+url.PathEscape(pos[0])+"/retry", admin.RetryRequest{By: operator()}, &items); err != nil {
 			return err
 		}
 		for _, it := range items {
