@@ -140,6 +140,14 @@ type VERP struct {
 type Admin struct {
 	Listen    string `toml:"listen"`
 	TokenFile string `toml:"token_file"`
+	// Console serves the web console under /console/ on the same listener.
+	Console bool `toml:"console"`
+	// ConsoleUsersFile holds the console's users, name:role:bcrypt-hash
+	// (role admin or auditor); without it only the admin token signs in.
+	ConsoleUsersFile string `toml:"console_users_file"`
+	// ConsoleSecureCookie marks the session cookie Secure on plain HTTP:
+	// for a listener behind a TLS proxy.
+	ConsoleSecureCookie bool `toml:"console_secure_cookie"`
 }
 
 // Audit configures the audit trail.
@@ -171,7 +179,7 @@ func Defaults() Config {
 			MaxConnections: 200, MaxConnectionsPerIP: 20},
 		Delivery:   d,
 		TLS:        TLS{ACME: acmecert.DefaultConfig()},
-		Admin:      Admin{Listen: "127.0.0.1:8025"},
+		Admin:      Admin{Listen: "127.0.0.1:8025", Console: true},
 		Audit:      Audit{Retention: 400 * 24 * time.Hour},
 		Salesforce: salesforce.DefaultConfig(),
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/latchkey/latchkey/admin"
 	"github.com/latchkey/latchkey/audit"
+	"github.com/latchkey/latchkey/console"
 	"github.com/latchkey/latchkey/dnscheck"
 	"github.com/latchkey/latchkey/metrics"
 )
@@ -100,6 +101,24 @@ func (s *Server) startAdmin() error {
 		Token: string(s.adminToken), Queue: s.Queue, Store: s.Store, AuditKey: s.auditKey, Outbox: s.Outbox, Lifecycle: s.Lifecycle,
 		Ready: s.ready, Extra: extra, Log: s.log.With().Str("component", "admin").Logger(),
 	})
+	if s.cfg.Admin.Console {
+		users := ""
+		if f := s.cfg.Admin.ConsoleUsersFile; f != "" {
+			users = s.cfg.Path(f)
+		}
+		c, err := console.New(console.Options{API: h, Token: string(s.adminToken), UsersFile: users,
+			Secure: s.cfg.Admin.ConsoleSecureCookie, Log: s.log.With().Str("component", "console").Logger(),
+			CertNotAfter: func() time.Time {
+				if c := s.certInService(); c != nil {
+					return c.NotAfter
+				}
+				return time.Time{}
+			}})
+		if err != nil {
+			return fmt.Errorf("relay: %w", err)
+		}
+		h = console.Mount(h, c)
+	}
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("relay: admin listen %s: %w", addr, err)
