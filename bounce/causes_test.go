@@ -257,3 +257,35 @@ func TestMailmanShapes(t *testing.T) {
 		t.Errorf("exchange X.400 line: %+v", rep.Recipients)
 	}
 }
+
+// TestUnknownUserWordings: the ways servers and their directories say a
+// mailbox does not exist, in English and the other languages bounces come
+// in, are read as an unknown user (whether that condemns the address is
+// the SMTP phase's question).
+func TestUnknownUserWordings(t *testing.T) {
+	for _, text := range []string{
+		"550 unknown user", "User not known", "user not found", "invalid mailbox", "No such local user",
+		"Invalid final delivery userid: a@b.example", "Does not have a final email delivery point",
+		"no a in name directory", "The email account that you tried to reach does not exist.",
+		"550 Requested action not taken: mailbox unavailable", "RESOLVER.ADR.RecipNotFound; not found",
+		"User a was not found in the directory", "non-existent user", "this address no longer accepts mail",
+		"L'adresse de messagerie référencée ci-dessus n'existe pas", "550 destinataire inconnu",
+		"Benutzer unbekannt", "Empfänger existiert nicht", "el usuario no existe", "utente sconosciuto",
+		"usuário inexistente", "gebruiker onbekend",
+	} {
+		if r := reasonFromText(text); r != UserUnknown {
+			t.Errorf("reasonFromText(%q) = %s, want userunknown", text, r)
+		}
+	}
+	// Words about the user's state or the domain are not an unknown user.
+	for text, want := range map[string]Reason{
+		"mailbox is full":                       MailboxFull,
+		"account has been disabled":             MailboxDisabled,
+		"domain example.org does not exist":     HostUnknown,
+		"Sender address rejected: not accepted": Policy,
+	} {
+		if r := reasonFromText(text); r != want {
+			t.Errorf("reasonFromText(%q) = %s, want %s", text, r, want)
+		}
+	}
+}

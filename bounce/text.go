@@ -30,7 +30,7 @@ var recipientLineRes = []*regexp.Regexp{
 	regexp.MustCompile(`<(` + addrPat + `)>\.\.\.\s*\S`),
 	regexp.MustCompile(`(?i)rcpt to:\s*<?(` + addrPat + `)`),
 	regexp.MustCompile(`(?i)(?:^|\s)(?:final-recipient|original-recipient|recipient(?: address)?|failed recipient|addressee|destinataire|empfänger|to|address|e-?mail address|user|mailbox|account)\b\s*:?\s*(?:rfc822;\s*)?[<"(\[]?(` + addrPat + `)`),
-	regexp.MustCompile(`(?i)(?:following (?:recipients?|address(?:es)?)[^:\n]{0,40}:|delivery to|deliver(?:ed|ing)?(?: your message| the message| your mail| mail)? to|sending (?:mail |message )?to|could not be delivered to|failed to deliver to|wasn't delivered to|was not delivered to|couldn't be delivered to|message to|mail to|unable to deliver (?:message |mail )?to|for|recipient)\b\s*[<"(\[]?(` + addrPat + `)`),
+	regexp.MustCompile(`(?i)(?:following (?:recipients?|address(?:es)?)[^:\n]{0,40}:|delivery to|deliver(?:ed|ing)?(?: your message| the message| your mail| mail)? to|sending (?:mail |message )?to|could not be delivered to|failed to deliver to|wasn't delivered to|was not delivered to|couldn't be delivered to|message to|mail to|unable to deliver (?:message |mail )?to|for|recipient|(?:was|were) addressed)\b,?\s*[<"(\[]?(` + addrPat + `)`),
 }
 
 // sendmailAddrRule is the index in recipientLineRes of sendmail's
@@ -196,11 +196,11 @@ func scanText(text string, exclude map[string]bool, from, xFailed, subject strin
 				if c := codePrefixRe.FindString(l[:m[2]]); c != "" {
 					// Sendmail's "554 <addr>... error": the reply code
 					// before the address belongs to its error.
-					rest = strings.TrimRight(c, " \t<\"([") + " " + strings.TrimLeft(rest, ">.:) ")
+					rest = strings.TrimRight(c, " \t<\"([") + " " + strings.TrimLeft(rest, ">.:,) ")
 				} else if p := strings.Trim(l[:m[2]], " \t<\"([-*•>:"); p != "" && !labelRe.MatchString(p) {
 					// IMail's "Unknown user: a@b": the error before the
 					// address is this recipient's own.
-					rest = p + " " + strings.TrimLeft(rest, ">.:) ")
+					rest = p + " " + strings.TrimLeft(rest, ">.:,) ")
 				}
 				add(a, i, rest)
 				break
