@@ -77,7 +77,7 @@ func classify(class int, enh, text string, own bool, rc reasonCache) Verdict {
 			r = Other
 		}
 	} else if isHard(r) {
-		if tr := rc.reason(text); outranksStatus(tr) {
+		if tr := rc.reason(text); outranksStatus(tr) || tr == MailboxDisabled && disabledOutrightRe.MatchString(text) {
 			// "Over quota" proves the mailbox exists, a rate limit or
 			// the recipient's own filter is about the sender, whatever
 			// addressing status the server sent with it.

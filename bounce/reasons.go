@@ -184,7 +184,7 @@ var textRules = []struct {
 	// order) is refused for its form: before the size and authentication
 	// rules, whose words ("too large", "DKIM") these texts contain.
 	{Policy, regexp.MustCompile(`headers? (?:is |are )?too (?:large|long|many)|too many headers|duplicated? header|improper sequence|bad sequence of commands`)},
-	{MessageTooBig, regexp.MustCompile(`message (?:is )?too (?:big|large)|message size (?:exceeds|limit)|size limit|too large|exceeds (?:the )?maximum (?:message )?size|message length exceeds|maximum message size`)},
+	{MessageTooBig, regexp.MustCompile(`message (?:is )?too (?:big|large)|message size (?:exceeds|limit)|max(?:imum)? (?:message )?size (?:\S+ )?exceeded|message size (?:\S+ )?exceeded|size limit|too large|exceeds (?:the )?maximum (?:message )?size|message length exceeds|maximum message size`)},
 	{AuthFailure, regexp.MustCompile(`\bspf\b|sender policy framework|\bdkim\b|domainkeys|\bdmarc\b|authentication (?:check )?fail|not authenticated|unauthenticated (?:email|mail)|sender address verification|failed (?:the )?(?:spf|dkim|dmarc)|authentication (?:is )?required|authrequired|unauthenticated senders?|(?:fails?|failed) to pass authentication|authentication checks`)},
 	{NotAccept, regexp.MustCompile(`null mx|does not accept (?:e-?)?mail|no smtp service|accepts no mail`)},
 	{UserUnknown, regexp.MustCompile(`(?:recipient|[0-9.#]+ ) ?address rejected(?:\.|\s*$)|@[a-z0-9.-]+>? (?:does not|doesn't) exist|user unknown|unknown user|no such (?:user|recipient|mailbox|account|person|address)|unknown (?:recipient|mailbox|local[- ]part|address|account)|recipient (?:unknown|not found|does not exist|address rejected: (?:user|undeliverable|unknown|access denied))|(?:user|mailbox|account|address|recipient|addressee) (?:\S+ )?(?:does ?n[o']t exist|not exist|not found|is unknown|unavailable|is not valid|invalid)|(?:mailbox|user) not (?:found|exist|known|listed)|not listed in|invalid (?:recipient|mailbox|user|address|e-?mail address)|(?:is not|isn't) a valid (?:user|mailbox|recipient|address)|doesn't have an? .{0,40}account|no mailbox|undeliverable address|unknown or illegal alias|not a known user|address (?:does not|doesn't) exist|no account by that name|this account does not exist|no valid recipients|not our customer|user (?:is )?not (?:here|local)|bad destination mailbox|unable to deliver to|mailbox unavailable|dosn't exist|unknown e-?mail address`)},
@@ -245,10 +245,21 @@ var textRules = []struct {
 // outranksStatus reports whether a reason read from the words outranks an
 // addressing status (X.1.x) sent with them. Servers send 5.1.1 for a
 // mailbox that is full, for a sender over its rate and for a recipient who
-// filters the sender: each proves the mailbox exists, so the words win.
+// filters the sender, and relays (sendmail) map any 550 to "5.1.1 User
+// unknown" whatever the server said ("550 [SUSPEND] Mailbox currently
+// suspended", "550 RCPT TO:<a@b> max message size exceeded"): a full,
+// suspended or disabled mailbox exists (said outright: disabledOutrightRe),
+// and a message refused for its size says nothing against the address, so
+// the words win.
 func outranksStatus(r Reason) bool {
-	return r == MailboxFull || r == RateLimited || r == recipientFilter
+	return r == MailboxFull || r == RateLimited || r == recipientFilter || r == MessageTooBig
 }
+
+// disabledOutrightRe is a mailbox or account said outright to be disabled
+// or suspended, which outranks an addressing status as a full mailbox
+// does. A bare "inactive" does not: iCloud's "550 5.1.1 <a@b>: inactive
+// email address" is its word for an address it does not have.
+var disabledOutrightRe = regexp.MustCompile(`(?i)(?:account|mailbox)\b(?:\S+ ){0,3}(?:is |has been )?(?:disabled|suspended|deactivated|discontinued)|\[suspend\]`)
 
 // recipientFilter is the reason textRules give for a recipient's own
 // filter ("refused due to recipient preferences"); reasonFromText reports
