@@ -233,6 +233,8 @@ func FuzzParse(f *testing.F) {
 	// at about 1 ms a parse is what looked like "30 execs in 21 s". Run
 	// with -fuzzminimizetime=3s to spend the time fuzzing instead.
 	files, _ := filepath.Glob(filepath.Join(corpusDir, "*.eml"))
+	more, _ := filepath.Glob(filepath.Join(bounceParserDir, "*.msg"))
+	files = append(files, more...)
 	for i, file := range files {
 		if i%10 != 0 {
 			continue
