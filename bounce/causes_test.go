@@ -257,3 +257,77 @@ func TestMailmanShapes(t *testing.T) {
 		t.Errorf("exchange X.400 line: %+v", rep.Recipients)
 	}
 }
+
+// TestUnknownUserWordings: the ways servers and their directories say a
+// mailbox does not exist, in English and the other languages bounces come
+// in, are read as an unknown user (whether that condemns the address is
+// the SMTP phase's question).
+func TestUnknownUserWordings(t *testing.T) {
+	for _, text := range []string{
+		"550 unknown user", "User not known", "user not found", "invalid mailbox", "No such local user",
+		"Invalid final delivery userid: a@b.example", "Does not have a final email delivery point",
+		"no a in name directory", "The email account that you tried to reach does not exist.",
+		"550 Requested action not taken: mailbox unavailable", "RESOLVER.ADR.RecipNotFound; not found",
+		"User a was not found in the directory", "non-existent user", "this address no longer accepts mail",
+		"L'adresse de messagerie référencée ci-dessus n'existe pas", "550 destinataire inconnu",
+		"Benutzer unbekannt", "Empfänger existiert nicht", "el usuario no existe", "utente sconosciuto",
+		"usuário inexistente", "gebruiker onbekend",
+	} {
+		if r := reasonFromText(text); r != UserUnknown {
+			t.Errorf("reasonFromText(%q) = %s, want userunknown", text, r)
+		}
+	}
+	// Words about the user's state or the domain are not an unknown user.
+	for text, want := range map[string]Reason{
+		"mailbox is full":                       MailboxFull,
+		"account has been disabled":             MailboxDisabled,
+		"domain example.org does not exist":     HostUnknown,
+		"Sender address rejected: not accepted": Policy,
+	} {
+		if r := reasonFromText(text); r != want {
+			t.Errorf("reasonFromText(%q) = %s, want %s", text, r, want)
+		}
+	}
+}
+
+// TestWordsOverRelayStatus: a relay that maps every 550 to "5.1.1 User
+// unknown" does not make a suspended mailbox or a message too large an
+// unknown user; a bare "inactive" is still an address the server lacks.
+func TestWordsOverRelayStatus(t *testing.T) {
+	for text, want := range map[string]Reason{
+		"550 [SUSPEND] Mailbox currently suspended - Please contact correspondent directly": MailboxDisabled,
+		"550 RCPT TO:<a@b.example> max message size exceeded":                               MessageTooBig,
+		"550 5.1.1 <a@b.example>: inactive email address":                                   UserUnknown,
+	} {
+		v := classify(5, "5.1.1", text, false, nil)
+		if v.Reason != want || v.Hard != (want == UserUnknown) {
+			t.Errorf("%q under 5.1.1: got %+v, want %s", text, v, want)
+		}
+	}
+}
+
+// TestMTAOwnFinding: a Diagnostic-Code of the reporting MTA's own type
+// that quotes no remote server (Postfix's local delivery agent) is read
+// for its words, with no SMTP phase to ask about; one that quotes a
+// remote reply is still a remote reply.
+func TestMTAOwnFinding(t *testing.T) {
+	dsn := func(diag string) string {
+		return "From: MAILER-DAEMON@mx.example.net\nTo: s@example.com\nSubject: Undelivered Mail Returned to Sender\n" +
+			"MIME-Version: 1.0\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\n\n" +
+			"--b\nContent-Type: text/plain\n\nThe mail system\n\n--b\nContent-Type: message/delivery-status\n\n" +
+			"Reporting-MTA: dns; mx.example.net\n\nFinal-Recipient: rfc822; a@mx.example.net\nAction: failed\n" +
+			"Status: 5.0.0\nDiagnostic-Code: " + diag + "\n\n--b--\n"
+	}
+	for diag, hard := range map[string]bool{
+		`X-Postfix; unknown user: "a"`: true,
+		`X-Postfix; host mx.example.org[192.0.2.1] said: 550 user unknown (in reply to end of DATA command)`: false,
+	} {
+		rep, err := Parse(strings.NewReader(dsn(diag)))
+		if err != nil || len(rep.Recipients) != 1 {
+			t.Fatalf("%s: %v %+v", diag, err, rep)
+		}
+		if r := rep.Recipients[0]; r.Hard != hard || r.Reason != UserUnknown && hard {
+			t.Errorf("%s: got %+v, want hard %v", diag, r, hard)
+		}
+	}
+}

@@ -77,7 +77,7 @@ func classify(class int, enh, text string, own bool, rc reasonCache) Verdict {
 			r = Other
 		}
 	} else if isHard(r) {
-		if tr := rc.reason(text); outranksStatus(tr) {
+		if tr := rc.reason(text); outranksStatus(tr) || tr == MailboxDisabled && disabledOutrightRe.MatchString(text) {
 			// "Over quota" proves the mailbox exists, a rate limit or
 			// the recipient's own filter is about the sender, whatever
 			// addressing status the server sent with it.
@@ -196,7 +196,16 @@ var (
 	// addressRe is wording that only a failed recipient check produces:
 	// the reporting MTA saying it was the address that was refused or not
 	// found, or the final server saying its directory has no such name.
-	addressRe = regexp.MustCompile(`(?i)rejected (?:the )?address|recipient address rejected|address (?:couldn't|could not|can't|cannot) be found|address not found|no valid recipients|invalid recipient|recipient name is not recognized|not listed in .{0,40}directory|address (?:is )?(?:unknown|invalid)`)
+	// The directory's and the final delivery agent's words ("Does not
+	// have a final email delivery point", "Invalid final delivery
+	// userid", "did not exactly match an LLNL email address", "no ... in
+	// name directory"), a local delivery agent's ("delivery problems to
+	// local user a") and the address said not to exist ("L'adresse ...
+	// n'existe pas") come from the look-up of the name, never from a
+	// content filter.
+	addressRe = regexp.MustCompile(`(?i)rejected (?:the )?address|recipient address rejected|address (?:couldn't|could not|can't|cannot) be found|address not found|no valid recipients|invalid recipient|recipient name is not recognized|not listed in .{0,40}directory|address (?:is )?(?:unknown|invalid)` +
+		`|final (?:e-?mail )?delivery (?:point|userid|user id)|did not (?:exactly )?match (?:an?|any) (?:\S+ )?(?:e-?mail )?address|(?:not|no match) (?:present |found |listed )?in (?:the |our |name )?(?:\S+ )?directory|in (?:the )?name directory|nameserver query` +
+		`|(?:to|for) local (?:user|recipient)\b|address (?:\S+ ){0,4}(?:does not|doesn't) exist|adresse\b.{0,60}n['’]existe (?:pas|plus)`)
 )
 
 // dataPhase corrects a verdict for the SMTP phase the rejection came in.

@@ -197,11 +197,27 @@ func TestUnknownPhase(t *testing.T) {
 		{"address not found", false, "550 user unknown", "** Address not found ** the address couldn't be found", UserUnknown},
 		{"directory", false, "User a (a@b.example) not listed in Domino Directory", "", UserUnknown},
 		{"pipelined data refusal", false, "550 Invalid recipient", "554 5.5.1 Error: no valid recipients", UserUnknown},
+		// The directory and the final delivery agent speak of the name.
+		{"final delivery point", false, "a@b.example Does not have a final email delivery point", "", UserUnknown},
+		{"final delivery userid", false, "Invalid final delivery userid: a@b.example", "", UserUnknown},
+		{"directory match", false, "addressed, a@b.example, did not exactly match an LLNL email address", "", UserUnknown},
+		{"local user", false, "User not known", "Your message has encountered delivery problems to local user a.", UserUnknown},
+		{"address does not exist", false, "L'adresse de messagerie référencée ci-dessus n'existe pas.", "", UserUnknown},
+		// Bare words about the user, however they put it, stay a refusal.
+		{"no such user", false, "No such user", "", Policy},
+		{"doesn't have an account", false, "This user doesn't have a example.org account (a@b.example) [0]", "", Policy},
+		{"mailbox unavailable", false, "550 Requested action not taken: mailbox unavailable", "", Policy},
 	}
 	for _, tt := range tests {
 		got := dataPhase(bare, tt.given, tt.text, tt.wider)
 		if got.Reason != tt.want || got.Hard != (tt.want == UserUnknown) || !got.Permanent {
 			t.Errorf("%s: got %+v, want permanent %s", tt.name, got, tt.want)
+		}
+	}
+	// Every such text is read as an unknown user in the first place.
+	for _, tt := range tests {
+		if r := reasonFromText(tt.text); r != UserUnknown {
+			t.Errorf("%s: reasonFromText(%q) = %s", tt.name, tt.text, r)
 		}
 	}
 	// Other reasons are left alone when the phase is unknown.

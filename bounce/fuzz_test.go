@@ -28,7 +28,7 @@ const maxSeed = 4096
 // parts: delivery-status, feedback-report and text.
 func corpusParts(f *testing.F) (status, feedback, texts [][]byte) {
 	var files []string
-	for _, pat := range []string{filepath.Join(corpusDir, "*.eml"), filepath.Join(fluflDir, "*.txt")} {
+	for _, pat := range []string{filepath.Join(corpusDir, "*.eml"), filepath.Join(fluflDir, "*.txt"), filepath.Join(bounceParserDir, "*.msg")} {
 		m, _ := filepath.Glob(pat)
 		files = append(files, m...)
 	}

@@ -848,6 +848,12 @@ func readDSN(b []byte, rep *Report, text string, said func(string) string) (unna
 		// A local mailer (a pipe, procmail) that failed speaks of this
 		// system, whatever words it used, not of the address.
 		local := r.diagType == "x-unix" || r.diagType == "x-local"
+		// A Diagnostic-Code of the reporting MTA's own type (Postfix's
+		// "X-Postfix; unknown user: \"a\"" from its local delivery agent)
+		// that quotes no remote server is that MTA's own finding, made
+		// where the mailboxes are: no remote content filter speaks there,
+		// so the SMTP phase does not come into it.
+		own := r.diagType != "" && r.diagType != "smtp" && !local && r.Diagnostic != "" && !remoteReplyRe.MatchString(r.Diagnostic)
 		// For a recipient without a Diagnostic-Code the report's text
 		// stands in. Its lines about the address are the server's words
 		// that the fields left out (sendmail's transcript: "550 5.1.2
@@ -860,7 +866,7 @@ func readDSN(b []byte, rep *Report, text string, said func(string) string) (unna
 		if r.Diagnostic == "" && said != nil && r.final != "" && !strings.Contains(r.Status, "(") {
 			r.Diagnostic = said(r.final)
 		}
-		rep.Recipients = append(rep.Recipients, finish(r.Recipient, text, whole, local, rc))
+		rep.Recipients = append(rep.Recipients, finish(r.Recipient, text, whole, local, own, rc))
 	}
 	return unnamed
 }
@@ -870,10 +876,14 @@ func isMailbox(s string) bool {
 	return s != "" && (addrRe.FindString(s) == s || utf8Mailbox(s) == s)
 }
 
+// remoteReplyRe matches a diagnostic that quotes a remote server's reply.
+var remoteReplyRe = regexp.MustCompile(`(?i)\bsaid:|in reply to|remote (?:host|server|mta)|<<<|\bhost \S+\[`)
+
 // finish classifies a DSN recipient from its Status, Action and diagnostic.
 // whole is true when the reason is to be read from the report's text
-// rather than from the diagnostic.
-func finish(r Recipient, text string, whole, local bool, rc reasonCache) Recipient {
+// rather than from the diagnostic; mtaOwn when the diagnostic is the
+// reporting MTA's own finding, not a remote server's reply.
+func finish(r Recipient, text string, whole, local, mtaOwn bool, rc reasonCache) Recipient {
 	enh := normStatus(r.Status)
 	if enh == "" {
 		enh = findStatus(r.Status)
@@ -946,7 +956,10 @@ func finish(r Recipient, text string, whole, local bool, rc reasonCache) Recipie
 		// diagnostic: the same string each time, so rc remembers it.
 		why = clip(text)
 	}
-	v := dataPhase(classify(class, enh, why, own, rc), enh != "", why, clip(text))
+	v := classify(class, enh, why, own, rc)
+	if !mtaOwn {
+		v = dataPhase(v, enh != "", why, clip(text))
+	}
 	if local && v.Reason != Delivered && v.Reason != MailboxFull {
 		v.Reason, v.Hard = SystemError, false
 	}

@@ -233,6 +233,8 @@ func FuzzParse(f *testing.F) {
 	// at about 1 ms a parse is what looked like "30 execs in 21 s". Run
 	// with -fuzzminimizetime=3s to spend the time fuzzing instead.
 	files, _ := filepath.Glob(filepath.Join(corpusDir, "*.eml"))
+	more, _ := filepath.Glob(filepath.Join(bounceParserDir, "*.msg"))
+	files = append(files, more...)
 	for i, file := range files {
 		if i%10 != 0 {
 			continue
@@ -490,6 +492,42 @@ func TestParseWrappedDepth(t *testing.T) {
 	for _, r := range parseString(t, msg).Recipients {
 		if r.Recipient == "a@b.example" || r.Reason != Other {
 			t.Errorf("wrapped %d times: %+v, want the inner bounce unread", maxNest+1, r)
+		}
+	}
+}
+
+// TestDiagnosticIsNotQuotedHeader: the diagnostic is the server's reply,
+// not the original's header that the notice quotes after it (with no
+// separator, or as a list of its fields) nor a MIME boundary left in a part
+// whose Content-Type did not parse.
+func TestDiagnosticIsNotQuotedHeader(t *testing.T) {
+	for name, msg := range map[string]string{
+		"header after the error": "From: MAILER-DAEMON@mx.example.net\nTo: s@example.com\nSubject: Undelivered Mail\n\n" +
+			"A message that you sent could not be delivered to one or more of its recipients. This is a permanent error.\n\n" +
+			"gone@example.org Invalid Address, ERROR_CODE :550, ERROR_CODE :5.2.2 Mailbox Full\n\n\n" +
+			"Received:from mail.example.com by mx.example.net\n    with SMTP id 1; Fri, 12 Dec 2014 02:49:25 -0800\n" +
+			"Message-ID:<1@example.com>\nSubject:TEST\nTo:<gone@example.org>\n",
+		"details of the original": "From: postmaster@example.org\nTo: s@example.com\nSubject: Re: hi\n\n" +
+			"Error: Invalid user address\n\nError message below:\n550 - Requested action not taken: no such user here\n\n" +
+			"Message details:\n  Subject: hi\n  Sent date: Wed Jun 12 02:21:53 GMT 2013\n  MAIL FROM: s@example.com\n" +
+			"  RCPT TO: gone@example.org\n  From: s@example.com\n  CC: recipient list not shown: ;\n  Size (in bytes): 250\n" +
+			"  Number of lines: 2\n\n------=_Part_1_2.3--\n",
+	} {
+		rep, err := Parse(strings.NewReader(msg))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if len(rep.Recipients) != 1 || rep.Recipients[0].Recipient != "gone@example.org" {
+			t.Fatalf("%s: recipients %+v", name, rep.Recipients)
+		}
+		d := rep.Recipients[0].Diagnostic
+		for _, bad := range []string{"Received", "Message-ID", "Subject", "Size", "CC:", "=_Part"} {
+			if strings.Contains(d, bad) {
+				t.Errorf("%s: diagnostic %q holds %q", name, d, bad)
+			}
+		}
+		if !strings.Contains(d, "550") {
+			t.Errorf("%s: diagnostic %q lost the reply", name, d)
 		}
 	}
 }

@@ -184,10 +184,49 @@ var textRules = []struct {
 	// order) is refused for its form: before the size and authentication
 	// rules, whose words ("too large", "DKIM") these texts contain.
 	{Policy, regexp.MustCompile(`headers? (?:is |are )?too (?:large|long|many)|too many headers|duplicated? header|improper sequence|bad sequence of commands`)},
-	{MessageTooBig, regexp.MustCompile(`message (?:is )?too (?:big|large)|message size (?:exceeds|limit)|size limit|too large|exceeds (?:the )?maximum (?:message )?size|message length exceeds|maximum message size`)},
+	{MessageTooBig, regexp.MustCompile(`message (?:is )?too (?:big|large)|message size (?:exceeds|limit)|max(?:imum)? (?:message )?size (?:\S+ )?exceeded|message size (?:\S+ )?exceeded|size limit|too large|exceeds (?:the )?maximum (?:message )?size|message length exceeds|maximum message size`)},
 	{AuthFailure, regexp.MustCompile(`\bspf\b|sender policy framework|\bdkim\b|domainkeys|\bdmarc\b|authentication (?:check )?fail|not authenticated|unauthenticated (?:email|mail)|sender address verification|failed (?:the )?(?:spf|dkim|dmarc)|authentication (?:is )?required|authrequired|unauthenticated senders?|(?:fails?|failed) to pass authentication|authentication checks`)},
 	{NotAccept, regexp.MustCompile(`null mx|does not accept (?:e-?)?mail|no smtp service|accepts no mail`)},
 	{UserUnknown, regexp.MustCompile(`(?:recipient|[0-9.#]+ ) ?address rejected(?:\.|\s*$)|@[a-z0-9.-]+>? (?:does not|doesn't) exist|user unknown|unknown user|no such (?:user|recipient|mailbox|account|person|address)|unknown (?:recipient|mailbox|local[- ]part|address|account)|recipient (?:unknown|not found|does not exist|address rejected: (?:user|undeliverable|unknown|access denied))|(?:user|mailbox|account|address|recipient|addressee) (?:\S+ )?(?:does ?n[o']t exist|not exist|not found|is unknown|unavailable|is not valid|invalid)|(?:mailbox|user) not (?:found|exist|known|listed)|not listed in|invalid (?:recipient|mailbox|user|address|e-?mail address)|(?:is not|isn't) a valid (?:user|mailbox|recipient|address)|doesn't have an? .{0,40}account|no mailbox|undeliverable address|unknown or illegal alias|not a known user|address (?:does not|doesn't) exist|no account by that name|this account does not exist|no valid recipients|not our customer|user (?:is )?not (?:here|local)|bad destination mailbox|unable to deliver to|mailbox unavailable|dosn't exist|unknown e-?mail address`)},
+	// More of the ways a server says the mailbox does not exist: its
+	// directory or final delivery agent found no such name, its local
+	// delivery agent knows no such user, and the same in the languages
+	// bounces come in. Whether the words condemn the address is decided
+	// afterwards, by the SMTP phase (dataPhase).
+	{UserUnknown, regexp.MustCompile(strings.Join([]string{
+		// directories and final delivery
+		`final (?:e-?mail )?delivery (?:point|userid|user id)`,
+		`invalid (?:\S+ ){0,3}(?:userid|user id|user ?name)\b`,
+		`did not (?:exactly )?match (?:an?|any) (?:\S+ )?(?:e-?mail )?address`,
+		`(?:not|no match) (?:present |found |listed )?in (?:the |our |name )?(?:\S+ )?directory`,
+		`no (?:\S+ ){1,3}in (?:the )?name directory`,
+		`no matches to nameserver query`,
+		`(?:not present|not found) in (?:the )?(?:user|address|recipient)s? (?:list|table|database)`,
+		// the mailbox, account or address named and denied
+		`(?:account|mailbox|user) (?:\S+ ){0,6}(?:does not|doesn't|did not) exist`,
+		`(?:user|recipient|mailbox|address) (?:\S+ ){0,3}(?:was|were|is) not (?:found|known|recogni[sz]ed)`,
+		`address unknown|unknown (?:e-?mail )?(?:user ?name|userid)`,
+		`no such (?:local |virtual )?(?:user|recipient|mailbox|account)`,
+		`non-?existent (?:user|recipient|mailbox|account|address)`,
+		`not a valid (?:user|mailbox|recipient|address)`,
+		`mailbox (?:is )?not (?:present|found)|mailbox path (?:is )?invalid|invalid mailbox path`,
+		`there is no one at this address|no mail ?box (?:is )?available for this user|no mailbox by that name`,
+		`the user's (?:e-?mail )?name is not found|email address (?:is wrong|could not be found|was not found)`,
+		`this address no longer accepts mail|is not an active address`,
+		`bad[-_ ]recipient|archived recipient|badrcptto|can't accept user|invalid or unknown virtual user`,
+		`destination addresses? (?:was|were) unknown|destination server rejected recipients`,
+		`recipnotfound|recipientnotfound|recipient not found`,
+		// other languages
+		`(?:adresse|destinataire|utilisateur|bo[iî]te aux lettres)\b.{0,60}n['’]existe (?:pas|plus)`,
+		`(?:destinataire|utilisateur|adresse(?: e-?mail)?) (?:inconnue?|invalide|introuvable)`,
+		`(?:benutzer|empf(?:ä|ae)nger|adresse|postfach|mailbox|konto) (?:\S+ ){0,3}(?:ist )?(?:unbekannt|existiert nicht|nicht gefunden|nicht vorhanden)`,
+		`unbekannte[rs]? (?:benutzer|empf(?:ä|ae)nger|adresse|postfach)`,
+		`(?:usuario|destinatario|buz[oó]n|cuenta|direcci[oó]n)\b.{0,40}(?:no existe|desconocid[oa]|inexistente)`,
+		`no existe (?:dicha persona|ese usuario)`,
+		`(?:utente|destinatario|indirizzo|casella)\b.{0,40}(?:sconosciut[oa]|inesistente|non esiste)`,
+		`(?:usu[aá]rio|conta|endere[cç]o)\b.{0,40}(?:desconhecid[oa]|inexistente|n[aã]o existe)`,
+		`(?:gebruiker|adres|mailbox)\b.{0,40}(?:onbekend|bestaat niet)`,
+	}, "|"))},
 	// A resolver that answered "try again" (DNS TRY_AGAIN, SERVFAIL) has
 	// not proven the domain absent: a network error, not an unknown host.
 	{NetworkError, regexp.MustCompile(`host not found, try again|temporary failure in name resolution|name service error[^\n]*try again`)},
@@ -206,10 +245,21 @@ var textRules = []struct {
 // outranksStatus reports whether a reason read from the words outranks an
 // addressing status (X.1.x) sent with them. Servers send 5.1.1 for a
 // mailbox that is full, for a sender over its rate and for a recipient who
-// filters the sender: each proves the mailbox exists, so the words win.
+// filters the sender, and relays (sendmail) map any 550 to "5.1.1 User
+// unknown" whatever the server said ("550 [SUSPEND] Mailbox currently
+// suspended", "550 RCPT TO:<a@b> max message size exceeded"): a full,
+// suspended or disabled mailbox exists (said outright: disabledOutrightRe),
+// and a message refused for its size says nothing against the address, so
+// the words win.
 func outranksStatus(r Reason) bool {
-	return r == MailboxFull || r == RateLimited || r == recipientFilter
+	return r == MailboxFull || r == RateLimited || r == recipientFilter || r == MessageTooBig
 }
+
+// disabledOutrightRe is a mailbox or account said outright to be disabled
+// or suspended, which outranks an addressing status as a full mailbox
+// does. A bare "inactive" does not: iCloud's "550 5.1.1 <a@b>: inactive
+// email address" is its word for an address it does not have.
+var disabledOutrightRe = regexp.MustCompile(`(?i)(?:account|mailbox)\b(?:\S+ ){0,3}(?:is |has been )?(?:disabled|suspended|deactivated|discontinued)|\[suspend\]`)
 
 // recipientFilter is the reason textRules give for a recipient's own
 // filter ("refused due to recipient preferences"); reasonFromText reports

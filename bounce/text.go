@@ -30,7 +30,7 @@ var recipientLineRes = []*regexp.Regexp{
 	regexp.MustCompile(`<(` + addrPat + `)>\.\.\.\s*\S`),
 	regexp.MustCompile(`(?i)rcpt to:\s*<?(` + addrPat + `)`),
 	regexp.MustCompile(`(?i)(?:^|\s)(?:final-recipient|original-recipient|recipient(?: address)?|failed recipient|addressee|destinataire|empfänger|to|address|e-?mail address|user|mailbox|account)\b\s*:?\s*(?:rfc822;\s*)?[<"(\[]?(` + addrPat + `)`),
-	regexp.MustCompile(`(?i)(?:following (?:recipients?|address(?:es)?)[^:\n]{0,40}:|delivery to|deliver(?:ed|ing)?(?: your message| the message| your mail| mail)? to|sending (?:mail |message )?to|could not be delivered to|failed to deliver to|wasn't delivered to|was not delivered to|couldn't be delivered to|message to|mail to|unable to deliver (?:message |mail )?to|for|recipient)\b\s*[<"(\[]?(` + addrPat + `)`),
+	regexp.MustCompile(`(?i)(?:following (?:recipients?|address(?:es)?)[^:\n]{0,40}:|delivery to|deliver(?:ed|ing)?(?: your message| the message| your mail| mail)? to|sending (?:mail |message )?to|could not be delivered to|failed to deliver to|wasn't delivered to|was not delivered to|couldn't be delivered to|message to|mail to|unable to deliver (?:message |mail )?to|for|recipient|(?:was|were) addressed)\b,?\s*[<"(\[]?(` + addrPat + `)`),
 }
 
 // sendmailAddrRule is the index in recipientLineRes of sendmail's
@@ -55,7 +55,7 @@ var codeOnlyRe = regexp.MustCompile(`^[245]\d\d(?:[ -][245]\.\d{1,3}\.\d{1,3})?$
 
 // origStartRe marks where a free-text bounce starts quoting the original
 // message: addresses after it belong to the original, not to the report.
-var origStartRe = regexp.MustCompile(`(?i)^\s*(?:[-=_*]{2,}.*(?:original|copy of (?:the|your) message|returned message|message header|headers? (?:of|follow)|below this line|undelivered message|included message|unsent message|message text follows|rfc822)|(?:-+ )?below this line is a copy|below is a copy of (?:the|your) (?:original )?message|original (?:message|mail) (?:follows|as follows)|unsent message follows|-+\s*original message\s*-*|content-type:\s*message/rfc822|the original message headers|the headers of the original|your message reads|original message header|message headers follow)`)
+var origStartRe = regexp.MustCompile(`(?i)^\s*(?:[-=_*]{2,}.*(?:original|copy of (?:the|your) message|returned (?:message|mail)|message header|headers? (?:of|follow)|below this line|undelivered message|included message|unsent message|message text follows|rfc822)|(?:-+ )?below this line is a copy|below is a copy of (?:the|your) (?:original )?message|original (?:message|mail)(?: as received)?(?: is)? (?:follows|as follows)|included is a copy of (?:the|your) (?:original )?message|unsent message follows|-+\s*original message\s*-*|content-type:\s*message/rfc822|the original message headers|the headers of the original|your message reads|original message header|message headers follow)`)
 
 // A free-text bounce that quotes no reply code for a recipient is either
 // a final failure notice (the message is returned) or a warning that
@@ -123,6 +123,7 @@ func scanText(text string, exclude map[string]bool, from, xFailed, subject strin
 			break
 		}
 	}
+	quoted := quotedHeaderLines(lines)
 	fromAddr := strings.ToLower(firstAddr(from))
 	line := ""
 	// Strong patterns (an address alone on its line, before its error, in
@@ -179,7 +180,7 @@ func scanText(text string, exclude map[string]bool, from, xFailed, subject strin
 		if len(hits) >= maxRecipients {
 			break
 		}
-		if messageIDRe.MatchString(l) {
+		if messageIDRe.MatchString(l) || quoted[i] {
 			continue
 		}
 		line = l
@@ -195,11 +196,11 @@ func scanText(text string, exclude map[string]bool, from, xFailed, subject strin
 				if c := codePrefixRe.FindString(l[:m[2]]); c != "" {
 					// Sendmail's "554 <addr>... error": the reply code
 					// before the address belongs to its error.
-					rest = strings.TrimRight(c, " \t<\"([") + " " + strings.TrimLeft(rest, ">.:) ")
+					rest = strings.TrimRight(c, " \t<\"([") + " " + strings.TrimLeft(rest, ">.:,) ")
 				} else if p := strings.Trim(l[:m[2]], " \t<\"([-*•>:"); p != "" && !labelRe.MatchString(p) {
 					// IMail's "Unknown user: a@b": the error before the
 					// address is this recipient's own.
-					rest = p + " " + strings.TrimLeft(rest, ">.:) ")
+					rest = p + " " + strings.TrimLeft(rest, ">.:,) ")
 				}
 				add(a, i, rest)
 				break
@@ -276,6 +277,7 @@ func scanText(text string, exclude map[string]bool, from, xFailed, subject strin
 	// list of two, the first one's bare "Domain does not exist" would
 	// otherwise take the second one's "550 5.1.1 User unknown".
 	used := make([]bool, len(lines))
+	copy(used, quoted)
 	diags := make([]string, len(hits))
 	for k, h := range hits {
 		diag := strings.TrimSpace(strings.Trim(strings.TrimSpace(h.rest), ">:.)\"]"))
@@ -348,7 +350,7 @@ func errorLines(text string) string {
 		if origStartRe.MatchString(l) || len(b) == 4 {
 			break
 		}
-		if l = strings.TrimSpace(l); l != "" && hasCode(l) && !messageIDRe.MatchString(l) {
+		if l = strings.TrimSpace(l); l != "" && hasCode(l) && !messageIDRe.MatchString(l) && !(origDetailRe.MatchString(l) && !hasFailureCode(l)) {
 			b = append(b, l)
 		}
 	}
@@ -369,7 +371,24 @@ func following(lines []string, i int, rcptLine []string, used []bool) string {
 		if rcptLine[j] != "" && rcptLine[j] != self {
 			break
 		}
+		if used[j] && rcptLine[j] == "" {
+			// The original's quoted header (quotedHeaderLines), or
+			// lines another recipient took: not this one's error.
+			break
+		}
 		l := strings.TrimSpace(lines[j])
+		if boundaryLineRe.MatchString(l) {
+			// A MIME boundary the parser did not split on (a broken
+			// Content-Type): the part, and the report's text, ends.
+			break
+		}
+		if origDetailRe.MatchString(l) && !hasFailureCode(l) && !strings.Contains(strings.ToLower(l), self) {
+			// "Subject: Test message", "Size (in bytes): 39": the
+			// notice describing the original, not the server's reply
+			// (qmail's "From: <postmaster@x> RCPT: <a@b> ... does not
+			// like recipient" names the recipient, and is its own).
+			continue
+		}
 		if sendmailHostRe.MatchString(l) {
 			// Sendmail's "550 host (mailer)... error" line opens the
 			// report of the next host's recipients.
@@ -420,6 +439,42 @@ func transcript(lines []string, i int, rcptLine []string, used []bool) string {
 	}
 	return strings.Join(b, " ")
 }
+
+// quotedHeaderStartRe matches the first field of an original message's
+// header quoted in a notice with no separator that origStartRe knows:
+// Zoho's "Received:from mail.zoho.com ..." right after the error, EZweb's
+// after a line of dashes. A report's own text does not start a line with
+// these fields.
+var quotedHeaderStartRe = regexp.MustCompile(`(?i)^[ \t>]*(?:received|return-path|dkim-signature|arc-seal)[ \t]*:`)
+
+// headerFieldRe matches a header field line (or its continuation).
+var headerFieldRe = regexp.MustCompile(`^(?:[ \t>]*[A-Za-z][A-Za-z0-9-]*[ \t]*:|[ \t])`)
+
+// quotedHeaderLines marks the lines of each quoted original header: from
+// a line quotedHeaderStartRe matches to the end of its block of header
+// fields. Their addresses (Received's "for <a@b>") are the original's, and
+// their text is nobody's error.
+func quotedHeaderLines(lines []string) []bool {
+	q := make([]bool, len(lines))
+	for i := 0; i < len(lines); i++ {
+		if !quotedHeaderStartRe.MatchString(lines[i]) {
+			continue
+		}
+		for ; i < len(lines) && strings.TrimSpace(lines[i]) != "" && headerFieldRe.MatchString(lines[i]); i++ {
+			q[i] = true
+		}
+	}
+	return q
+}
+
+// boundaryLineRe matches a MIME boundary line ("------=_Part_1_2.3--"):
+// dashes, then at least one other character, no space.
+var boundaryLineRe = regexp.MustCompile(`^--+[^\s-]\S*$`)
+
+// origDetailRe matches a line in which a notice describes the original
+// message (Apache James' "Message details:", MailEnable's and Zoho's
+// quoted fields): its subject, sender, date, size.
+var origDetailRe = regexp.MustCompile(`(?i)^(?:subject|from|cc|bcc|date|sent(?: date)?|size(?: \(in bytes\))?|number of lines)[ \t]*:`)
 
 // codePrefixRe matches a reply code (and status) that opens a line before
 // the address it is about.
