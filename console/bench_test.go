@@ -40,7 +40,9 @@ func (mx) Deliver(ctx context.Context, it *queue.Item, body []byte) queue.Outcom
 		Events: []*audit.Event{{Time: now, Type: audit.Attempt, Fields: map[string]string{"code": "250"}},
 			{Time: now, Type: audit.Delivered, Fields: map[string]string{"latency_ms": fmt.Sprint(lat)}}}}
 }
-func (mx) Expire(it *queue.Item, now time.Time) queue.Outcome { return queue.Outcome{State: queue.StateExpired} }
+func (mx) Expire(it *queue.Item, now time.Time) queue.Outcome {
+	return queue.Outcome{State: queue.StateExpired}
+}
 
 var (
 	benchOnce sync.Once

@@ -300,4 +300,4 @@ func TestConsoleInBrowser(t *testing.T) {
 }
 
 func strconvG(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) }
-func itoa(n int) string          { return strconv.Itoa(n) }
+func itoa(n int) string         { return strconv.Itoa(n) }
