@@ -72,3 +72,16 @@ func TestListFilterPages(t *testing.T) {
 		t.Errorf("after the oldest = %v, want none", got)
 	}
 }
+
+// idMillis, List's allocation-free reading of a key, agrees with AcceptedAt.
+func TestIDMillis(t *testing.T) {
+	for _, ms := range []int64{0, 1, 1_700_000_000_123, 1<<48 - 1} {
+		id := ItemID(NewMsgID(time.UnixMilli(ms)), 1)
+		if got := idMillis([]byte(id)); got != AcceptedAt(id).UnixMilli() || got != ms {
+			t.Errorf("idMillis(%s) = %d, want %d", id, got, ms)
+		}
+	}
+	if idMillis([]byte("not!an!id!!")) != 0 || idMillis([]byte("abc")) != 0 {
+		t.Error("malformed ids must give 0")
+	}
+}

@@ -2,13 +2,16 @@ package queue
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"runtime/debug"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -988,26 +991,75 @@ type Filter struct {
 func (q *Queue) List(f Filter) ([]*Item, error) {
 	var out []*Item
 	rcpt := []byte(strings.ToLower(f.Rcpt))
+	// Raw-JSON tests pick the candidates in one sequential pass; the
+	// decoded item decides (a substring may sit in another field).
+	var need [][]byte
+	switch f.State {
+	case "all":
+	case "":
+		need = append(need, []byte(`"state":"`+StateQueued+`"`))
+	default:
+		need = append(need, []byte(`"state":"`+f.State+`"`))
+	}
+	if f.Class != "" {
+		need = append(need, []byte(`"class":`+strconv.Quote(f.Class)))
+	}
+	withValues := len(need) > 0 || len(rcpt) > 0
 	type ref struct {
-		at time.Time
+		ms int64
 		id string
 	}
 	less := func(a, b ref) int {
-		if c := a.at.Compare(b.at); c != 0 {
-			return c
+		if a.ms != b.ms {
+			return cmp.Compare(a.ms, b.ms)
 		}
 		return strings.Compare(a.id, b.id)
 	}
+	var since, until int64 = math.MinInt64, math.MaxInt64
+	if !f.Since.IsZero() {
+		since = f.Since.UnixMilli()
+	}
+	if !f.Until.IsZero() {
+		until = f.Until.UnixMilli()
+	}
 	err := q.store.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: pItem})
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: pItem, PrefetchValues: withValues, PrefetchSize: 256})
 		var refs []ref
+		var lower []byte
 		for it.Rewind(); it.Valid(); it.Next() {
-			id := string(it.Item().Key()[len(pItem):])
-			at := AcceptedAt(id)
-			if !f.Since.IsZero() && at.Before(f.Since) || !f.Until.IsZero() && !at.Before(f.Until) {
+			k := it.Item().Key()[len(pItem):]
+			ms := idMillis(k)
+			if ms < since || ms >= until {
 				continue
 			}
-			refs = append(refs, ref{at, id})
+			if withValues {
+				keep := true
+				err := it.Item().Value(func(v []byte) error {
+					for _, n := range need {
+						if !bytes.Contains(v, n) {
+							keep = false
+							return nil
+						}
+					}
+					if len(rcpt) > 0 {
+						lower = append(lower[:0], v...)
+						for i, c := range lower {
+							if 'A' <= c && c <= 'Z' {
+								lower[i] = c + 'a' - 'A'
+							}
+						}
+						keep = bytes.Contains(lower, rcpt)
+					}
+					return nil
+				})
+				if err != nil {
+					return err
+				}
+				if !keep {
+					continue
+				}
+			}
+			refs = append(refs, ref{ms, string(k)})
 		}
 		it.Close()
 		slices.SortFunc(refs, less)
@@ -1015,7 +1067,7 @@ func (q *Queue) List(f Filter) ([]*Item, error) {
 			slices.Reverse(refs)
 		}
 		if f.After != "" {
-			after := ref{AcceptedAt(f.After), f.After}
+			after := ref{AcceptedAt(f.After).UnixMilli(), f.After}
 			i, _ := slices.BinarySearchFunc(refs, after, func(a, b ref) int {
 				if f.Newest {
 					return -less(a, b)
@@ -1028,24 +1080,7 @@ func (q *Queue) List(f Filter) ([]*Item, error) {
 			refs = refs[i:]
 		}
 		for _, r := range refs {
-			bi, err := txn.Get(key(pItem, r.id))
-			if errors.Is(err, badger.ErrKeyNotFound) {
-				continue
-			}
-			if err != nil {
-				return err
-			}
-			var item *Item
-			err = bi.Value(func(v []byte) error {
-				// The recipient test on the raw JSON skips decoding the
-				// items a search does not want; the decoded fields decide.
-				if len(rcpt) > 0 && !bytes.Contains(bytes.ToLower(v), rcpt) {
-					return nil
-				}
-				var err error
-				item, err = decodeItem(v)
-				return err
-			})
+			item, err := q.getItem(txn, r.id)
 			if err != nil {
 				return err
 			}
@@ -1060,6 +1095,34 @@ func (q *Queue) List(f Filter) ([]*Item, error) {
 		return nil
 	})
 	return out, err
+}
+
+// idValue maps an id character to its 5-bit value (0xff: not one).
+var idValue = func() (t [256]byte) {
+	for i := range t {
+		t[i] = 0xff
+	}
+	for i := 0; i < len(idAlphabet); i++ {
+		t[idAlphabet[i]] = byte(i)
+	}
+	return t
+}()
+
+// idMillis is AcceptedAt for a key, in milliseconds, without allocating;
+// a malformed id gives 0.
+func idMillis(id []byte) int64 {
+	if len(id) < 10 {
+		return 0
+	}
+	var ms uint64
+	for _, c := range id[:10] {
+		v := idValue[c]
+		if v == 0xff {
+			return 0
+		}
+		ms = ms<<5 | uint64(v)
+	}
+	return int64(ms >> 2)
 }
 
 func (f *Filter) match(item *Item) bool {
