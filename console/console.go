@@ -69,6 +69,7 @@ type Console struct {
 	ss    *sessions
 	pages map[string]*template.Template
 	mux   *http.ServeMux
+	cache cache
 }
 
 // New loads the users file and parses the templates.

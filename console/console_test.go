@@ -361,3 +361,37 @@ func TestSuppressionsAndExport(t *testing.T) {
 		t.Errorf("audit page does not show the chain verified:\n%s", page)
 	}
 }
+
+var messagesRE = regexp.MustCompile(`id="messages">(\d+)<`)
+
+// The overview's figures are computed once per 30 s (a week of resets takes
+// most of a second): a reload within that shows the same answer, saying
+// when it was computed, and ?fresh=1 computes them again.
+func TestOverviewCache(t *testing.T) {
+	e := setup(t, false)
+	e.enqueue(t, "one@example.test")
+	b := e.browser(t)
+	b.login("olga", "olga-pass")
+	count := func(path string) string {
+		t.Helper()
+		code, _, page := b.do("GET", path, nil)
+		m := messagesRE.FindStringSubmatch(page)
+		if code != 200 || m == nil || !strings.Contains(page, `id="asof"`) {
+			t.Fatalf("GET %s: %d, no message count or time of computation:\n%s", path, code, errorText(page))
+		}
+		return m[1]
+	}
+	if n := count("/console/"); n != "1" {
+		t.Fatalf("overview counts %s messages, want 1", n)
+	}
+	e.enqueue(t, "two@example.test")
+	if n := count("/console/"); n != "1" {
+		t.Errorf("a reload within 30 s recomputed: %s messages", n)
+	}
+	if n := count("/console/?fresh=1"); n != "2" {
+		t.Errorf("fresh=1 shows %s messages, want 2", n)
+	}
+	if n := count("/console/"); n != "2" {
+		t.Errorf("after fresh=1 the cache holds %s, want 2", n)
+	}
+}

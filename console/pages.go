@@ -107,6 +107,7 @@ type overviewData struct {
 	DNS     *dnsStatus
 	CertEnd time.Time
 	HasCert bool
+	AsOf    time.Time // when the figures were computed
 }
 
 type outboxSummary struct{ Pending, Dead int }
@@ -137,7 +138,9 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request, s *session) {
 	}
 	// The same route `latchkey stats -json -since …` reads.
 	v := url.Values{"since": {span.String()}, "class": {"reset"}, "series": {bucket.String()}}
-	if err := c.get(ctx, "/api/v1/stats?"+v.Encode(), &d.Stats); err != nil {
+	var err error
+	d.AsOf, err = c.cached(ctx, "/api/v1/stats?"+v.Encode(), statsTTL, r.URL.Query().Get("fresh") != "", &d.Stats)
+	if err != nil {
 		c.apiFail(w, r, s, err)
 		return
 	}
@@ -425,11 +428,14 @@ type auditData struct {
 	Verified     bool
 	VerifyError  string
 	Since, Until string
+	AsOf         time.Time
+	Now          time.Time
 }
 
 func (c *Console) auditPage(w http.ResponseWriter, r *http.Request, s *session) {
 	d := auditData{Since: "24h"}
-	if err := c.get(r.Context(), "/api/v1/audit/verify", &d.Verify); err != nil {
+	var err error
+	if d.AsOf, err = c.cached(r.Context(), "/api/v1/audit/verify", verifyTTL, r.URL.Query().Get("verify") != "", &d.Verify); err != nil {
 		var ae *admin.APIError
 		if !errors.As(err, &ae) {
 			c.apiFail(w, r, s, err)
@@ -439,6 +445,7 @@ func (c *Console) auditPage(w http.ResponseWriter, r *http.Request, s *session) 
 	} else {
 		d.Verified = true
 	}
+	d.Now = c.o.Now()
 	c.render(w, s, http.StatusOK, "audit", page{Title: "Audit trail", Nav: "audit", Data: d})
 }
 

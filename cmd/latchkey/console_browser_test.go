@@ -224,14 +224,27 @@ func TestConsoleInBrowser(t *testing.T) {
 
 	// Find the bounced reset by its "250 … queued as" id and read its life.
 	gone := ids["gone@dest.test"]
-	do("find the bounced reset",
+	do("type the id into the search form",
 		chromedp.Navigate(base+"/console/messages"),
 		chromedp.WaitVisible(chromedp.ID("q-id")),
-		chromedp.SendKeys(chromedp.ID("q-id"), gone),
-		chromedp.Click(chromedp.ID("search")),
-		chromedp.WaitVisible(chromedp.ID("results")),
-		chromedp.Click(chromedp.CSS("#results a")),
-		chromedp.WaitVisible(chromedp.ID("timeline")))
+		chromedp.SendKeys(chromedp.ID("q-id"), gone))
+	typed := func() bool {
+		ctx, cancel := step()
+		defer cancel()
+		v, err := chromedp.Run(ctx, chromedp.Value(chromedp.ID("q-id")))
+		return err == nil && v == gone
+	}
+	if !waitFor(10*time.Second, typed) {
+		t.Fatalf("the id field never held %s", gone)
+	}
+	// The page lists the newest messages before any search: wait for the
+	// search's own page, not just for a list.
+	do("search", chromedp.Click(chromedp.ID("search")))
+	if !waitFor(10*time.Second, func() bool { return strings.Contains(where(), "id="+gone) }) {
+		t.Fatalf("the search went to %s, not the id's results", where())
+	}
+	do("results", chromedp.WaitVisible(chromedp.ID("results")))
+	do("open the bounced reset", chromedp.Click(chromedp.CSS("#results a")), chromedp.WaitVisible(chromedp.ID("timeline")))
 	shot("message")
 	if st := text("state-" + queue.ItemID(gone, 0)); !strings.EqualFold(st, "bounced") {
 		t.Errorf("bounced reset's page shows state %q", st)
@@ -246,9 +259,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	// The list, newest first, and the deferred reset's retry.
 	busy := queue.ItemID(ids["busy@dest.test"], 0)
 	do("list the messages",
-		chromedp.Navigate(base+"/console/messages"),
-		chromedp.WaitVisible(chromedp.ID("search")),
-		chromedp.Click(chromedp.ID("search")),
+		chromedp.Navigate(base+"/console/messages?state=all"),
 		chromedp.WaitVisible(chromedp.ID("results")))
 	shot("messages")
 	do("retry the deferred reset",
