@@ -143,13 +143,9 @@ func (s *server) queueRetry(w http.ResponseWriter, r *http.Request) {
 	if !decodeJSON(w, r, &req) {
 		return
 	}
-	if err := checkText("by", req.By, 100); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+	by, ok := actor(w, req.By)
+	if !ok {
 		return
-	}
-	by := strings.TrimSpace(req.By)
-	if by == "" {
-		by = "admin-api"
 	}
 	items, ok := s.items(w, r)
 	if !ok {
@@ -173,8 +169,8 @@ func (s *server) queueDrop(w http.ResponseWriter, r *http.Request) {
 	if !decodeJSON(w, r, &req) {
 		return
 	}
-	if err := checkText("by", req.By, 100); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+	by, ok := actor(w, req.By)
+	if !ok {
 		return
 	}
 	if err := checkText("reason", req.Reason, 500); err != nil {
@@ -188,10 +184,6 @@ func (s *server) queueDrop(w http.ResponseWriter, r *http.Request) {
 	todo, ok := live(w, items, "drop")
 	if !ok {
 		return
-	}
-	by := strings.TrimSpace(req.By)
-	if by == "" {
-		by = "admin-api"
 	}
 	s.apply(w, r, items, todo, "drop", func(it *queue.Item) error {
 		return s.o.Queue.Drop(it.ID, by, strings.TrimSpace(req.Reason))
@@ -238,6 +230,20 @@ func (s *server) apply(w http.ResponseWriter, r *http.Request, items, todo []*qu
 		}
 	}
 	writeJSON(w, http.StatusOK, now)
+}
+
+// actor checks the name of who asked for a change (it goes into the audit
+// trail); empty is the API itself. It answers a 400 itself.
+func actor(w http.ResponseWriter, by string) (string, bool) {
+	by = strings.TrimSpace(by)
+	if err := checkText("by", by, 100); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return "", false
+	}
+	if by == "" {
+		by = "admin-api"
+	}
+	return by, true
 }
 
 // checkText refuses over-long values and control characters in free text

@@ -119,13 +119,9 @@ func (s *server) suppressAdd(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	if err := checkText("by", req.By, 100); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+	by, ok := actor(w, req.By)
+	if !ok {
 		return
-	}
-	by := strings.TrimSpace(req.By)
-	if by == "" {
-		by = "admin-api"
 	}
 	sup := queue.Suppression{List: list, Address: addr, Reason: strings.TrimSpace(req.Reason), Time: time.Now().UTC(), By: by}
 	if err := s.o.Queue.AddSuppression(sup); err != nil {
@@ -141,14 +137,9 @@ func (s *server) suppressRemove(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	by := strings.TrimSpace(r.URL.Query().Get("by"))
-	// The name goes into the audit trail, checked as the drop route's is.
-	if err := checkText("by", by, 100); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+	by, ok := actor(w, r.URL.Query().Get("by"))
+	if !ok {
 		return
-	}
-	if by == "" {
-		by = "admin-api"
 	}
 	found, err := s.o.Queue.RemoveSuppression(list, addr, by)
 	if err != nil {
