@@ -487,53 +487,18 @@ var errStored = errors.New("audit: malformed stored event")
 // the hash. Stored data is not trusted, so it is strict: only an exact
 // canonical encoding (sorted unique field keys, valid UTF-8, in-range time)
 // decodes, which makes decoding and re-encoding an identity.
-func (ev *Event) decodeStored(v []byte) error {
-	d := decoder{b: v}
-	if !bytes.HasPrefix(v, []byte(canonicalTag)) {
-		return errStored
+func (ev *Event) decodeStored(b []byte) error {
+	var v View
+	if err := v.parse(b); err != nil {
+		return err
 	}
-	d.b = d.b[len(canonicalTag):]
-	var e Event
-	e.Seq = d.u64()
-	sec, nsec := int64(d.u64()), d.u32()
-	if d.err != nil || nsec >= 1e9 {
-		return errStored
+	e := Event{Seq: v.Seq, Time: v.Time, Type: string(v.Type), QueueID: string(v.QueueID),
+		MessageID: string(v.MessageID), Class: string(v.Class), Recipient: string(v.Recipient),
+		Sender: string(v.Sender), Prev: bytes.Clone(v.Prev), Hash: bytes.Clone(v.Hash)}
+	if v.nFields > 0 {
+		e.Fields = make(map[string]string, v.nFields)
+		v.eachField(func(k, val []byte) { e.Fields[string(k)] = string(val) })
 	}
-	e.Time = time.Unix(sec, int64(nsec)).UTC()
-	if y := e.Time.Year(); y < 1 || y > 9999 {
-		return errStored
-	}
-	for _, p := range []*string{&e.Type, &e.QueueID, &e.MessageID, &e.Class, &e.Recipient, &e.Sender} {
-		*p = d.str()
-	}
-	n := d.uvarint()
-	if d.err != nil || n > uint64(len(d.b))/2 {
-		return errStored
-	}
-	if n > 0 {
-		e.Fields = make(map[string]string, n)
-	}
-	last := ""
-	for i := range n {
-		k, val := d.str(), d.str()
-		if d.err != nil || (i > 0 && k <= last) {
-			return errStored
-		}
-		e.Fields[k], last = val, k
-	}
-	switch pl := d.uvarint(); {
-	case d.err != nil:
-		return errStored
-	case pl == sha256.Size && len(d.b) >= sha256.Size:
-		e.Prev = bytes.Clone(d.b[:sha256.Size])
-		d.b = d.b[sha256.Size:]
-	case pl != 0:
-		return errStored
-	}
-	if d.err != nil || len(d.b) != sha256.Size || e.Type == "" {
-		return errStored
-	}
-	e.Hash = bytes.Clone(d.b)
 	*ev = e
 	return nil
 }

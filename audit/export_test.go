@@ -310,6 +310,26 @@ func FuzzDecodeStored(f *testing.F) {
 		if got := encodeStored(&ev); !bytes.Equal(got, data) {
 			t.Fatalf("re-encoding differs:\n got %q\nwant %q", got, data)
 		}
+		// The in-place View (what Verify and the figures read) sees the same
+		// event, and its Canonical part is what the hash covers.
+		var v View
+		if err := v.parse(data); err != nil {
+			t.Fatalf("Event decodes but View does not: %v", err)
+		}
+		if string(v.QueueID) != ev.QueueID || string(v.Type) != ev.Type || !v.Time.Equal(ev.Time) || v.Seq != ev.Seq {
+			t.Fatalf("View %+v differs from Event %+v", v, ev)
+		}
+		for k, val := range ev.Fields {
+			if got := v.Field(k); string(got) != val || got == nil {
+				t.Fatalf("View.Field(%q) = %q, want %q", k, got, val)
+			}
+		}
+		if v.Field("no such field\x00") != nil {
+			t.Fatal("View.Field found an absent key")
+		}
+		if !bytes.Equal(append(bytes.Clone(v.Canonical), v.Hash...), data) {
+			t.Fatal("View's Canonical and Hash do not make up the stored value")
+		}
 		b, err := ev.MarshalJSON()
 		if err != nil {
 			t.Fatal(err)

@@ -174,7 +174,7 @@ func walkEvents(txn *badger.Txn, fn func(*Event) error) error {
 
 // walkEventsFrom is walkEvents from sequence number from on.
 func walkEventsFrom(txn *badger.Txn, from uint64, fn func(*Event) error) error {
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixEvent), PrefetchValues: true, PrefetchSize: 100})
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixEvent)})
 	defer it.Close()
 	var ev Event
 	for it.Seek(eventKey(from)); it.Valid(); it.Next() {

@@ -193,7 +193,8 @@ func Verify(db *badger.DB, key []byte) (*VerifyReport, error) {
 			prevHash []byte
 			prevTime time.Time
 		)
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixEvent), PrefetchValues: true, PrefetchSize: 100})
+		hashBuf, prevBuf := make([]byte, 0, sha256.Size), make([]byte, 0, sha256.Size)
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixEvent)})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			item := it.Item()
@@ -222,18 +223,37 @@ func Verify(db *badger.DB, key []byte) (*VerifyReport, error) {
 					Detail: fmt.Sprintf("events missing between seq %d and seq %d", prevSeq, seq)})
 			}
 
-			var (
-				ev     Event
-				hashOK bool
-			)
-			err := item.Value(func(v []byte) error {
-				if err := ev.decodeStored(v); err != nil {
+			// The checks read the event in place; only the hash it links to
+			// is kept, in a buffer reused from event to event.
+			var ev struct {
+				seq      uint64
+				time     time.Time
+				prev     []byte
+				hash     [sha256.Size]byte
+				integ    bool
+				from, to uint64
+				headHash string
+			}
+			var hashOK bool
+			err := item.Value(func(b []byte) error {
+				var v View
+				if err := v.parse(b); err != nil {
 					return err
+				}
+				ev.seq, ev.time = v.Seq, v.Time
+				copy(ev.hash[:], v.Hash)
+				if v.Prev != nil {
+					ev.prev = append(prevBuf[:0], v.Prev...)
 				}
 				// The stored form is the canonical encoding and the hash, so
 				// the check hashes the bytes as they are on disk.
-				sum := sha256.Sum256(v[:len(v)-sha256.Size])
-				hashOK = bytes.Equal(sum[:], ev.Hash)
+				hashOK = sha256.Sum256(v.Canonical) == ev.hash
+				if string(v.Type) == Integrity && string(v.Field("problem")) == "unsigned_tail" {
+					ev.integ = true
+					ev.from, _ = strconv.ParseUint(string(v.Field("from")), 10, 64)
+					ev.to, _ = strconv.ParseUint(string(v.Field("to")), 10, 64)
+					ev.headHash = string(v.Field("head_hash"))
+				}
 				return nil
 			})
 			if err != nil {
@@ -241,38 +261,39 @@ func Verify(db *badger.DB, key []byte) (*VerifyReport, error) {
 				have, prevSeq, prevHash, prevTime = true, seq, nil, time.Time{}
 				continue
 			}
-			if ev.Seq != seq {
-				r.add(Problem{Kind: KindChanged, Seq: seq, Time: ev.Time, Detail: fmt.Sprintf("event stored under seq %d says seq %d", seq, ev.Seq)})
+			if ev.seq != seq {
+				r.add(Problem{Kind: KindChanged, Seq: seq, Time: ev.time, Detail: fmt.Sprintf("event stored under seq %d says seq %d", seq, ev.seq)})
 			}
 			if !hashOK {
-				r.add(Problem{Kind: KindChanged, Seq: seq, Time: ev.Time, Detail: "event content does not match its hash"})
+				r.add(Problem{Kind: KindChanged, Seq: seq, Time: ev.time, Detail: "event content does not match its hash"})
 			}
 			// The relay's own record of events it found after the signed
 			// head at start: they stay reported on every run, and the break
 			// in the chain right at this record is the one it explains.
 			explained := false
-			if ev.Type == Integrity && ev.Fields["problem"] == "unsigned_tail" && hashOK {
-				from, _ := strconv.ParseUint(ev.Fields["from"], 10, 64)
-				to, _ := strconv.ParseUint(ev.Fields["to"], 10, 64)
-				if from > 0 && to >= from && to < seq {
-					r.add(Problem{Kind: KindInserted, Seq: from, SeqEnd: to, Time: ev.Time, Detail: fmt.Sprintf(
+			if ev.integ && hashOK {
+				if ev.from > 0 && ev.to >= ev.from && ev.to < seq {
+					r.add(Problem{Kind: KindInserted, Seq: ev.from, SeqEnd: ev.to, Time: ev.time, Detail: fmt.Sprintf(
 						"events found after the signed chain head when the relay started (recorded by event %d): not written by latchkey", seq)})
-					explained = ev.Fields["head_hash"] == hex.EncodeToString(ev.Prev) && prevSeq == to
+					explained = ev.headHash == hex.EncodeToString(ev.prev) && prevSeq == ev.to
 				}
 			}
 			switch {
-			case !have && seq == 1 && len(ev.Prev) != 0:
-				r.add(Problem{Kind: KindChanged, Seq: seq, Time: ev.Time, Detail: "first event of the chain names a predecessor"})
-			case have && seq == prevSeq+1 && prevHash != nil && !bytes.Equal(ev.Prev, prevHash) && !explained:
-				r.add(Problem{Kind: KindInserted, Seq: seq, Time: ev.Time,
+			case !have && seq == 1 && len(ev.prev) != 0:
+				r.add(Problem{Kind: KindChanged, Seq: seq, Time: ev.time, Detail: "first event of the chain names a predecessor"})
+			case have && seq == prevSeq+1 && prevHash != nil && !bytes.Equal(ev.prev, prevHash) && !explained:
+				r.add(Problem{Kind: KindInserted, Seq: seq, Time: ev.time,
 					Detail: fmt.Sprintf("event does not link to event %d: one of the two was replaced by a forged event", prevSeq)})
 			}
 			if cp, ok := cps[seq]; ok {
-				if !bytes.Equal(ev.Prev, cp.Prev) || (cp.Hash != nil && !bytes.Equal(ev.Hash, cp.Hash)) {
-					r.add(Problem{Kind: KindChanged, Seq: seq, Time: ev.Time, Detail: "event does not match the signed checkpoint"})
+				if !bytes.Equal(ev.prev, cp.Prev) || (cp.Hash != nil && !bytes.Equal(ev.hash[:], cp.Hash)) {
+					r.add(Problem{Kind: KindChanged, Seq: seq, Time: ev.time, Detail: "event does not match the signed checkpoint"})
 				}
 			}
-			have, prevSeq, prevHash, prevTime = true, seq, ev.Hash, ev.Time
+			// ev.prev lives in prevBuf and prevHash in hashBuf, so neither
+			// is overwritten before it is compared.
+			prevHash = append(hashBuf[:0], ev.hash[:]...)
+			have, prevSeq, prevTime = true, seq, ev.time
 		}
 
 		switch {
