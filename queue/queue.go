@@ -78,7 +78,7 @@ func New(store *Store, log zerolog.Logger) (*Queue, error) {
 	q := &Queue{store: store, lanes: newLanes(), log: log, now: time.Now}
 	n := 0
 	err := store.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: pLive, PrefetchValues: true, PrefetchSize: 1000})
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: pLive})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			id := string(it.Item().Key()[len(pLive):])
@@ -894,7 +894,7 @@ func (q *Queue) Items(msgID string) ([]*Item, error) {
 
 func (q *Queue) itemsOf(txn *badger.Txn, msgID string) ([]*Item, error) {
 	var out []*Item
-	iter := txn.NewIterator(badger.IteratorOptions{Prefix: key(pItem, msgID), PrefetchValues: true, PrefetchSize: 16})
+	iter := txn.NewIterator(badger.IteratorOptions{Prefix: key(pItem, msgID)})
 	defer iter.Close()
 	for iter.Rewind(); iter.Valid(); iter.Next() {
 		if len(iter.Item().Key()) != len(pItem)+18 {
@@ -1023,7 +1023,10 @@ func (q *Queue) List(f Filter) ([]*Item, error) {
 		until = f.Until.UnixMilli()
 	}
 	err := q.store.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: pItem, PrefetchValues: withValues, PrefetchSize: 256})
+		// No PrefetchValues: Badger starts a goroutine and copies the value
+		// for every prefetched item, which cost more than the read itself
+		// for values kept in the tree.
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: pItem})
 		var refs []ref
 		var lower []byte
 		for it.Rewind(); it.Valid(); it.Next() {
