@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -35,7 +37,28 @@ type env struct {
 	st  *queue.Store
 	q   *queue.Queue
 	srv *httptest.Server
+	c   *console.Console
+	// calls counts the console's calls to the API by path ("/api/v1/stats").
+	calls *callCounter
+	clock *clock
 }
+
+type callCounter struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (c *callCounter) get(path string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n[path]
+}
+
+// clock is the console's clock: the real one until set.
+type clock struct{ off atomic.Int64 }
+
+func (c *clock) now() time.Time          { return time.Now().Add(time.Duration(c.off.Load())) }
+func (c *clock) advance(d time.Duration) { c.off.Add(int64(d)) }
 
 // setup serves the console over the real admin API on a real Badger
 // queue, with a users file holding an admin and an auditor.
@@ -67,7 +90,14 @@ func setup(t *testing.T, tls bool) *env {
 		b.WriteString(u.name + ":" + u.role + ":" + string(h) + "\n")
 	}
 	os.WriteFile(users, []byte("# console users\n"+b.String()), 0o600)
-	c, err := console.New(console.Options{API: api, Token: token, UsersFile: users, Log: zerolog.Nop()})
+	calls, clk := &callCounter{n: map[string]int{}}, &clock{}
+	counted := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.mu.Lock()
+		calls.n[r.URL.Path]++
+		calls.mu.Unlock()
+		api.ServeHTTP(w, r)
+	})
+	c, err := console.New(console.Options{API: counted, Token: token, UsersFile: users, Log: zerolog.Nop(), Now: clk.now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +109,7 @@ func setup(t *testing.T, tls bool) *env {
 		srv = httptest.NewServer(h)
 	}
 	t.Cleanup(srv.Close)
-	return &env{st: st, q: q, srv: srv}
+	return &env{st: st, q: q, srv: srv, c: c, calls: calls, clock: clk}
 }
 
 func (e *env) enqueue(t *testing.T, rcpt string) *queue.Item {
@@ -393,5 +423,66 @@ func TestOverviewCache(t *testing.T) {
 	}
 	if n := count("/console/"); n != "2" {
 		t.Errorf("after fresh=1 the cache holds %s, want 2", n)
+	}
+}
+
+// Warm computes the three overview windows and the chain verification at
+// start, so the first page reads them without waiting; it recomputes the
+// figures every 30 s while the console is in use and lets them age up to
+// 10 minutes when nobody has looked for 10 minutes.
+func TestWarm(t *testing.T) {
+	e := setup(t, false)
+	e.enqueue(t, "one@example.test")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { e.c.WarmEvery(ctx, 5*time.Millisecond); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	waitCalls := func(path string, n int) {
+		t.Helper()
+		for end := time.Now().Add(10 * time.Second); e.calls.get(path) < n; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(end) {
+				t.Fatalf("%s called %d times, want %d", path, e.calls.get(path), n)
+			}
+		}
+	}
+	waitCalls("/api/v1/stats", 3)
+	waitCalls("/api/v1/audit/verify", 1)
+
+	b := e.browser(t)
+	b.login("olga", "olga-pass")
+	e.enqueue(t, "two@example.test")
+	for _, w := range []string{"1h", "24h", "7d"} {
+		code, _, page := b.do("GET", "/console/?window="+w, nil)
+		if m := messagesRE.FindStringSubmatch(page); code != 200 || m == nil || m[1] != "1" {
+			t.Fatalf("window %s: %d, want the warmed answer (1 message):\n%s", w, code, errorText(page))
+		}
+	}
+	if code, _, page := b.do("GET", "/console/audit", nil); code != 200 || !strings.Contains(page, `id="verified-at"`) {
+		t.Fatalf("audit page: %d\n%s", code, errorText(page))
+	}
+	if n, v := e.calls.get("/api/v1/stats"), e.calls.get("/api/v1/audit/verify"); n != 3 || v != 1 {
+		t.Fatalf("the pages computed: stats %d times, verify %d times; want 3 and 1 (Warm's)", n, v)
+	}
+
+	// In use: 31 s later Warm has recomputed every window (the second
+	// message appears) but not the verification (5 minutes).
+	e.clock.advance(31 * time.Second)
+	waitCalls("/api/v1/stats", 6)
+	if code, _, page := b.do("GET", "/console/?window=24h", nil); code != 200 || messagesRE.FindStringSubmatch(page)[1] != "2" {
+		t.Fatalf("after 31 s the overview still shows the old figures:\n%s", errorText(page))
+	}
+	if v := e.calls.get("/api/v1/audit/verify"); v != 1 {
+		t.Errorf("verify recomputed %d times within 5 minutes", v-1)
+	}
+
+	// Idle: 11 minutes without a page. The figures, now older than 10
+	// minutes, are computed once more, then left alone while younger.
+	e.clock.advance(11 * time.Minute)
+	waitCalls("/api/v1/stats", 9)
+	waitCalls("/api/v1/audit/verify", 2)
+	e.clock.advance(time.Minute)
+	time.Sleep(100 * time.Millisecond) // 20 ticks of Warm
+	if n := e.calls.get("/api/v1/stats"); n != 9 {
+		t.Errorf("idle console: stats computed %d more times within 10 minutes", n-9)
 	}
 }

@@ -96,6 +96,13 @@ var windows = []struct {
 	Bucket time.Duration
 }{{"1h", time.Hour, 5 * time.Minute}, {"24h", 24 * time.Hour, time.Hour}, {"7d", 7 * 24 * time.Hour, time.Hour}}
 
+// statsPath is the stats call of one overview window: the same route
+// `latchkey stats -json -since …` reads.
+func statsPath(span, bucket time.Duration) string {
+	v := url.Values{"since": {span.String()}, "class": {"reset"}, "series": {bucket.String()}}
+	return "/api/v1/stats?" + v.Encode()
+}
+
 type overviewData struct {
 	Window  string
 	Windows []string
@@ -136,10 +143,8 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request, s *session) {
 		c.fail(w, r, s, http.StatusBadRequest, fmt.Sprintf("window: %q is not one of 1h, 24h, 7d.", clip(win, 32)))
 		return
 	}
-	// The same route `latchkey stats -json -since …` reads.
-	v := url.Values{"since": {span.String()}, "class": {"reset"}, "series": {bucket.String()}}
 	var err error
-	d.AsOf, err = c.cached(ctx, "/api/v1/stats?"+v.Encode(), statsTTL, r.URL.Query().Get("fresh") != "", &d.Stats)
+	d.AsOf, err = c.cached(ctx, statsPath(span, bucket), statsTTL, r.URL.Query().Get("fresh") != "", &d.Stats)
 	if err != nil {
 		c.apiFail(w, r, s, err)
 		return
@@ -435,7 +440,7 @@ type auditData struct {
 func (c *Console) auditPage(w http.ResponseWriter, r *http.Request, s *session) {
 	d := auditData{Since: "24h"}
 	var err error
-	if d.AsOf, err = c.cached(r.Context(), "/api/v1/audit/verify", verifyTTL, r.URL.Query().Get("verify") != "", &d.Verify); err != nil {
+	if d.AsOf, err = c.cached(r.Context(), verifyPath, verifyTTL, r.URL.Query().Get("verify") != "", &d.Verify); err != nil {
 		var ae *admin.APIError
 		if !errors.As(err, &ae) {
 			c.apiFail(w, r, s, err)

@@ -85,7 +85,7 @@ func (s *Server) ready() error {
 
 // startAdmin serves the admin HTTP API: probes, /metrics and /api/v1/…
 // behind the bearer token.
-func (s *Server) startAdmin() error {
+func (s *Server) startAdmin(ctx context.Context) error {
 	addr := s.cfg.Admin.Listen
 	if addr == "" {
 		return nil
@@ -118,6 +118,7 @@ func (s *Server) startAdmin() error {
 			return fmt.Errorf("relay: %w", err)
 		}
 		h = console.Mount(h, c)
+		s.background(func() { c.Warm(ctx) })
 	}
 	l, err := net.Listen("tcp", addr)
 	if err != nil {

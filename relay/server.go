@@ -264,7 +264,7 @@ func (s *Server) Start(ctx context.Context) error {
 	s.background(func() { s.pruneAudit(bgctx) })
 	s.background(func() { s.anchorAudit(bgctx, time.Hour) })
 	s.background(func() { s.calibrate(bgctx, time.Hour) })
-	if err := s.startAdmin(); err != nil {
+	if err := s.startAdmin(bgctx); err != nil {
 		s.Close()
 		return err
 	}
