@@ -223,6 +223,14 @@ func TestDiagnosticIsTheReply(t *testing.T) {
 func TestProviderUnknown(t *testing.T) {
 	msg := postfixText("<gone@yahoo.example>: host mta5.am0.yahoodns.example[192.0.2.1] said: 554 delivery error: dd This user doesn't have a yahoo.com account (gone@yahoo.example) [0] - mta1061.mail.ne1.yahoo.com (in reply to end of DATA command)")
 	checkRecipient(t, "yahoo dd", msg, "gone@yahoo.example", '5', true, UserUnknown)
+	// The same sentence in Yahoo's own notice, which names no phase.
+	notice := "From: MAILER-DAEMON@yahoo.example\nSubject: Delivery failure\n\nMessage from yahoo.example.\n" +
+		"Unable to deliver message to the following address(es).\n\n<gone@hosted.example>:\n" +
+		"This user doesn't have a hosted.example account (gone@hosted.example) [-9]\n\n--- Original message follows.\n"
+	checkRecipient(t, "yahoo notice", notice, "gone@hosted.example", '5', true, UserUnknown)
+	// Bare "user unknown" words in the same notice stay a refusal.
+	bare := strings.Replace(notice, "This user doesn't have a hosted.example account", "550 user unknown", 1)
+	checkRecipient(t, "bare words in the notice", bare, "gone@hosted.example", '5', false, Policy)
 }
 
 // A label word must end before the address: "userid: userx@b" names
