@@ -252,6 +252,12 @@ func dataPhase(v Verdict, given bool, text, wider string) Verdict {
 		return v
 	}
 	v.Reason, v.Hard = Policy, false
+	if !given && v.Status != "" {
+		// The status was the one the words implied (X.1.1 for "user
+		// unknown"), not the server's: it follows the verdict, so that
+		// no reader takes a refusal for a bad mailbox by its code.
+		v.Status = v.Status[:2] + defaultDetail(Policy)
+	}
 	return v
 }
 

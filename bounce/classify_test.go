@@ -226,6 +226,15 @@ func TestUnknownPhase(t *testing.T) {
 			t.Errorf("%s: reasonFromText(%q) = %s", tt.name, tt.text, r)
 		}
 	}
+	// The status the words implied follows the verdict; one the server
+	// gave is kept.
+	if got := dataPhase(bare, false, "550 user unknown", ""); got.Status != "5.7.1" {
+		t.Errorf("implied status of a refusal: got %s, want 5.7.1", got.Status)
+	}
+	given := ClassifyReply(550, "5.2.1", "User unknown")
+	if got := dataPhase(given, true, "550 5.2.1 User unknown", ""); got.Reason != Policy || got.Status != "5.2.1" {
+		t.Errorf("given status of a refusal: got %+v, want policy under 5.2.1", got)
+	}
 	// Other reasons are left alone when the phase is unknown.
 	if v := ClassifyReply(550, "", "mailbox full"); dataPhase(v, false, "550 mailbox full", "") != v {
 		t.Errorf("mailbox full changed by an unknown phase")
