@@ -339,3 +339,35 @@ func TestMTAOwnFinding(t *testing.T) {
 		}
 	}
 }
+
+// A notice that lists its own users by name alone, under "the following
+// recipients ...:", names addresses at the domain of its MAILER-DAEMON;
+// the sender the error quotes ("not accepting mail from s@x") is not a
+// recipient.
+func TestBareNames(t *testing.T) {
+	msg := "From: \"Mail Delivery Subsystem\" <MAILER-DAEMON@Provider.example>\nSubject: Mail Delivery Problem\n\n" +
+		"Your mail to the following recipients could not be delivered because they are not accepting mail from list@lists.example:\n" +
+		"\tsomename\n\tother.name\n"
+	rep := parseString(t, msg)
+	if len(rep.Recipients) != 2 || rep.Recipients[0].Recipient != "somename@provider.example" || rep.Recipients[1].Recipient != "other.name@provider.example" {
+		t.Fatalf("recipients = %+v, want somename and other.name at provider.example", rep.Recipients)
+	}
+	checkRecipient(t, "recipient's filter", msg, "somename@provider.example", '5', false, Policy)
+	// Not from a mailer daemon: the names are not completed.
+	other := strings.Replace(msg, "MAILER-DAEMON@Provider.example", "someone@provider.example", 1)
+	for _, r := range parseString(t, other).Recipients {
+		if strings.HasSuffix(r.Recipient, "@provider.example") {
+			t.Errorf("names completed in a notice not from a mailer daemon: %+v", r)
+		}
+	}
+	// The last resort skips the sender quoted after "from".
+	last := "From: MAILER-DAEMON@x.example\nSubject: Undeliverable\n\nYour message could not be delivered: it was refused, mail from s@sender.example is not accepted here.\n"
+	for _, r := range parseString(t, last).Recipients {
+		if r.Recipient == "s@sender.example" {
+			t.Errorf("sender taken for a recipient: %+v", r)
+		}
+	}
+	if r := reasonFromText("they are not accepting mail from s@x.example"); r != recipientFilter {
+		t.Errorf("not accepting mail from: %s, want the recipient's filter", r)
+	}
+}

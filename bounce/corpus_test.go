@@ -278,7 +278,7 @@ const fluflDir = "testdata/flufl"
 
 // fluflFloor is the all-three floor for the flufl.bounce messages, at
 // what the parser reaches.
-const fluflFloor = 0.92
+const fluflFloor = 0.93
 
 // bounceParserDir holds real bounces from the test corpus of the Perl
 // module Mail::DeliveryStatus::BounceParser, with expectations of our
