@@ -371,3 +371,18 @@ func TestBareNames(t *testing.T) {
 		t.Errorf("not accepting mail from: %s, want the recipient's filter", r)
 	}
 }
+
+// A recipient named only in X-Failed-Recipients has no lines of its own;
+// the notice, about it alone, is its diagnostic.
+func TestNoticeAsDiagnostic(t *testing.T) {
+	msg := "From: Mail Delivery Subsystem <mailer-daemon@x.example>\nSubject: Delivery Status Notification (Failure)\nX-Failed-Recipients: grp@groups.example\n\n" +
+		"Hello s@sender.example,\n\nThe group you tried to contact (grp) may not exist, or you may not have permission to post to it.\n\n" +
+		"----- Original message -----\n\nSubject: hi\n"
+	rep := parseString(t, msg)
+	if len(rep.Recipients) != 1 || rep.Recipients[0].Recipient != "grp@groups.example" {
+		t.Fatalf("recipients = %+v", rep.Recipients)
+	}
+	if d := rep.Recipients[0].Diagnostic; !strings.Contains(d, "may not exist, or you may not have permission") || strings.Contains(d, "Subject") {
+		t.Errorf("diagnostic %q, want the notice's words and not the original", d)
+	}
+}

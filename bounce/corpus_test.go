@@ -252,7 +252,7 @@ func TestCorpus(t *testing.T) {
 		{"hard/soft (hardbounce)", hard, 98},
 		{"reason (mapped)", reason, 84},
 		{"all three (found, class, hard/soft)", all3, 100 * allThreeFloor},
-		{"diagnostic given (failures)", diagGiven, 94},
+		{"diagnostic given (failures)", diagGiven, 98.5},
 		{"diagnostic quotes the reply code", diagCode, 97.5},
 		{"not-bounce recognised", plain, 100},
 		{"flufl: recipient found", fluflFound, 98},

@@ -600,6 +600,13 @@ func textRecipient(addr, diag string, whole *wholeText, rc reasonCache) Recipien
 		action = "delayed"
 	}
 	v = transient(v, action)
+	if diag == "" && whole.single {
+		// Named only in X-Failed-Recipients, the recipient has no lines
+		// of its own; the notice, about it alone, is the explanation
+		// (Google Groups' "the group you tried to contact may not
+		// exist").
+		diag = strings.Join(strings.Fields(whole.shared), " ")
+	}
 	if len(diag) > 1000 {
 		diag = diag[:1000]
 	}
