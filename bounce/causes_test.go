@@ -223,6 +223,14 @@ func TestDiagnosticIsTheReply(t *testing.T) {
 func TestProviderUnknown(t *testing.T) {
 	msg := postfixText("<gone@yahoo.example>: host mta5.am0.yahoodns.example[192.0.2.1] said: 554 delivery error: dd This user doesn't have a yahoo.com account (gone@yahoo.example) [0] - mta1061.mail.ne1.yahoo.com (in reply to end of DATA command)")
 	checkRecipient(t, "yahoo dd", msg, "gone@yahoo.example", '5', true, UserUnknown)
+	// The same sentence in Yahoo's own notice, which names no phase.
+	notice := "From: MAILER-DAEMON@yahoo.example\nSubject: Delivery failure\n\nMessage from yahoo.example.\n" +
+		"Unable to deliver message to the following address(es).\n\n<gone@hosted.example>:\n" +
+		"This user doesn't have a hosted.example account (gone@hosted.example) [-9]\n\n--- Original message follows.\n"
+	checkRecipient(t, "yahoo notice", notice, "gone@hosted.example", '5', true, UserUnknown)
+	// Bare "user unknown" words in the same notice stay a refusal.
+	bare := strings.Replace(notice, "This user doesn't have a hosted.example account", "550 user unknown", 1)
+	checkRecipient(t, "bare words in the notice", bare, "gone@hosted.example", '5', false, Policy)
 }
 
 // A label word must end before the address: "userid: userx@b" names
@@ -329,5 +337,52 @@ func TestMTAOwnFinding(t *testing.T) {
 		if r := rep.Recipients[0]; r.Hard != hard || r.Reason != UserUnknown && hard {
 			t.Errorf("%s: got %+v, want hard %v", diag, r, hard)
 		}
+	}
+}
+
+// A notice that lists its own users by name alone, under "the following
+// recipients ...:", names addresses at the domain of its MAILER-DAEMON;
+// the sender the error quotes ("not accepting mail from s@x") is not a
+// recipient.
+func TestBareNames(t *testing.T) {
+	msg := "From: \"Mail Delivery Subsystem\" <MAILER-DAEMON@Provider.example>\nSubject: Mail Delivery Problem\n\n" +
+		"Your mail to the following recipients could not be delivered because they are not accepting mail from list@lists.example:\n" +
+		"\tsomename\n\tother.name\n"
+	rep := parseString(t, msg)
+	if len(rep.Recipients) != 2 || rep.Recipients[0].Recipient != "somename@provider.example" || rep.Recipients[1].Recipient != "other.name@provider.example" {
+		t.Fatalf("recipients = %+v, want somename and other.name at provider.example", rep.Recipients)
+	}
+	checkRecipient(t, "recipient's filter", msg, "somename@provider.example", '5', false, Policy)
+	// Not from a mailer daemon: the names are not completed.
+	other := strings.Replace(msg, "MAILER-DAEMON@Provider.example", "someone@provider.example", 1)
+	for _, r := range parseString(t, other).Recipients {
+		if strings.HasSuffix(r.Recipient, "@provider.example") {
+			t.Errorf("names completed in a notice not from a mailer daemon: %+v", r)
+		}
+	}
+	// The last resort skips the sender quoted after "from".
+	last := "From: MAILER-DAEMON@x.example\nSubject: Undeliverable\n\nYour message could not be delivered: it was refused, mail from s@sender.example is not accepted here.\n"
+	for _, r := range parseString(t, last).Recipients {
+		if r.Recipient == "s@sender.example" {
+			t.Errorf("sender taken for a recipient: %+v", r)
+		}
+	}
+	if r := reasonFromText("they are not accepting mail from s@x.example"); r != recipientFilter {
+		t.Errorf("not accepting mail from: %s, want the recipient's filter", r)
+	}
+}
+
+// A recipient named only in X-Failed-Recipients has no lines of its own;
+// the notice, about it alone, is its diagnostic.
+func TestNoticeAsDiagnostic(t *testing.T) {
+	msg := "From: Mail Delivery Subsystem <mailer-daemon@x.example>\nSubject: Delivery Status Notification (Failure)\nX-Failed-Recipients: grp@groups.example\n\n" +
+		"Hello s@sender.example,\n\nThe group you tried to contact (grp) may not exist, or you may not have permission to post to it.\n\n" +
+		"----- Original message -----\n\nSubject: hi\n"
+	rep := parseString(t, msg)
+	if len(rep.Recipients) != 1 || rep.Recipients[0].Recipient != "grp@groups.example" {
+		t.Fatalf("recipients = %+v", rep.Recipients)
+	}
+	if d := rep.Recipients[0].Diagnostic; !strings.Contains(d, "may not exist, or you may not have permission") || strings.Contains(d, "Subject") {
+		t.Errorf("diagnostic %q, want the notice's words and not the original", d)
 	}
 }

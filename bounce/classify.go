@@ -252,6 +252,12 @@ func dataPhase(v Verdict, given bool, text, wider string) Verdict {
 		return v
 	}
 	v.Reason, v.Hard = Policy, false
+	if !given && v.Status != "" {
+		// The status was the one the words implied (X.1.1 for "user
+		// unknown"), not the server's: it follows the verdict, so that
+		// no reader takes a refusal for a bad mailbox by its code.
+		v.Status = v.Status[:2] + defaultDetail(Policy)
+	}
 	return v
 }
 
@@ -299,8 +305,14 @@ func atRcpt(v Verdict, text, wider string) Verdict {
 // providerUnknownRe matches the replies of providers that refuse an
 // unknown user only after DATA, in words no content filter uses: Yahoo's
 // "554 delivery error: dd This user doesn't have a yahoo.com account".
-// They condemn the address whatever the phase.
-var providerUnknownRe = regexp.MustCompile(`(?i)delivery error: dd (?:this user doesn't have an? \S+ account|requested mailbox not found)`)
+// They condemn the address whatever the phase. Yahoo's account sentence
+// is its user look-up's answer in its own notices too ("Message from
+// yahoo.com. Unable to deliver message to the following address(es).
+// <a@b>: This user doesn't have a yahoo.com account (a@b) [0]", and the
+// same from the domains Yahoo hosts, sbcglobal.net and others), where it
+// names no phase: it names the provider's account, which no content
+// filter speaks of.
+var providerUnknownRe = regexp.MustCompile(`(?i)delivery error: dd requested mailbox not found|this user doesn['’]?t have an? \S+ account\b`)
 
 // pipelinedRe matches the reply to a DATA sent when no recipient had been
 // accepted.

@@ -205,8 +205,14 @@ func TestUnknownPhase(t *testing.T) {
 		{"address does not exist", false, "L'adresse de messagerie référencée ci-dessus n'existe pas.", "", UserUnknown},
 		// Bare words about the user, however they put it, stay a refusal.
 		{"no such user", false, "No such user", "", Policy},
-		{"doesn't have an account", false, "This user doesn't have a example.org account (a@b.example) [0]", "", Policy},
+		// RFC 5321's own text for any 550 ("mailbox unavailable (e.g.,
+		// mailbox not found, no access, or command rejected for policy
+		// reasons)") says nothing specific without an addressing status.
 		{"mailbox unavailable", false, "550 Requested action not taken: mailbox unavailable", "", Policy},
+		{"mailbox unavailable at RCPT", false, "RCPT TO:<a@b.example> 550 Requested action not taken: mailbox unavailable", "", UserUnknown},
+		{"mailbox unavailable under 5.1.1", true, "550 5.1.1 Requested action not taken: mailbox unavailable", "", UserUnknown},
+		// A provider's user look-up in its own words, whatever the phase.
+		{"doesn't have an account", false, "This user doesn't have a example.org account (a@b.example) [0]", "", UserUnknown},
 	}
 	for _, tt := range tests {
 		got := dataPhase(bare, tt.given, tt.text, tt.wider)
@@ -219,6 +225,15 @@ func TestUnknownPhase(t *testing.T) {
 		if r := reasonFromText(tt.text); r != UserUnknown {
 			t.Errorf("%s: reasonFromText(%q) = %s", tt.name, tt.text, r)
 		}
+	}
+	// The status the words implied follows the verdict; one the server
+	// gave is kept.
+	if got := dataPhase(bare, false, "550 user unknown", ""); got.Status != "5.7.1" {
+		t.Errorf("implied status of a refusal: got %s, want 5.7.1", got.Status)
+	}
+	given := ClassifyReply(550, "5.2.1", "User unknown")
+	if got := dataPhase(given, true, "550 5.2.1 User unknown", ""); got.Reason != Policy || got.Status != "5.2.1" {
+		t.Errorf("given status of a refusal: got %+v, want policy under 5.2.1", got)
 	}
 	// Other reasons are left alone when the phase is unknown.
 	if v := ClassifyReply(550, "", "mailbox full"); dataPhase(v, false, "550 mailbox full", "") != v {

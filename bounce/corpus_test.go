@@ -99,7 +99,7 @@ func (s score) pct() float64 {
 // Sisimai's. Those three decide what latchkey does with the address (stop
 // mailing it, retry, or report), so they are graded together; the floor
 // sits at what the parser reaches, so that a regression fails.
-const allThreeFloor = 0.98
+const allThreeFloor = 0.975
 
 // formatOf is the format a corpus file stands for: its name without the
 // trailing "-NN.eml" ("lhost-postfix-05.eml" is "lhost-postfix").
@@ -240,20 +240,24 @@ func TestCorpus(t *testing.T) {
 		// (latchkey makes only permanent failures hard), a delay warning
 		// Sisimai grades permanent, a pipelined "User unknown" Sisimai
 		// reads as a DATA-phase filter, a test message whose parts
-		// contradict each other, and a provider's bare "542 Rejected".
+		// contradict each other, a provider's bare "542 Rejected", and
+		// Yahoo's "This user doesn't have a ... account" in its own
+		// notice, which Sisimai grades a filter for want of a phase
+		// (latchkey reads it as Yahoo's user look-up, as Sisimai does
+		// the same sentence in Yahoo's SMTP reply).
 		{"recipient found", found, 99.5},
 		{"status equal (RFC 3463 codes)", statusExact, 99.5},
 		{"status class (Sisimai x.0.9xx codes)", statusClass, 96},
 		{"permanent/temporary (status class)", perm, 99},
-		{"hard/soft (hardbounce)", hard, 98.5},
-		{"reason (mapped)", reason, 84.5},
+		{"hard/soft (hardbounce)", hard, 98},
+		{"reason (mapped)", reason, 84},
 		{"all three (found, class, hard/soft)", all3, 100 * allThreeFloor},
-		{"diagnostic given (failures)", diagGiven, 94},
+		{"diagnostic given (failures)", diagGiven, 98.5},
 		{"diagnostic quotes the reply code", diagCode, 97.5},
 		{"not-bounce recognised", plain, 100},
 		{"flufl: recipient found", fluflFound, 98},
 		{"flufl: status class", fluflClass, 98},
-		{"flufl: hard/soft", fluflHard, 88},
+		{"flufl: hard/soft", fluflHard, 93},
 		{"flufl: all three", fluflAll3, 100 * fluflFloor},
 		{"bounceparser: recipient found", bpFound, 97},
 		{"bounceparser: status class", bpClass, 97},
@@ -274,7 +278,7 @@ const fluflDir = "testdata/flufl"
 
 // fluflFloor is the all-three floor for the flufl.bounce messages, at
 // what the parser reaches.
-const fluflFloor = 0.87
+const fluflFloor = 0.93
 
 // bounceParserDir holds real bounces from the test corpus of the Perl
 // module Mail::DeliveryStatus::BounceParser, with expectations of our

@@ -119,7 +119,11 @@ func FuzzScanText(f *testing.F) {
 			if !strings.Contains(r.Recipient, "@") || !utf8.ValidString(r.Recipient) && utf8.ValidString(string(b)) {
 				t.Fatalf("recipient %q is not an address", r.Recipient)
 			}
-			if !strings.Contains(string(b), r.Recipient) && !strings.Contains(string(b), "'"+r.Recipient) {
+			// A name listed without its domain (bareNames) is completed
+			// with the From's.
+			local, domain, _ := strings.Cut(r.Recipient, "@")
+			bare := domain == "x.example" && strings.Contains(string(b), local)
+			if !strings.Contains(string(b), r.Recipient) && !strings.Contains(string(b), "'"+r.Recipient) && !bare {
 				t.Fatalf("recipient %q is not in the text", r.Recipient)
 			}
 		}

@@ -173,7 +173,7 @@ var textRules = []struct {
 	// The recipient's own filter refused the sender (Sisimai's
 	// "filtered" phrases): before "user unknown", whose words some of
 	// them repeat, and before the rate and size rules.
-	{recipientFilter, regexp.MustCompile(`refused due to recipient preferences|recipient is only accepting mail from|user refuses to receive|recipient refuses to receive|message rejected due to user rules|you have been blocked by the recipient|account is protected by|has restricted sms e-?mail|recipient id refuse to receive`)},
+	{recipientFilter, regexp.MustCompile(`refused due to recipient preferences|recipient is only accepting mail from|user refuses to receive|recipient refuses to receive|message rejected due to user rules|you have been blocked by the recipient|account is protected by|has restricted sms e-?mail|recipient id refuse to receive|(?:is|are) not accepting (?:any )?mail\b`)},
 	// Said outright, a disabled account outranks the "user unknown" that
 	// some servers add to it.
 	{MailboxDisabled, regexp.MustCompile(`(?:account|mailbox|user) (?:is |has been )?(?:disabled|suspended|deactivated)|account is inactive|is not active`)},

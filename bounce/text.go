@@ -209,6 +209,14 @@ func scanText(text string, exclude map[string]bool, from, xFailed, subject strin
 	}
 	strong = false
 	if len(hits) == 0 {
+		// A list of bare names under "the following recipients ...:",
+		// the reporting system's own users (AOL names screen names):
+		// they are addresses at its domain.
+		for _, n := range bareNames(lines, fromAddr) {
+			add(n.addr, n.line, n.rest)
+		}
+	}
+	if len(hits) == 0 {
 		// Last resort: any address the report mentions that is not its own.
 		for i, l := range lines {
 			if messageIDRe.MatchString(l) || len(hits) >= maxRecipients {
@@ -216,6 +224,11 @@ func scanText(text string, exclude map[string]bool, from, xFailed, subject strin
 			}
 			line = l
 			for _, m := range addrRe.FindAllStringIndex(l, -1) {
+				if senderBeforeRe.MatchString(l[:m[0]]) {
+					// "not accepting mail from s@x": the sender, whom
+					// the error is about, not a recipient.
+					continue
+				}
 				// The line is all there is about the address: the words
 				// around it are its error.
 				add(l[m[0]:m[1]], i, strings.Join(strings.Fields(l), " "))
@@ -304,6 +317,46 @@ func scanText(text string, exclude map[string]bool, from, xFailed, subject strin
 	var out []Recipient
 	for k, h := range hits {
 		out = append(out, textRecipient(h.addr, diags[k], w, rc))
+	}
+	return out
+}
+
+// senderBeforeRe matches the words before an address that make it the
+// sender the error names ("mail from", "sent by"), not a recipient.
+var senderBeforeRe = regexp.MustCompile(`(?i)(?:\bfrom|sent by|sender)\s*:?\s*[<"(\[]?$`)
+
+// listIntroRe matches the line that opens a list of failed recipients
+// and ends with a colon: "Your mail to the following recipients could
+// not be delivered because ...:".
+var listIntroRe = regexp.MustCompile(`(?i)\bfollowing (?:recipients?|address(?:es)?|users?)\b[^\n]*:\s*$`)
+
+// bareNameRe matches a list item that is a local part alone, indented.
+var bareNameRe = regexp.MustCompile(`^[ \t]+([A-Za-z0-9][A-Za-z0-9._+-]{0,63})\s*$`)
+
+// bareNames returns the recipients a report lists by name alone, without
+// a domain, under a line that introduces them (listIntroRe): the
+// reporting system's own users, completed with the domain of the
+// report's From (its MAILER-DAEMON or postmaster). The intro line, which
+// says why, is each one's text. None if the report does not come from
+// such an address.
+func bareNames(lines []string, fromAddr string) []hit {
+	local, domain, ok := strings.Cut(fromAddr, "@")
+	if !ok || domain == "" || local != "mailer-daemon" && local != "postmaster" {
+		return nil
+	}
+	var out []hit
+	for i := 0; i < len(lines); i++ {
+		if !listIntroRe.MatchString(lines[i]) {
+			continue
+		}
+		intro := strings.TrimSuffix(strings.TrimSpace(lines[i]), ":")
+		for j := i + 1; j < len(lines) && len(out) < maxRecipients; j++ {
+			m := bareNameRe.FindStringSubmatch(lines[j])
+			if m == nil {
+				break
+			}
+			out = append(out, hit{addr: m[1] + "@" + domain, line: j, rest: intro})
+		}
 	}
 	return out
 }
@@ -547,6 +600,13 @@ func textRecipient(addr, diag string, whole *wholeText, rc reasonCache) Recipien
 		action = "delayed"
 	}
 	v = transient(v, action)
+	if diag == "" && whole.single {
+		// Named only in X-Failed-Recipients, the recipient has no lines
+		// of its own; the notice, about it alone, is the explanation
+		// (Google Groups' "the group you tried to contact may not
+		// exist").
+		diag = strings.Join(strings.Fields(whole.shared), " ")
+	}
 	if len(diag) > 1000 {
 		diag = diag[:1000]
 	}
