@@ -95,6 +95,9 @@ var (
 	pSuppress  = []byte("sup/") // sup/<list>/<address> → Suppression JSON
 	pHeaderID  = []byte("q/h/") // q/h/<Message-ID>\x00<msg id> → "": the messages that carried a Message-ID
 	pLink      = []byte("q/k/") // q/k/<sha256 of a link> → msg id (TTL: body's + linkRetention)
+	pTime      = []byte("q/t/") // q/t/<acceptance ms, 8 bytes BE><item id> → "": every item in acceptance order
+	// keyTimeIndexed marks pTime complete (older databases are indexed once by New).
+	keyTimeIndexed = []byte("q/t!")
 )
 
 func key(prefix []byte, parts ...string) []byte {

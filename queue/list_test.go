@@ -5,6 +5,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/dgraph-io/badger/v4"
 )
 
 // List pages newest first, bounds by acceptance time and finds a recipient
@@ -83,5 +85,65 @@ func TestIDMillis(t *testing.T) {
 	}
 	if idMillis([]byte("not!an!id!!")) != 0 || idMillis([]byte("abc")) != 0 {
 		t.Error("malformed ids must give 0")
+	}
+}
+
+// A database written before the time index existed is indexed once when
+// the queue opens it, and List then pages it in acceptance order, which
+// is not the keys' byte order.
+func TestListTimeIndexBuilt(t *testing.T) {
+	dir := t.TempDir()
+	st, q := openTest(t, dir)
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var ids []string
+	for i := 0; i < 12; i++ {
+		m := testMsg(fmt.Sprintf("u%d@example.test", i), "", base.Add(time.Duration(i)*37*24*time.Hour+time.Duration(i)*time.Millisecond))
+		if _, err := q.Enqueue(m); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, m.Items[0].ID)
+	}
+	if slices.IsSorted(ids) {
+		t.Fatal("test needs ids whose byte order differs from their time order")
+	}
+	// Back to the older layout: no index, no marker.
+	if err := st.Update(func(tx *Tx) error {
+		for _, id := range ids {
+			if err := tx.Delete(timeKey(id)); err != nil {
+				return err
+			}
+		}
+		return tx.Delete(keyTimeIndexed)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if items, _ := q.List(Filter{State: "all"}); len(items) != 0 {
+		t.Fatalf("without the index List found %d items; the test did not remove it", len(items))
+	}
+	st.Close()
+
+	st, q = openTest(t, dir)
+	defer st.Close()
+	items, err := q.List(Filter{State: "all", Newest: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, it := range items {
+		got = append(got, it.ID)
+	}
+	want := slices.Clone(ids)
+	slices.Reverse(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("after the rebuild, newest first = %v, want %v", got, want)
+	}
+	if err := st.View(func(txn *badger.Txn) error {
+		v, err := getValue(txn, keyTimeIndexed)
+		if v == nil && err == nil {
+			t.Error("the rebuild did not mark the index complete")
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -2,14 +2,12 @@ package queue
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
 	"runtime/debug"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -98,6 +96,9 @@ func New(store *Store, log zerolog.Logger) (*Queue, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("queue: rebuild schedule: %w", err)
+	}
+	if err := q.buildTimeIndex(); err != nil {
+		return nil, err
 	}
 	log.Info().Int("items", n).Msg("queue loaded")
 	return q, nil
@@ -250,6 +251,9 @@ func (q *Queue) Enqueue(m *Message) (*Result, error) {
 			it.State = StateQueued
 			it.Size = len(m.Body)
 			if err := q.writeLive(tx, it); err != nil {
+				return err
+			}
+			if err := tx.Set(timeKey(it.ID), nil); err != nil {
 				return err
 			}
 			if err := tx.Audit(&audit.Event{Time: now, Type: audit.Queued, QueueID: it.ID, MessageID: it.MessageID,
@@ -984,15 +988,15 @@ type Filter struct {
 
 // List returns items in acceptance order, or newest first.
 //
-// The keys hold the acceptance time (AcceptedAt) but do not sort by it: the
-// id alphabet puts 2-7 after z, ASCII before a. So List reads the keys
-// alone, orders them by the time they carry and only then reads the items
-// a page needs.
+// It walks the time index (pTime), which holds every item's key in
+// acceptance order, from the page's start, and stops when the page is full:
+// an unfiltered page reads its own items only, whatever the queue's size.
+// A filter reads items until enough match; raw-JSON tests on the stored
+// value skip most of the others without decoding them, and the decoded item
+// decides (a substring may sit in another field).
 func (q *Queue) List(f Filter) ([]*Item, error) {
 	var out []*Item
 	rcpt := []byte(strings.ToLower(f.Rcpt))
-	// Raw-JSON tests pick the candidates in one sequential pass; the
-	// decoded item decides (a substring may sit in another field).
 	var need [][]byte
 	switch f.State {
 	case "all":
@@ -1004,90 +1008,73 @@ func (q *Queue) List(f Filter) ([]*Item, error) {
 	if f.Class != "" {
 		need = append(need, []byte(`"class":`+strconv.Quote(f.Class)))
 	}
-	withValues := len(need) > 0 || len(rcpt) > 0
-	type ref struct {
-		ms int64
-		id string
-	}
-	less := func(a, b ref) int {
-		if a.ms != b.ms {
-			return cmp.Compare(a.ms, b.ms)
+	var lower []byte
+	candidate := func(v []byte) bool {
+		for _, n := range need {
+			if !bytes.Contains(v, n) {
+				return false
+			}
 		}
-		return strings.Compare(a.id, b.id)
+		if len(rcpt) > 0 {
+			lower = append(lower[:0], v...)
+			for i, c := range lower {
+				if 'A' <= c && c <= 'Z' {
+					lower[i] = c + 'a' - 'A'
+				}
+			}
+			return bytes.Contains(lower, rcpt)
+		}
+		return true
 	}
-	var since, until int64 = math.MinInt64, math.MaxInt64
+	var since, until int64 = 0, math.MaxInt64
 	if !f.Since.IsZero() {
-		since = f.Since.UnixMilli()
+		since = max(f.Since.UnixMilli(), 0)
 	}
 	if !f.Until.IsZero() {
 		until = f.Until.UnixMilli()
 	}
 	err := q.store.View(func(txn *badger.Txn) error {
-		// No PrefetchValues: Badger starts a goroutine and copies the value
-		// for every prefetched item, which cost more than the read itself
-		// for values kept in the tree.
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: pItem})
-		var refs []ref
-		var lower []byte
-		for it.Rewind(); it.Valid(); it.Next() {
-			k := it.Item().Key()[len(pItem):]
-			ms := idMillis(k)
-			if ms < since || ms >= until {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: pTime, Reverse: f.Newest})
+		defer it.Close()
+		var seek []byte
+		switch {
+		case f.After != "":
+			seek = timeKey(f.After)
+		case f.Newest && until != math.MaxInt64:
+			seek = binary.BigEndian.AppendUint64(bytes.Clone(pTime), uint64(max(until, 0)))
+		case f.Newest:
+			seek = append(bytes.Clone(pTime), 0xff)
+		default:
+			seek = binary.BigEndian.AppendUint64(bytes.Clone(pTime), uint64(since))
+		}
+		for it.Seek(seek); it.ValidForPrefix(pTime); it.Next() {
+			k := it.Item().Key()
+			if len(k) <= len(pTime)+8 {
 				continue
 			}
-			if withValues {
-				keep := true
-				err := it.Item().Value(func(v []byte) error {
-					for _, n := range need {
-						if !bytes.Contains(v, n) {
-							keep = false
-							return nil
-						}
-					}
-					if len(rcpt) > 0 {
-						lower = append(lower[:0], v...)
-						for i, c := range lower {
-							if 'A' <= c && c <= 'Z' {
-								lower[i] = c + 'a' - 'A'
-							}
-						}
-						keep = bytes.Contains(lower, rcpt)
-					}
-					return nil
-				})
-				if err != nil {
-					return err
-				}
-				if !keep {
-					continue
-				}
+			ms := int64(binary.BigEndian.Uint64(k[len(pTime):]))
+			id := k[len(pTime)+8:]
+			if f.After != "" && string(id) == f.After {
+				continue
 			}
-			refs = append(refs, ref{ms, string(k)})
-		}
-		it.Close()
-		slices.SortFunc(refs, less)
-		if f.Newest {
-			slices.Reverse(refs)
-		}
-		if f.After != "" {
-			after := ref{AcceptedAt(f.After).UnixMilli(), f.After}
-			i, _ := slices.BinarySearchFunc(refs, after, func(a, b ref) int {
-				if f.Newest {
-					return -less(a, b)
-				}
-				return less(a, b)
-			})
-			for i < len(refs) && refs[i].id == f.After {
-				i++
+			switch {
+			case f.Newest && ms < since, !f.Newest && ms >= until:
+				return nil // the rest is outside the window
+			case ms < since || ms >= until:
+				continue
 			}
-			refs = refs[i:]
-		}
-		for _, r := range refs {
-			item, err := q.getItem(txn, r.id)
+			v, err := getValue(txn, key(pItem, string(id)))
 			if err != nil {
 				return err
 			}
-			if item == nil || !f.match(item) {
+			if v == nil || !candidate(v) {
+				continue
+			}
+			item, err := decodeItem(v)
+			if err != nil {
+				return fmt.Errorf("queue: item %s: %w", id, err)
+			}
+			if !f.match(item) {
 				continue
 			}
 			out = append(out, item)
@@ -1098,6 +1085,56 @@ func (q *Queue) List(f Filter) ([]*Item, error) {
 		return nil
 	})
 	return out, err
+}
+
+// timeKey is an item's key in the time index: its acceptance time (as its
+// id carries it) and its id, so that the index sorts by time.
+func timeKey(id string) []byte {
+	b := make([]byte, 0, len(pTime)+8+len(id))
+	b = append(b, pTime...)
+	b = binary.BigEndian.AppendUint64(b, uint64(idMillis([]byte(id))))
+	return append(b, id...)
+}
+
+// buildTimeIndex puts every item of a database written before the time
+// index existed into it, once: the marker says it is complete. Items are
+// never deleted, so the index only grows with Enqueue.
+func (q *Queue) buildTimeIndex() error {
+	done := false
+	var ids []string
+	err := q.store.View(func(txn *badger.Txn) error {
+		if v, err := getValue(txn, keyTimeIndexed); err != nil || v != nil {
+			done = v != nil
+			return err
+		}
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: pItem})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			ids = append(ids, string(it.Item().Key()[len(pItem):]))
+		}
+		return nil
+	})
+	if err != nil || done {
+		return err
+	}
+	for len(ids) > 0 {
+		n := min(len(ids), 5000)
+		if err := q.store.Update(func(tx *Tx) error {
+			for _, id := range ids[:n] {
+				if err := tx.Set(timeKey(id), nil); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			return fmt.Errorf("queue: build the time index: %w", err)
+		}
+		ids = ids[n:]
+	}
+	if err := q.store.Update(func(tx *Tx) error { return tx.Set(keyTimeIndexed, []byte{1}) }); err != nil {
+		return fmt.Errorf("queue: build the time index: %w", err)
+	}
+	return nil
 }
 
 // idValue maps an id character to its 5-bit value (0xff: not one).
