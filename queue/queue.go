@@ -2,12 +2,14 @@ package queue
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
 	"runtime/debug"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -988,13 +990,18 @@ type Filter struct {
 
 // List returns items in acceptance order, or newest first.
 //
-// It walks the time index (pTime), which holds every item's key in
-// acceptance order, from the page's start, and stops when the page is full:
-// an unfiltered page reads its own items only, whatever the queue's size.
-// A filter reads items until enough match; raw-JSON tests on the stored
-// value skip most of the others without decoding them, and the decoded item
-// decides (a substring may sit in another field).
+// The keys hold the acceptance time (AcceptedAt) but do not sort by it: the
+// id alphabet puts 2-7 after z, ASCII before a. So List walks the time
+// index (pTime), which holds every item's key in acceptance order, from the
+// page's start, and stops when the page is full: an unfiltered page reads
+// its own items only, whatever the queue's size. A state or class filter
+// reads items until enough match; raw-JSON tests on the stored value skip
+// most of the others without decoding them, and the decoded item decides.
+// A recipient search is a sequential pass instead (listScan).
 func (q *Queue) List(f Filter) ([]*Item, error) {
+	if f.Rcpt != "" {
+		return q.listScan(f)
+	}
 	var out []*Item
 	rcpt := []byte(strings.ToLower(f.Rcpt))
 	var need [][]byte
@@ -1075,6 +1082,122 @@ func (q *Queue) List(f Filter) ([]*Item, error) {
 				return fmt.Errorf("queue: item %s: %w", id, err)
 			}
 			if !f.match(item) {
+				continue
+			}
+			out = append(out, item)
+			if f.Limit > 0 && len(out) >= f.Limit {
+				return nil
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// listScan is List for a recipient search, which matches few items
+// anywhere in time: one sequential pass over every item beats a random read
+// of each in time order (the block cache cannot hold them). It orders the
+// matches by the time their ids carry, as the time index would.
+func (q *Queue) listScan(f Filter) ([]*Item, error) {
+	var out []*Item
+	rcpt := []byte(strings.ToLower(f.Rcpt))
+	// Raw-JSON tests pick the candidates in one sequential pass; the
+	// decoded item decides (a substring may sit in another field).
+	var need [][]byte
+	switch f.State {
+	case "all":
+	case "":
+		need = append(need, []byte(`"state":"`+StateQueued+`"`))
+	default:
+		need = append(need, []byte(`"state":"`+f.State+`"`))
+	}
+	if f.Class != "" {
+		need = append(need, []byte(`"class":`+strconv.Quote(f.Class)))
+	}
+	withValues := len(need) > 0 || len(rcpt) > 0
+	type ref struct {
+		ms int64
+		id string
+	}
+	less := func(a, b ref) int {
+		if a.ms != b.ms {
+			return cmp.Compare(a.ms, b.ms)
+		}
+		return strings.Compare(a.id, b.id)
+	}
+	var since, until int64 = math.MinInt64, math.MaxInt64
+	if !f.Since.IsZero() {
+		since = f.Since.UnixMilli()
+	}
+	if !f.Until.IsZero() {
+		until = f.Until.UnixMilli()
+	}
+	err := q.store.View(func(txn *badger.Txn) error {
+		// No PrefetchValues: Badger starts a goroutine and copies the value
+		// for every prefetched item, which cost more than the read itself
+		// for values kept in the tree.
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: pItem})
+		var refs []ref
+		var lower []byte
+		for it.Rewind(); it.Valid(); it.Next() {
+			k := it.Item().Key()[len(pItem):]
+			ms := idMillis(k)
+			if ms < since || ms >= until {
+				continue
+			}
+			if withValues {
+				keep := true
+				err := it.Item().Value(func(v []byte) error {
+					for _, n := range need {
+						if !bytes.Contains(v, n) {
+							keep = false
+							return nil
+						}
+					}
+					if len(rcpt) > 0 {
+						lower = append(lower[:0], v...)
+						for i, c := range lower {
+							if 'A' <= c && c <= 'Z' {
+								lower[i] = c + 'a' - 'A'
+							}
+						}
+						keep = bytes.Contains(lower, rcpt)
+					}
+					return nil
+				})
+				if err != nil {
+					return err
+				}
+				if !keep {
+					continue
+				}
+			}
+			refs = append(refs, ref{ms, string(k)})
+		}
+		it.Close()
+		slices.SortFunc(refs, less)
+		if f.Newest {
+			slices.Reverse(refs)
+		}
+		if f.After != "" {
+			after := ref{AcceptedAt(f.After).UnixMilli(), f.After}
+			i, _ := slices.BinarySearchFunc(refs, after, func(a, b ref) int {
+				if f.Newest {
+					return -less(a, b)
+				}
+				return less(a, b)
+			})
+			for i < len(refs) && refs[i].id == f.After {
+				i++
+			}
+			refs = refs[i:]
+		}
+		for _, r := range refs {
+			item, err := q.getItem(txn, r.id)
+			if err != nil {
+				return err
+			}
+			if item == nil || !f.match(item) {
 				continue
 			}
 			out = append(out, item)
