@@ -72,6 +72,10 @@ func TestRunAgainstRelay(t *testing.T) {
 	if rep.Relay == nil || rep.Relay.PID == 0 || rep.Relay.RSSMB <= 0 {
 		t.Fatalf("relay usage not read: %+v", rep.Relay)
 	}
+	// The kinds add up to the whole (shared memory is the small rest).
+	if u := rep.Relay; u.AnonMB <= 0 || u.AnonMB+u.FileMB > u.RSSMB+0.1 || u.AnonMB+u.FileMB < u.RSSMB*0.9 {
+		t.Errorf("RSS %.1f MB = anonymous %.1f + file-backed %.1f?", u.RSSMB, u.AnonMB, u.FileMB)
+	}
 	if _, err := os.Stat(filepath.Join(o.workdir, "data", "db")); err != nil {
 		t.Fatalf("relay data not under the workdir: %v", err)
 	}

@@ -288,6 +288,10 @@ type procUsage struct {
 	cpu      float64 // utime+stime, seconds
 	rssMB    float64
 	maxRSSMB float64
+	// The resident set by kind: anonymous (the heap, Badger's memtables
+	// and caches) and file-backed (Badger's mapped tables and value log,
+	// page cache the kernel can drop and read back).
+	anonMB, fileMB float64
 }
 
 // clkTck is USER_HZ, 100 on every Linux architecture Go supports.
@@ -322,6 +326,10 @@ func readProc(pid int) (procUsage, error) {
 				u.rssMB = kb / 1024
 			case "VmHWM":
 				u.maxRSSMB = kb / 1024
+			case "RssAnon":
+				u.anonMB = kb / 1024
+			case "RssFile":
+				u.fileMB = kb / 1024
 			}
 		}
 	}

@@ -174,6 +174,7 @@ func doRun(o runOptions) (rep RunReport, err error) {
 	if o.relayPID != 0 {
 		if r1, err := readProc(o.relayPID); err == nil {
 			u.CPUSeconds, u.RSSMB, u.MaxRSSMB = r1.cpu-relay0.cpu, r1.rssMB, r1.maxRSSMB
+			u.AnonMB, u.FileMB = r1.anonMB, r1.fileMB
 		}
 	}
 	if msgs > 0 {
