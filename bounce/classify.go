@@ -224,13 +224,13 @@ var (
 // format, whatever generic status came with them. Only an explicit
 // after-DATA phase (the reply answered DATA or the end of data, or the
 // transcript shows DATA sent) keeps the filtered reading. The exception
-// is RFC 5321's generic text for any 550, "Requested action not taken:
-// mailbox unavailable" (RFC 5321 4.2.2: "e.g., mailbox not found, no
-// access, or command rejected for policy reasons"): alone, it says
-// nothing about the address, and condemns it only under an addressing
-// status the server gave (X.1.x; given is true when v.Status came from
-// the report or the reply, not from the reason), at RCPT TO, or beside
-// other words that only a recipient check produces. A reply latchkey met
+// is weak wording (weakUnknownRe), first RFC 5321's generic text for any
+// 550, "Requested action not taken: mailbox unavailable" (RFC 5321 4.2.2:
+// "e.g., mailbox not found, no access, or command rejected for policy
+// reasons"): alone, it says nothing about the address, and condemns it
+// only under an addressing status the server gave (X.1.x; given is true
+// when v.Status came from the report or the reply, not from the reason),
+// at RCPT TO, or beside other words that only a recipient check produces. A reply latchkey met
 // itself is classified by ClassifyReply, which knows the phase and does
 // not come here.
 //
@@ -258,7 +258,7 @@ func dataPhase(v Verdict, given bool, text, wider string) Verdict {
 	case v.Reason != UserUnknown:
 		return v
 	case data && !addressingStatus(v.Status, text):
-	case !mail && !data && !rcpt && genericUnavailable(text) && !(given && isAddressing(v.Status)) && !addressRe.MatchString(text):
+	case !mail && !data && !rcpt && weakUnknown(text) && !(given && isAddressing(v.Status)) && !addressRe.MatchString(text):
 	default:
 		return v
 	}
@@ -332,25 +332,37 @@ func atRcpt(v Verdict, text, wider string) Verdict {
 // filter speaks of.
 var providerUnknownRe = regexp.MustCompile(`(?i)delivery error: dd requested mailbox not found|this user doesn['’]?t have an? \S+ account\b`)
 
-// genericUnavailableRe is RFC 5321's text for a 550 or 450 that gives no
-// reason of its own ("Requested action not taken: mailbox unavailable"),
-// with the "or not local" some servers add.
-var genericUnavailableRe = regexp.MustCompile(`(?i)(?:requested (?:mail )?action not taken:?\s*)?mailbox (?:is )?unavailable(?: or not local)?`)
+// weakUnknownRe is userunknown wording that, alone, does not say the
+// address is bad: RFC 5321's text for a 550 or 450 that gives no reason
+// of its own ("Requested action not taken: mailbox unavailable", RFC 5321
+// 4.2.2: "e.g., mailbox not found, no access, or command rejected for
+// policy reasons"), a recipient said to be unavailable, the 551 "user not
+// local", and the bare "unable to deliver to", "undeliverable address"
+// and "not listed in" that notices put before any error ("Unable to
+// deliver to domain ... Can't connect to host", HotPOP's "Undeliverable
+// Address: a@b" label). It is matched against what a userunknown pattern
+// matched, whole.
+var weakUnknownRe = regexp.MustCompile(`^(?:(?:user|mailbox|account|address|recipient|addressee) (?:\S+ )?unavailable|unable to deliver to|undeliverable address|not listed in|user (?:is )?not local)$`)
 
-// genericUnavailable reports whether the only userunknown wording in text
-// is RFC 5321's generic "mailbox unavailable": with it taken out, no
-// userunknown pattern of the reason table matches.
-func genericUnavailable(text string) bool {
-	if !genericUnavailableRe.MatchString(text) {
-		return false
-	}
-	rest := strings.ToLower(genericUnavailableRe.ReplaceAllString(text, " "))
+// weakUnknown reports whether text's userunknown wording is only weak
+// (weakUnknownRe): every match of the reason table's userunknown patterns
+// in it is weak. A strong word anywhere ("Invalid Address ... mailbox
+// unavailable", "not listed in Domino Directory") makes it false.
+func weakUnknown(text string) bool {
+	t := strings.ToLower(text)
+	weak := false
 	for _, rule := range textRules {
-		if rule.r == UserUnknown && rule.re.MatchString(rest) {
-			return false
+		if rule.r != UserUnknown {
+			continue
+		}
+		for _, m := range rule.re.FindAllString(t, -1) {
+			if !weakUnknownRe.MatchString(m) {
+				return false
+			}
+			weak = true
 		}
 	}
-	return true
+	return weak
 }
 
 // rcptAcceptedRe matches a transcript line sending RCPT TO answered by a

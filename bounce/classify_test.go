@@ -225,6 +225,12 @@ func TestUnknownPhase(t *testing.T) {
 		// reasons)") says nothing specific without an addressing status.
 		{"mailbox unavailable", false, "550 Requested action not taken: mailbox unavailable", "", Policy},
 		{"mailbox unavailable or not local", false, "550 Requested action not taken: mailbox unavailable or not local", "", Policy},
+		// Other weak wording: a relay's "unable to deliver to" before any
+		// error, a recipient "unavailable", the 551 "user not local".
+		{"unable to deliver to", false, "Unable to deliver to domain for 12 hours. Last attempt failed because: Can't connect to host", "", Policy},
+		{"recipient unavailable", false, "550 recipient temporarily unavailable", "", Policy},
+		{"undeliverable address label", false, "Undeliverable Address: a@b.example\n\nReason: 550 rejected", "", Policy},
+		{"user not local", false, "551 User not local; please try <a@c.example>", "", Policy},
 		{"mailbox unavailable and invalid address", false, "Invalid Address, ERROR_CODE :550, ERROR_CODE :Requested action not taken: mailbox unavailable", "", UserUnknown},
 		{"mailbox unavailable at RCPT", false, "RCPT TO:<a@b.example> 550 Requested action not taken: mailbox unavailable", "", UserUnknown},
 		{"mailbox unavailable under 5.1.1", true, "550 5.1.1 Requested action not taken: mailbox unavailable", "", UserUnknown},
