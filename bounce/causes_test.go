@@ -87,8 +87,10 @@ func TestNoticeKind(t *testing.T) {
 }
 
 // "User unknown" in a reply to RCPT TO condemns the address whatever
-// generic or mailbox status the server filed it under; without a phase,
-// the same words come from content filters after DATA and do not.
+// generic or mailbox status the server filed it under; so do the same
+// words with no phase named, under a generic status (X.Y.0) or X.2.1:
+// the text wins. A server's own X.3.x or X.7.x with a detail, or the
+// words after DATA, keep the refusal.
 func TestUserUnknownAtRcpt(t *testing.T) {
 	qmail := "From: MAILER-DAEMON@x.example\nSubject: failure notice\n\nHi. This is the qmail-send program at x.example.\n" +
 		"I'm afraid I wasn't able to deliver your message to the following addresses.\nThis is a permanent error; I've given up. Sorry it didn't work out.\n\n" +
@@ -98,7 +100,9 @@ func TestUserUnknownAtRcpt(t *testing.T) {
 		msg := dsn("", "Final-Recipient: rfc822; gone@b.example\nAction: failed\nStatus: "+st+"\nDiagnostic-Code: smtp; 550 "+st+" <gone@b.example>... User Unknown (in reply to RCPT TO command)\n")
 		checkRecipient(t, st+" at RCPT", msg, "gone@b.example", '5', true, UserUnknown)
 		msg = dsn("", "Final-Recipient: rfc822; gone@b.example\nAction: failed\nStatus: "+st+"\nDiagnostic-Code: smtp; 550 "+st+" <gone@b.example>... User Unknown\n")
-		checkRecipient(t, st+" with no phase", msg, "gone@b.example", '5', false, Policy)
+		checkRecipient(t, st+" with no phase", msg, "gone@b.example", '5', st != "5.7.1", map[bool]Reason{true: UserUnknown, false: Policy}[st != "5.7.1"])
+		msg = dsn("", "Final-Recipient: rfc822; gone@b.example\nAction: failed\nStatus: "+st+"\nDiagnostic-Code: smtp; 550 "+st+" <gone@b.example>... User Unknown (in reply to end of DATA command)\n")
+		checkRecipient(t, st+" after DATA", msg, "gone@b.example", '5', false, Policy)
 	}
 	// Mailbox full and rate limits prove nothing against the address,
 	// whatever status came with them.
@@ -228,9 +232,13 @@ func TestProviderUnknown(t *testing.T) {
 		"Unable to deliver message to the following address(es).\n\n<gone@hosted.example>:\n" +
 		"This user doesn't have a hosted.example account (gone@hosted.example) [-9]\n\n--- Original message follows.\n"
 	checkRecipient(t, "yahoo notice", notice, "gone@hosted.example", '5', true, UserUnknown)
-	// Bare "user unknown" words in the same notice stay a refusal.
+	// Bare "user unknown" words in the same notice condemn too: no phase
+	// is named, and the words win.
 	bare := strings.Replace(notice, "This user doesn't have a hosted.example account", "550 user unknown", 1)
-	checkRecipient(t, "bare words in the notice", bare, "gone@hosted.example", '5', false, Policy)
+	checkRecipient(t, "bare words in the notice", bare, "gone@hosted.example", '5', true, UserUnknown)
+	// RFC 5321's generic text alone does not.
+	generic := strings.Replace(notice, "This user doesn't have a hosted.example account", "550 Requested action not taken: mailbox unavailable", 1)
+	checkRecipient(t, "generic text in the notice", generic, "gone@hosted.example", '5', false, Policy)
 }
 
 // A label word must end before the address: "userid: userx@b" names

@@ -56,7 +56,7 @@ func classify(class int, enh, text string, own bool, rc reasonCache) Verdict {
 	if !specific {
 		if tr := rc.reason(text); tr != "" {
 			r = tr
-			if (r == UserUnknown || r == HostUnknown) && own && enh != "" && strings.Contains("237", enh[2:3]) && enh[2:] != "2.1" {
+			if (r == UserUnknown || r == HostUnknown) && own && enh != "" && strings.Contains("237", enh[2:3]) && enh[2:] != "2.1" && !strings.HasSuffix(enh, ".0") {
 				// The server filed it under mailbox (X.2), mail system
 				// (X.3) or policy (X.7), not addressing: whatever its
 				// words, it refused the message, and the address is not
@@ -64,6 +64,9 @@ func classify(class int, enh, text string, own bool, rc reasonCache) Verdict {
 				// it for an unknown user. A status that a reporting MTA
 				// put on a plain "553 Invalid recipient" is only its
 				// guess at a mapping, and does not outweigh the words.
+				// Nor does a generic detail (X.2.0, X.3.0, X.7.0: "other
+				// or undefined" in RFC 3463), which files nothing: the
+				// words are the more specific statement, and win.
 				r = Policy
 			}
 			if class == 5 && enh != "" && enh[2:] == "4.4" && (r == NetworkError || r == SystemError) {
@@ -215,13 +218,21 @@ var (
 // and a "does not exist" at MAIL FROM is about the sender. Either way the
 // address is not condemned.
 //
-// A bare "user unknown" that names no phase at all is not proof either:
-// the same words come from those filters. The address is condemned only
-// when something else says the recipient check failed: an X.1.x status
-// (given is true when v.Status came from the report or the reply, not from
-// the reason), or words only a recipient check produces (addressRe). A
-// reply latchkey met itself is classified by ClassifyReply, which knows
-// the phase and does not come here.
+// Where no phase is named at all, the words decide: "user unknown", "no
+// such user", "unknown user", "user not found" and the other userunknown
+// wordings of the reason table condemn the address, as they do in every
+// format, whatever generic status came with them. Only an explicit
+// after-DATA phase (the reply answered DATA or the end of data, or the
+// transcript shows DATA sent) keeps the filtered reading. The exception
+// is weak wording (weakUnknownRe), first RFC 5321's generic text for any
+// 550, "Requested action not taken: mailbox unavailable" (RFC 5321 4.2.2:
+// "e.g., mailbox not found, no access, or command rejected for policy
+// reasons"): alone, it says nothing about the address, and condemns it
+// only under an addressing status the server gave (X.1.x; given is true
+// when v.Status came from the report or the reply, not from the reason),
+// at RCPT TO, or beside other words that only a recipient check produces. A reply latchkey met
+// itself is classified by ClassifyReply, which knows the phase and does
+// not come here.
 //
 // text is what the report says about this recipient; wider, if not empty,
 // the whole report. The phase is read from text; only where text names no
@@ -247,7 +258,7 @@ func dataPhase(v Verdict, given bool, text, wider string) Verdict {
 	case v.Reason != UserUnknown:
 		return v
 	case data && !addressingStatus(v.Status, text):
-	case !mail && !data && !rcpt && !(given && isAddressing(v.Status)) && !addressRe.MatchString(text):
+	case !mail && !data && !rcpt && weakUnknown(text) && !(given && isAddressing(v.Status)) && !addressRe.MatchString(text):
 	default:
 		return v
 	}
@@ -266,6 +277,7 @@ func dataPhase(v Verdict, given bool, text, wider string) Verdict {
 // a single one; text is then the two together. ok is false when the
 // report names several phases, which says nothing about this recipient.
 func phaseOf(text, wider string) (mail, data, rcpt bool, both string, ok bool) {
+	own := text
 	mail, data, rcpt = mailFromRe.MatchString(text), dataPhaseRe.MatchString(text), rcptPhaseRe.MatchString(text)
 	if !mail && !data && !rcpt && wider != "" {
 		mail, data, rcpt = mailFromRe.MatchString(wider), dataPhaseRe.MatchString(wider), rcptPhaseRe.MatchString(wider)
@@ -273,6 +285,12 @@ func phaseOf(text, wider string) (mail, data, rcpt bool, both string, ok bool) {
 			return mail, data, rcpt, text, false
 		}
 		text += "\n" + wider
+	}
+	if rcpt && rcptAcceptedRe.MatchString(own) {
+		// The recipient's own transcript shows its RCPT TO accepted:
+		// the refusal came later, with the message. (Not the report's:
+		// there the accepted RCPT may be another recipient's.)
+		rcpt, data = false, true
 	}
 	if data && pipelinedRe.MatchString(text) {
 		// With PIPELINING (RFC 2920) the RCPT TO replies are read after
@@ -313,6 +331,45 @@ func atRcpt(v Verdict, text, wider string) Verdict {
 // names no phase: it names the provider's account, which no content
 // filter speaks of.
 var providerUnknownRe = regexp.MustCompile(`(?i)delivery error: dd requested mailbox not found|this user doesn['’]?t have an? \S+ account\b`)
+
+// weakUnknownRe is userunknown wording that, alone, does not say the
+// address is bad: RFC 5321's text for a 550 or 450 that gives no reason
+// of its own ("Requested action not taken: mailbox unavailable", RFC 5321
+// 4.2.2: "e.g., mailbox not found, no access, or command rejected for
+// policy reasons"), a recipient said to be unavailable, the 551 "user not
+// local", and the bare "unable to deliver to", "undeliverable address"
+// and "not listed in" that notices put before any error ("Unable to
+// deliver to domain ... Can't connect to host", HotPOP's "Undeliverable
+// Address: a@b" label). It is matched against what a userunknown pattern
+// matched, whole.
+var weakUnknownRe = regexp.MustCompile(`^(?:(?:user|mailbox|account|address|recipient|addressee) (?:\S+ )?unavailable|unable to deliver to|undeliverable address|not listed in|user (?:is )?not local)$`)
+
+// weakUnknown reports whether text's userunknown wording is only weak
+// (weakUnknownRe): every match of the reason table's userunknown patterns
+// in it is weak. A strong word anywhere ("Invalid Address ... mailbox
+// unavailable", "not listed in Domino Directory") makes it false.
+func weakUnknown(text string) bool {
+	t := strings.ToLower(text)
+	weak := false
+	for _, rule := range textRules {
+		if rule.r != UserUnknown {
+			continue
+		}
+		for _, m := range rule.re.FindAllString(t, -1) {
+			if !weakUnknownRe.MatchString(m) {
+				return false
+			}
+			weak = true
+		}
+	}
+	return weak
+}
+
+// rcptAcceptedRe matches a transcript line sending RCPT TO answered by a
+// success reply on the next line (">>> RCPT To:<a@b>" then "<<< 250 2.1.5
+// Ok"). With PIPELINING the reply follows the other commands sent, not
+// the RCPT line, and this does not match.
+var rcptAcceptedRe = regexp.MustCompile(`(?im)^>>> rcpt to:?[^\n]*\n<<< 25\d\b`)
 
 // pipelinedRe matches the reply to a DATA sent when no recipient had been
 // accepted.

@@ -18,11 +18,14 @@ func TestClassifyReply(t *testing.T) {
 		{550, "5.7.13", "", Verdict{true, false, MailboxDisabled, "5.7.13"}},
 		// X.2.1 is widely sent for unknown users: the text decides.
 		{550, "5.2.1", "<a@b.example>... User Unknown", Verdict{true, true, UserUnknown, "5.2.1"}},
-		// A user-unknown text filed under mailbox, system or policy status
-		// is a refusal, not proof that the address is bad.
-		{550, "5.2.0", "Unknown user a@b.example", Verdict{true, false, Policy, "5.2.0"}},
+		// A user-unknown text filed under a specific mailbox, system or
+		// policy status is a refusal, not proof that the address is bad.
 		{550, "5.7.1", "<a@b.example>: Recipient address rejected: User unknown", Verdict{true, false, Policy, "5.7.1"}},
-		{550, "5.3.0", "Other mail system problem 'Unknown user'", Verdict{true, false, Policy, "5.3.0"}},
+		{550, "5.3.2", "Unknown user a@b.example", Verdict{true, false, Policy, "5.3.2"}},
+		// A generic detail (X.Y.0, "other or undefined") files nothing:
+		// the words win.
+		{550, "5.2.0", "Unknown user a@b.example", Verdict{true, true, UserUnknown, "5.2.0"}},
+		{550, "5.3.0", "Other mail system problem 'Unknown user'", Verdict{true, true, UserUnknown, "5.3.0"}},
 		// Over quota proves the mailbox exists, whatever the code.
 		{552, "5.1.1", "sorry, mailbox a@b.example is over quota", Verdict{true, false, MailboxFull, "5.1.1"}},
 		// 5.1.3 (bad syntax) is also used for block-list refusals.
@@ -178,8 +181,9 @@ func TestDataPhaseFromReport(t *testing.T) {
 }
 
 // TestUnknownPhase covers a "user unknown" whose report names no SMTP
-// phase: only an addressing status or wording that only a recipient check
-// produces condemns the address.
+// phase: the words condemn the address, whatever status came with them;
+// only RFC 5321's generic "mailbox unavailable" needs an addressing
+// status, the RCPT TO phase or other words of a recipient check.
 func TestUnknownPhase(t *testing.T) {
 	bare := ClassifyReply(550, "", "User unknown") // status 5.1.1 derived from the words
 	tests := []struct {
@@ -188,8 +192,12 @@ func TestUnknownPhase(t *testing.T) {
 		text, wider string
 		want        Reason
 	}{
-		{"bare words", false, "550 <a@b.example>: User unknown", "SMTP transmission failure has occurred", Policy},
-		{"bare words, no report", false, "550 user unknown", "", Policy},
+		{"bare words", false, "550 <a@b.example>: User unknown", "SMTP transmission failure has occurred", UserUnknown},
+		{"bare words, no report", false, "550 user unknown", "", UserUnknown},
+		{"user unknown under 5.2.1", true, "550 5.2.1 <a@b.example>... User Unknown", "", UserUnknown},
+		{"user unknown under 5.0.0", true, "550 5.0.0 <a@b.example>... User unknown", "", UserUnknown},
+		{"unknown user", false, "550 unknown user <a@b.example>", "", UserUnknown},
+		{"user not found", false, "a@b.example (user not found)", "", UserUnknown},
 		{"status given", true, "550 user unknown", "", UserUnknown},
 		{"rcpt command", false, "after RCPT command: 550 User unknown", "", UserUnknown},
 		{"rcpt tag", false, "550 User Unknown [RCPT_TO]", "", UserUnknown},
@@ -203,12 +211,27 @@ func TestUnknownPhase(t *testing.T) {
 		{"directory match", false, "addressed, a@b.example, did not exactly match an LLNL email address", "", UserUnknown},
 		{"local user", false, "User not known", "Your message has encountered delivery problems to local user a.", UserUnknown},
 		{"address does not exist", false, "L'adresse de messagerie référencée ci-dessus n'existe pas.", "", UserUnknown},
-		// Bare words about the user, however they put it, stay a refusal.
-		{"no such user", false, "No such user", "", Policy},
+		// Bare words about the user, however they put it, condemn.
+		{"no such user", false, "No such user", "", UserUnknown},
+		// Only an explicit after-DATA phase keeps the refusal: the reply
+		// answered the end of data, the transcript shows DATA sent, or
+		// it shows this RCPT TO accepted.
+		{"end of data", false, "550 User unknown (in reply to end of DATA command)", "", Policy},
+		{"after data in the report", false, "550 User unknown", "SMTP error from remote mail server after end of data:", Policy},
+		{"rcpt accepted", false, ">>> RCPT To:<a@b.example>\n<<< 250 2.1.5 Ok\n<<< 550 5.7.1 User unknown", "", Policy},
+		{"rcpt refused", false, ">>> RCPT To:<a@b.example>\n<<< 550 User unknown", "", UserUnknown},
 		// RFC 5321's own text for any 550 ("mailbox unavailable (e.g.,
 		// mailbox not found, no access, or command rejected for policy
 		// reasons)") says nothing specific without an addressing status.
 		{"mailbox unavailable", false, "550 Requested action not taken: mailbox unavailable", "", Policy},
+		{"mailbox unavailable or not local", false, "550 Requested action not taken: mailbox unavailable or not local", "", Policy},
+		// Other weak wording: a relay's "unable to deliver to" before any
+		// error, a recipient "unavailable", the 551 "user not local".
+		{"unable to deliver to", false, "Unable to deliver to domain for 12 hours. Last attempt failed because: Can't connect to host", "", Policy},
+		{"recipient unavailable", false, "550 recipient temporarily unavailable", "", Policy},
+		{"undeliverable address label", false, "Undeliverable Address: a@b.example\n\nReason: 550 rejected", "", Policy},
+		{"user not local", false, "551 User not local; please try <a@c.example>", "", Policy},
+		{"mailbox unavailable and invalid address", false, "Invalid Address, ERROR_CODE :550, ERROR_CODE :Requested action not taken: mailbox unavailable", "", UserUnknown},
 		{"mailbox unavailable at RCPT", false, "RCPT TO:<a@b.example> 550 Requested action not taken: mailbox unavailable", "", UserUnknown},
 		{"mailbox unavailable under 5.1.1", true, "550 5.1.1 Requested action not taken: mailbox unavailable", "", UserUnknown},
 		// A provider's user look-up in its own words, whatever the phase.
@@ -220,6 +243,11 @@ func TestUnknownPhase(t *testing.T) {
 			t.Errorf("%s: got %+v, want permanent %s", tt.name, got, tt.want)
 		}
 	}
+	// The generic text under a generic status the server gave stays a
+	// refusal too.
+	if got := dataPhase(ClassifyReply(550, "5.0.0", "Requested action not taken: mailbox unavailable"), true, "550 5.0.0 Requested action not taken: mailbox unavailable", ""); got.Hard || got.Reason != Policy {
+		t.Errorf("mailbox unavailable under 5.0.0: got %+v, want soft policy", got)
+	}
 	// Every such text is read as an unknown user in the first place.
 	for _, tt := range tests {
 		if r := reasonFromText(tt.text); r != UserUnknown {
@@ -228,12 +256,18 @@ func TestUnknownPhase(t *testing.T) {
 	}
 	// The status the words implied follows the verdict; one the server
 	// gave is kept.
-	if got := dataPhase(bare, false, "550 user unknown", ""); got.Status != "5.7.1" {
+	if got := dataPhase(bare, false, "550 user unknown (in reply to end of DATA command)", ""); got.Status != "5.7.1" {
 		t.Errorf("implied status of a refusal: got %s, want 5.7.1", got.Status)
 	}
+	if got := dataPhase(bare, false, "550 user unknown", ""); got.Status != "5.1.1" {
+		t.Errorf("implied status of an unknown user: got %s, want 5.1.1", got.Status)
+	}
 	given := ClassifyReply(550, "5.2.1", "User unknown")
-	if got := dataPhase(given, true, "550 5.2.1 User unknown", ""); got.Reason != Policy || got.Status != "5.2.1" {
+	if got := dataPhase(given, true, "550 5.2.1 User unknown (in reply to end of DATA command)", ""); got.Reason != Policy || got.Status != "5.2.1" {
 		t.Errorf("given status of a refusal: got %+v, want policy under 5.2.1", got)
+	}
+	if got := dataPhase(given, true, "550 5.2.1 User unknown", ""); got.Reason != UserUnknown || !got.Hard || got.Status != "5.2.1" {
+		t.Errorf("given 5.2.1, no phase: got %+v, want hard userunknown under 5.2.1", got)
 	}
 	// Other reasons are left alone when the phase is unknown.
 	if v := ClassifyReply(550, "", "mailbox full"); dataPhase(v, false, "550 mailbox full", "") != v {
