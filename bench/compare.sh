@@ -6,6 +6,9 @@
 #                    [--rates "20 150"] [--rate-seconds 30] [--workdir DIR]
 #                    [--only latchkey|postfix] [--keep-postfix] [--verify-every 10]
 #
+# LATCHKEY_TAGS=openssl builds the relay with RSA signing through OpenSSL's
+# libcrypto (needs cgo and libssl-dev; see README).
+#
 # Workload (issue 9): ~4 KB text+HTML reset-like messages submitted over
 # STARTTLS + AUTH PLAIN from --conns kept-open connections, DKIM rsa-sha256
 # 2048-bit, durably queued, delivered over SMTP+STARTTLS to a loopback MX (the
@@ -76,7 +79,7 @@ fi
 
 # ---------------------------------------------------------------- build
 log "building latchkey and latchkey-load"
-(cd "$REPO" && go build -o "$WORK/bin/latchkey" ./cmd/latchkey && go build -o "$WORK/bin/latchkey-load" ./cmd/latchkey-load)
+(cd "$REPO" && go build ${LATCHKEY_TAGS:+-tags "$LATCHKEY_TAGS"} -o "$WORK/bin/latchkey" ./cmd/latchkey && go build -o "$WORK/bin/latchkey-load" ./cmd/latchkey-load)
 LOAD="$WORK/bin/latchkey-load"
 
 # ---------------------------------------------------------------- postfix

@@ -41,7 +41,7 @@ mkdir -p "$WORK/bin" "$R"
 log() { printf '%s measure.sh: %s\n' "$(date +%T)" "$*" >&2; }
 log "load average: $(cut -d' ' -f1-3 /proc/loadavg) (want < 0.5 before measuring)"
 
-(cd "$REPO" && go build -o "$WORK/bin/latchkey" ./cmd/latchkey && go build -o "$WORK/bin/latchkey-load" ./cmd/latchkey-load)
+(cd "$REPO" && go build ${LATCHKEY_TAGS:+-tags "$LATCHKEY_TAGS"} -o "$WORK/bin/latchkey" ./cmd/latchkey && go build -o "$WORK/bin/latchkey-load" ./cmd/latchkey-load)
 LK="$WORK/bin/latchkey"
 LOAD="$WORK/bin/latchkey-load"
 

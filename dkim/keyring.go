@@ -2,6 +2,7 @@ package dkim
 
 import (
 	"crypto"
+	"crypto/rsa"
 	"errors"
 	"fmt"
 	"os"
@@ -163,6 +164,9 @@ func loadEntry(e KeyEntry) (*loadedKey, error) {
 	}
 	if algo != e.algo() {
 		return nil, fmt.Errorf("dkim: key %s/%s: key file %s holds an %s key but algo is %q", e.Domain, e.Selector, e.KeyFile, algo, e.algo())
+	}
+	if rk, ok := signer.(*rsa.PrivateKey); ok {
+		signer = fastRSA(rk) // libcrypto in a build with the openssl tag
 	}
 	return &loadedKey{
 		entry:  e,

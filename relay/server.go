@@ -280,7 +280,7 @@ func (s *Server) Start(ctx context.Context) error {
 	if s.AdminAddr != nil {
 		ev = ev.Str("admin", s.AdminAddr.String())
 	}
-	ev.Msg("relay started")
+	ev.Str("rsa_signing", dkim.RSAEngine).Msg("relay started")
 	return nil
 }
 

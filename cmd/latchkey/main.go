@@ -129,7 +129,7 @@ func versionString() string {
 			out += " " + at
 		}
 	}
-	return out + " " + bi.GoVersion + " " + runtime.GOOS + "/" + runtime.GOARCH
+	return out + " " + bi.GoVersion + " " + runtime.GOOS + "/" + runtime.GOARCH + "; rsa signing: " + dkim.RSAEngine
 }
 
 // newFlags returns a flag set that prints errors to stderr and does not exit.
