@@ -81,6 +81,9 @@ func (c *Console) refresh(path string) {
 		c.cache.m[path] = e
 	}
 	e.refreshing = false
+	if err != nil && e.body == nil {
+		e.at = at // Warm tries again after the TTL, not at every tick
+	}
 	if err != nil {
 		c.o.Log.Warn().Err(err).Str("path", path).Msg("console: background refresh failed; serving the older answer")
 		return
@@ -101,8 +104,9 @@ func (c *Console) store(path string, at time.Time, body []byte) {
 // Warm computes what the console caches (the figures of every overview
 // window and the chain's verification) at once and then keeps them fresh
 // until ctx ends, so that no page waits for a computation: each answer is
-// computed again when older than its TTL while the console is in use (a
-// page within the last inUse), and when older than idleTTL otherwise. The
+// computed again when older than its TTL while the console is in use (an
+// overview or audit page within the last inUse), and when older than
+// idleTTL otherwise. The
 // relay runs it beside the admin listener.
 func (c *Console) Warm(ctx context.Context) { c.warm(ctx, 5*time.Second) }
 
