@@ -326,7 +326,7 @@ const (
 	firstItemSuffix = "aa"
 )
 
-// parseTime reads an RFC 3339 field without allocating for the common case.
+// parseTime reads an RFC 3339 field; absent or malformed gives false.
 func parseTime(b []byte) (time.Time, bool) {
 	if len(b) == 0 {
 		return time.Time{}, false
