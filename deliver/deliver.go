@@ -440,6 +440,13 @@ func (d *Deliverer) transact(ctx context.Context, cn *conn, from string, rcpts [
 		return ae
 	}
 
+	// context.AfterFunc runs its function in a goroutine of its own, even
+	// for a context that has already ended: without this check, MAIL could
+	// be written and the message delivered before the close lands.
+	if err := ctx.Err(); err != nil {
+		return cnErr("mail", "4.4.2", err), false
+	}
+
 	// RFC 5321 4.1.4: a completed transaction (DATA answered) needs no RSET
 	// before the next MAIL; only an abandoned one does. Skipping it saves a
 	// round trip, and go-smtp's Reset also forces a new EHLO.
