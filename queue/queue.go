@@ -1003,36 +1003,7 @@ func (q *Queue) List(f Filter) ([]*Item, error) {
 		return q.listScan(f)
 	}
 	var out []*Item
-	rcpt := []byte(strings.ToLower(f.Rcpt))
-	var need [][]byte
-	switch f.State {
-	case "all":
-	case "":
-		need = append(need, []byte(`"state":"`+StateQueued+`"`))
-	default:
-		need = append(need, []byte(`"state":"`+f.State+`"`))
-	}
-	if f.Class != "" {
-		need = append(need, []byte(`"class":`+strconv.Quote(f.Class)))
-	}
-	var lower []byte
-	candidate := func(v []byte) bool {
-		for _, n := range need {
-			if !bytes.Contains(v, n) {
-				return false
-			}
-		}
-		if len(rcpt) > 0 {
-			lower = append(lower[:0], v...)
-			for i, c := range lower {
-				if 'A' <= c && c <= 'Z' {
-					lower[i] = c + 'a' - 'A'
-				}
-			}
-			return bytes.Contains(lower, rcpt)
-		}
-		return true
-	}
+	candidate, _ := rawFilter(f)
 	var since, until int64 = 0, math.MaxInt64
 	if !f.Since.IsZero() {
 		since = max(f.Since.UnixMilli(), 0)
@@ -1100,21 +1071,7 @@ func (q *Queue) List(f Filter) ([]*Item, error) {
 // matches by the time their ids carry, as the time index would.
 func (q *Queue) listScan(f Filter) ([]*Item, error) {
 	var out []*Item
-	rcpt := []byte(strings.ToLower(f.Rcpt))
-	// Raw-JSON tests pick the candidates in one sequential pass; the
-	// decoded item decides (a substring may sit in another field).
-	var need [][]byte
-	switch f.State {
-	case "all":
-	case "":
-		need = append(need, []byte(`"state":"`+StateQueued+`"`))
-	default:
-		need = append(need, []byte(`"state":"`+f.State+`"`))
-	}
-	if f.Class != "" {
-		need = append(need, []byte(`"class":`+strconv.Quote(f.Class)))
-	}
-	withValues := len(need) > 0 || len(rcpt) > 0
+	candidate, withValues := rawFilter(f)
 	type ref struct {
 		ms int64
 		id string
@@ -1138,7 +1095,6 @@ func (q *Queue) listScan(f Filter) ([]*Item, error) {
 		// for values kept in the tree.
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: pItem})
 		var refs []ref
-		var lower []byte
 		for it.Rewind(); it.Valid(); it.Next() {
 			k := it.Item().Key()[len(pItem):]
 			ms := idMillis(k)
@@ -1146,23 +1102,9 @@ func (q *Queue) listScan(f Filter) ([]*Item, error) {
 				continue
 			}
 			if withValues {
-				keep := true
+				keep := false
 				err := it.Item().Value(func(v []byte) error {
-					for _, n := range need {
-						if !bytes.Contains(v, n) {
-							keep = false
-							return nil
-						}
-					}
-					if len(rcpt) > 0 {
-						lower = append(lower[:0], v...)
-						for i, c := range lower {
-							if 'A' <= c && c <= 'Z' {
-								lower[i] = c + 'a' - 'A'
-							}
-						}
-						keep = bytes.Contains(lower, rcpt)
-					}
+					keep = candidate(v)
 					return nil
 				})
 				if err != nil {
@@ -1208,6 +1150,43 @@ func (q *Queue) listScan(f Filter) ([]*Item, error) {
 		return nil
 	})
 	return out, err
+}
+
+// rawFilter is List's test on a stored item's raw JSON, which skips most
+// items without decoding them: the state and class as JSON members, the
+// recipient as a case-insensitive substring (of any field: the decoded item
+// decides). filters is false when the filter asks for none of them.
+func rawFilter(f Filter) (test func(v []byte) bool, filters bool) {
+	rcpt := []byte(strings.ToLower(f.Rcpt))
+	var need [][]byte
+	switch f.State {
+	case "all":
+	case "":
+		need = append(need, []byte(`"state":"`+StateQueued+`"`))
+	default:
+		need = append(need, []byte(`"state":"`+f.State+`"`))
+	}
+	if f.Class != "" {
+		need = append(need, []byte(`"class":`+strconv.Quote(f.Class)))
+	}
+	var lower []byte
+	return func(v []byte) bool {
+		for _, n := range need {
+			if !bytes.Contains(v, n) {
+				return false
+			}
+		}
+		if len(rcpt) > 0 {
+			lower = append(lower[:0], v...)
+			for i, c := range lower {
+				if 'A' <= c && c <= 'Z' {
+					lower[i] = c + 'a' - 'A'
+				}
+			}
+			return bytes.Contains(lower, rcpt)
+		}
+		return true
+	}, len(need) > 0 || len(rcpt) > 0
 }
 
 // timeKey is an item's key in the time index: its acceptance time (as its
