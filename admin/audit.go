@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"regexp"
 	"slices"
 	"strings"
@@ -27,6 +28,22 @@ func parseTime(field, v string) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("%s: %q is not an RFC 3339 time (e.g. 2026-01-02T15:04:05Z)", field, clip(v, 64))
 	}
 	return t, nil
+}
+
+// parseWindow reads the since and until parameters (RFC 3339, either may be
+// absent) and refuses a reversed window, which would give an empty answer
+// that reads as "nothing happened".
+func parseWindow(q url.Values) (since, until time.Time, err error) {
+	if since, err = parseTime("since", q.Get("since")); err != nil {
+		return
+	}
+	if until, err = parseTime("until", q.Get("until")); err != nil {
+		return
+	}
+	if !since.IsZero() && !until.IsZero() && !since.Before(until) {
+		err = errors.New("until: must be after since")
+	}
+	return
 }
 
 func (s *server) auditShow(w http.ResponseWriter, r *http.Request) {
@@ -60,16 +77,8 @@ func (s *server) auditEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var err error
-	if f.Since, err = parseTime("since", q.Get("since")); err != nil {
+	if f.Since, f.Until, err = parseWindow(q); err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	if f.Until, err = parseTime("until", q.Get("until")); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	if !f.Since.IsZero() && !f.Until.IsZero() && !f.Since.Before(f.Until) {
-		writeError(w, http.StatusBadRequest, "until: must be after since")
 		return
 	}
 	if f.Limit, err = parseLimit(r); err != nil {
@@ -119,20 +128,9 @@ func (s *server) auditExport(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("format: %q is not csv or jsonl", clip(format, 32)))
 		return
 	}
-	since, err := parseTime("since", q.Get("since"))
+	since, until, err := parseWindow(q)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	until, err := parseTime("until", q.Get("until"))
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	// As for the events route: a reversed window would give an empty
-	// export that reads as "nothing happened".
-	if !since.IsZero() && !until.IsZero() && !since.Before(until) {
-		writeError(w, http.StatusBadRequest, "until: must be after since")
 		return
 	}
 	w.Header().Set("Content-Type", ctype)

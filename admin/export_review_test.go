@@ -7,14 +7,18 @@ import (
 	"github.com/latchkey/latchkey/admin"
 )
 
-// An export window that ends before it starts is a 400, as for the events
-// route, not an empty export that looks like "nothing happened".
+// A window that ends before it starts is a 400 on every route that takes
+// one (export, events, queue list), not an empty answer that looks like
+// "nothing happened".
 func TestReviewExportWindowChecked(t *testing.T) {
 	e := setup(t, nil)
-	for _, c := range []*admin.Client{e.c, e.ip} {
-		st, msg := status(t, c, "GET", "/api/v1/audit/export?since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z", nil)
-		if st != 400 || !strings.HasPrefix(msg, "until:") {
-			t.Errorf("export with until before since: %d %s, want 400 until: ...", st, msg)
+	const win = "since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z"
+	for _, path := range []string{"/api/v1/audit/export?format=csv&", "/api/v1/audit/events?", "/api/v1/queue?state=all&"} {
+		for _, c := range []*admin.Client{e.c, e.ip} {
+			st, msg := status(t, c, "GET", path+win, nil)
+			if st != 400 || !strings.HasPrefix(msg, "until:") {
+				t.Errorf("%s with until before since: %d %s, want 400 until: ...", path, st, msg)
+			}
 		}
 	}
 }

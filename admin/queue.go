@@ -54,16 +54,8 @@ func (s *server) queueList(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	if f.Since, err = parseTime("since", q.Get("since")); err != nil {
+	if f.Since, f.Until, err = parseWindow(q); err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	if f.Until, err = parseTime("until", q.Get("until")); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	if !f.Since.IsZero() && !f.Until.IsZero() && !f.Since.Before(f.Until) {
-		writeError(w, http.StatusBadRequest, "until: must be after since")
 		return
 	}
 	switch o := q.Get("order"); o {
