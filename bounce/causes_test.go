@@ -236,9 +236,12 @@ func TestProviderUnknown(t *testing.T) {
 	// is named, and the words win.
 	bare := strings.Replace(notice, "This user doesn't have a hosted.example account", "550 user unknown", 1)
 	checkRecipient(t, "bare words in the notice", bare, "gone@hosted.example", '5', true, UserUnknown)
-	// RFC 5321's generic text alone does not.
+	// So does RFC 5321's generic 550 text; a recipient "temporarily
+	// unavailable" does not.
 	generic := strings.Replace(notice, "This user doesn't have a hosted.example account", "550 Requested action not taken: mailbox unavailable", 1)
-	checkRecipient(t, "generic text in the notice", generic, "gone@hosted.example", '5', false, Policy)
+	checkRecipient(t, "generic text in the notice", generic, "gone@hosted.example", '5', true, UserUnknown)
+	weak := strings.Replace(notice, "This user doesn't have a hosted.example account", "550 recipient temporarily unavailable", 1)
+	checkRecipient(t, "weak text in the notice", weak, "gone@hosted.example", '5', false, Policy)
 }
 
 // A label word must end before the address: "userid: userx@b" names

@@ -224,15 +224,14 @@ var (
 // format, whatever generic status came with them. Only an explicit
 // after-DATA phase (the reply answered DATA or the end of data, or the
 // transcript shows DATA sent) keeps the filtered reading. The exception
-// is weak wording (weakUnknownRe), first RFC 5321's generic text for any
-// 550, "Requested action not taken: mailbox unavailable" (RFC 5321 4.2.2:
-// "e.g., mailbox not found, no access, or command rejected for policy
-// reasons"): alone, it says nothing about the address, and condemns it
-// only under an addressing status the server gave (X.1.x; given is true
-// when v.Status came from the report or the reply, not from the reason),
-// at RCPT TO, or beside other words that only a recipient check produces. A reply latchkey met
-// itself is classified by ClassifyReply, which knows the phase and does
-// not come here.
+// is weak wording (weakUnknownRe): a recipient "temporarily unavailable",
+// the 551 "user not local", labels notices put before any error. Alone,
+// they say nothing about the address, and condemn it only under an
+// addressing status the server gave (X.1.x; given is true when v.Status
+// came from the report or the reply, not from the reason), at RCPT TO,
+// or beside other words that only a recipient check produces. A reply
+// latchkey met itself is classified by ClassifyReply, which knows the
+// phase and does not come here.
 //
 // text is what the report says about this recipient; wider, if not empty,
 // the whole report. The phase is read from text; only where text names no
@@ -333,16 +332,20 @@ func atRcpt(v Verdict, text, wider string) Verdict {
 var providerUnknownRe = regexp.MustCompile(`(?i)delivery error: dd requested mailbox not found|this user doesn['’]?t have an? \S+ account\b`)
 
 // weakUnknownRe is userunknown wording that, alone, does not say the
-// address is bad: RFC 5321's text for a 550 or 450 that gives no reason
-// of its own ("Requested action not taken: mailbox unavailable", RFC 5321
-// 4.2.2: "e.g., mailbox not found, no access, or command rejected for
-// policy reasons"), a recipient said to be unavailable, the 551 "user not
-// local", and the bare "unable to deliver to", "undeliverable address"
-// and "not listed in" that notices put before any error ("Unable to
-// deliver to domain ... Can't connect to host", HotPOP's "Undeliverable
-// Address: a@b" label). It is matched against what a userunknown pattern
-// matched, whole.
-var weakUnknownRe = regexp.MustCompile(`^(?:(?:user|mailbox|account|address|recipient|addressee) (?:\S+ )?unavailable|unable to deliver to|undeliverable address|not listed in|user (?:is )?not local)$`)
+// address is bad: a mailbox, user or recipient said to be unavailable with
+// a qualifier ("temporarily unavailable"), the 551 "user not local", and
+// the bare "unable to deliver to", "undeliverable address" and "not listed
+// in" that notices put before any error ("Unable to deliver to domain ...
+// Can't connect to host", HotPOP's "Undeliverable Address: a@b" label). It
+// is matched against what a userunknown pattern matched, whole.
+//
+// RFC 5321's own text for a 550, "Requested action not taken: mailbox
+// unavailable", is not weak although RFC 5321 4.2.2 also gives it for "no
+// access, or command rejected for policy reasons": Sisimai's userunknown
+// table has it, every hand-labelled bounce carrying it in the repository's
+// corpora is a missing mailbox, and a policy refusal names itself in
+// words the reason table reads first (docs/bounces.md).
+var weakUnknownRe = regexp.MustCompile(`^(?:(?:user|account|address|recipient|addressee) (?:\S+ )?unavailable|mailbox \S+ unavailable|unable to deliver to|undeliverable address|not listed in|user (?:is )?not local)$`)
 
 // weakUnknown reports whether text's userunknown wording is only weak
 // (weakUnknownRe): every match of the reason table's userunknown patterns

@@ -220,13 +220,17 @@ func TestUnknownPhase(t *testing.T) {
 		{"after data in the report", false, "550 User unknown", "SMTP error from remote mail server after end of data:", Policy},
 		{"rcpt accepted", false, ">>> RCPT To:<a@b.example>\n<<< 250 2.1.5 Ok\n<<< 550 5.7.1 User unknown", "", Policy},
 		{"rcpt refused", false, ">>> RCPT To:<a@b.example>\n<<< 550 User unknown", "", UserUnknown},
-		// RFC 5321's own text for any 550 ("mailbox unavailable (e.g.,
-		// mailbox not found, no access, or command rejected for policy
-		// reasons)") says nothing specific without an addressing status.
-		{"mailbox unavailable", false, "550 Requested action not taken: mailbox unavailable", "", Policy},
-		{"mailbox unavailable or not local", false, "550 Requested action not taken: mailbox unavailable or not local", "", Policy},
-		// Other weak wording: a relay's "unable to deliver to" before any
-		// error, a recipient "unavailable", the 551 "user not local".
+		// RFC 5321's own text for a 550, "mailbox unavailable", is read
+		// as the mailbox not found where no phase is named, as Sisimai
+		// and both hand-labelled corpora read it; after DATA it is a
+		// filter's refusal like any other.
+		{"mailbox unavailable", false, "550 Requested action not taken: mailbox unavailable", "", UserUnknown},
+		{"mailbox unavailable or not local", false, "550 Requested action not taken: mailbox unavailable or not local", "", UserUnknown},
+		{"mailbox unavailable after data", false, "550 Requested action not taken: mailbox unavailable (in reply to end of DATA command)", "", Policy},
+		// Weak wording: a relay's "unable to deliver to" before any
+		// error, a mailbox or recipient "temporarily unavailable", the
+		// 551 "user not local".
+		{"mailbox temporarily unavailable", false, "550 mailbox temporarily unavailable", "", Policy},
 		{"unable to deliver to", false, "Unable to deliver to domain for 12 hours. Last attempt failed because: Can't connect to host", "", Policy},
 		{"recipient unavailable", false, "550 recipient temporarily unavailable", "", Policy},
 		{"undeliverable address label", false, "Undeliverable Address: a@b.example\n\nReason: 550 rejected", "", Policy},
@@ -243,10 +247,13 @@ func TestUnknownPhase(t *testing.T) {
 			t.Errorf("%s: got %+v, want permanent %s", tt.name, got, tt.want)
 		}
 	}
-	// The generic text under a generic status the server gave stays a
-	// refusal too.
-	if got := dataPhase(ClassifyReply(550, "5.0.0", "Requested action not taken: mailbox unavailable"), true, "550 5.0.0 Requested action not taken: mailbox unavailable", ""); got.Hard || got.Reason != Policy {
-		t.Errorf("mailbox unavailable under 5.0.0: got %+v, want soft policy", got)
+	// A generic status the server gave does not make it a refusal (IIS
+	// sends it under Status: 5.0.0); a temporary reply is never hard.
+	if got := dataPhase(ClassifyReply(550, "5.0.0", "Requested action not taken: mailbox unavailable"), true, "550 5.0.0 Requested action not taken: mailbox unavailable", ""); !got.Hard || got.Reason != UserUnknown {
+		t.Errorf("mailbox unavailable under 5.0.0: got %+v, want hard userunknown", got)
+	}
+	if got := ClassifyReply(450, "", "Requested action not taken: mailbox unavailable"); got.Hard || got.Permanent {
+		t.Errorf("450 mailbox unavailable: got %+v, want temporary and soft", got)
 	}
 	// Every such text is read as an unknown user in the first place.
 	for _, tt := range tests {
