@@ -162,6 +162,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.dkimAlgo, "dkim", "rsa", "relay's DKIM keys: rsa (2048), ed25519 or both")
 	fs.StringVar(&o.policy, "policy", "", "relay's policy file (default: the shipped policy)")
 	fs.StringVar(&o.logLevel, "relay-log-level", "info", "relay's log_level")
+	fs.StringVar(&o.memoryLimit, "memory-limit", "", "relay's memory_limit, such as 256MiB (default: none)")
 	fs.IntVar(&o.relayPID, "relay-pid", 0, "external relay: pid whose CPU time and RSS to report")
 	fs.StringVar(&o.mxListen, "mx-listen", "", "sink address (default 127.0.0.2 on a free port)")
 	fs.StringVar(&o.dnsListen, "dns-listen", "", "DNS address (default 127.0.0.1 on a free port)")

@@ -46,6 +46,8 @@ type relaySetup struct {
 	resolver string
 	mxPort   string
 	logLevel string
+	// memoryLimit is the relay's memory_limit ("": none).
+	memoryLimit string
 }
 
 // writeRelayEnv writes (or, when dir already holds one, reuses) the
@@ -107,11 +109,15 @@ func writeRelayEnv(rs relaySetup) (*relayEnv, error) {
 	if lvl == "" {
 		lvl = "info"
 	}
+	memLine := ""
+	if rs.memoryLimit != "" {
+		memLine = fmt.Sprintf("memory_limit = %q\n", rs.memoryLimit)
+	}
 	cfg := fmt.Sprintf(`# Written by latchkey-load for a load run; loopback only.
 hostname = "relay.test"
 data_dir = %q
 log_level = %q
-log_format = "json"
+%slog_format = "json"
 policy_file = %q
 
 [submission]
@@ -133,7 +139,7 @@ dns_timeout = "5s"
 
 [admin]
 listen = ""
-`, filepath.Join(rs.dir, "data"), lvl, rs.policy, e.user, hash, dkimConf.String(), rs.resolver, rs.mxPort)
+`, filepath.Join(rs.dir, "data"), lvl, memLine, rs.policy, e.user, hash, dkimConf.String(), rs.resolver, rs.mxPort)
 	if err := os.WriteFile(e.cfgPath, []byte(cfg), 0o600); err != nil {
 		return nil, fmt.Errorf("latchkey-load: %w", err)
 	}
@@ -292,6 +298,44 @@ type procUsage struct {
 	// and caches) and file-backed (Badger's mapped tables and value log,
 	// page cache the kernel can drop and read back).
 	anonMB, fileMB float64
+}
+
+// anonPeak samples a process's anonymous resident set until stopped and
+// keeps the largest value.
+type anonPeak struct {
+	done chan struct{}
+	max  chan float64
+}
+
+// watchAnon samples pid's RssAnon every interval.
+func watchAnon(pid int, every time.Duration) *anonPeak {
+	p := &anonPeak{done: make(chan struct{}), max: make(chan float64, 1)}
+	go func() {
+		var peak float64
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			if u, err := readProc(pid); err == nil && u.anonMB > peak {
+				peak = u.anonMB
+			}
+			select {
+			case <-p.done:
+				p.max <- peak
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return p
+}
+
+// stop ends the sampling and returns the peak in MB (0 for a nil p).
+func (p *anonPeak) stop() float64 {
+	if p == nil {
+		return 0
+	}
+	close(p.done)
+	return <-p.max
 }
 
 // clkTck is USER_HZ, 100 on every Linux architecture Go supports.

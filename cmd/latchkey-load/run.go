@@ -22,6 +22,7 @@ type runOptions struct {
 	dkimAlgo    string
 	policy      string
 	logLevel    string
+	memoryLimit string
 	relayPID    int
 	// External-relay mode: fixed addresses for the sink and DNS, and the
 	// DKIM records the relay signs with.
@@ -83,7 +84,7 @@ func doRun(o runOptions) (rep RunReport, err error) {
 				defer os.RemoveAll(dir)
 			}
 		}
-		env, err := writeRelayEnv(relaySetup{dir: dir, dkimAlgo: o.dkimAlgo, policy: o.policy, resolver: z.Addr, mxPort: mxPort, logLevel: o.logLevel})
+		env, err := writeRelayEnv(relaySetup{dir: dir, dkimAlgo: o.dkimAlgo, policy: o.policy, resolver: z.Addr, mxPort: mxPort, logLevel: o.logLevel, memoryLimit: o.memoryLimit})
 		if err != nil {
 			return rep, err
 		}
@@ -127,8 +128,10 @@ func doRun(o runOptions) (rep RunReport, err error) {
 	}
 
 	var relay0 procUsage
+	var peakAnon *anonPeak
 	if o.relayPID != 0 {
 		relay0, _ = readProc(o.relayPID)
+		peakAnon = watchAnon(o.relayPID, time.Second)
 	}
 	self0, _ := readProc(os.Getpid())
 	busy0 := machineBusy()
@@ -176,6 +179,7 @@ func doRun(o runOptions) (rep RunReport, err error) {
 			u.CPUSeconds, u.RSSMB, u.MaxRSSMB = r1.cpu-relay0.cpu, r1.rssMB, r1.maxRSSMB
 			u.AnonMB, u.FileMB = r1.anonMB, r1.fileMB
 		}
+		u.MaxAnonMB = peakAnon.stop()
 	}
 	if msgs > 0 {
 		u.CPUPerMsgMs = u.CPUSeconds * 1000 / msgs
