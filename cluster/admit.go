@@ -1,0 +1,226 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/latchkey/latchkey/queue"
+)
+
+// Record is an accepted message as the intake stream keeps it: what a
+// survivor needs to queue it again.
+type Record struct {
+	Node        string        `json:"node"`
+	MsgID       string        `json:"msg_id"`
+	Body        []byte        `json:"body"`
+	Items       []*queue.Item `json:"items"`
+	LinkDigests []string      `json:"link_digests,omitempty"`
+}
+
+// Admission is what the cluster decided about a message.
+type Admission struct {
+	// Duplicate is the id another submission of the same message was
+	// queued under (on any node): nothing more is to be queued.
+	Duplicate string
+	// RateLimited is the rate key over its limit: nothing is to be queued.
+	RateLimited string
+}
+
+// Admit decides a message for the whole cluster and, unless it is a
+// duplicate or over a rate limit, stores it in the intake stream on a
+// quorum of nodes. The caller queues it locally and answers 250 only after
+// Admit returned without error.
+//
+// Order matters for "nothing lost": the dedupe keys are written after the
+// message is stored, so a crash in between can make a resubmission a
+// second copy (counted as a duplicate delivery), never a lost message.
+func (n *Node) Admit(ctx context.Context, m *queue.Message) (Admission, error) {
+	var adm Admission
+	now := time.Now()
+	for _, k := range m.DedupeKeys {
+		e, err := n.dedupe.Get(ctx, hashKey(k))
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			continue
+		case err != nil:
+			return adm, fmt.Errorf("cluster: dedupe: %w", err)
+		}
+		var v dedupeValue
+		if json.Unmarshal(e.Value(), &v) == nil && now.Before(v.Until) && v.MsgID != m.MsgID {
+			adm.Duplicate = v.MsgID
+			n.count(func(s *Stats) { s.Deduplicated++ })
+			return adm, nil
+		}
+	}
+	for _, rc := range m.Rate {
+		ok, err := n.rateTake(ctx, rc, now)
+		if err != nil {
+			return adm, err
+		}
+		if !ok {
+			adm.RateLimited = rc.Key
+			return adm, nil
+		}
+	}
+	if len(m.Items) > 0 {
+		rec := Record{Node: n.cfg.Node, MsgID: m.MsgID, Body: m.Body, Items: m.Items, LinkDigests: m.LinkDigests}
+		b, err := json.Marshal(rec)
+		if err != nil {
+			return adm, fmt.Errorf("cluster: %w", err)
+		}
+		msg := &nats.Msg{Subject: subjIntake + n.cfg.Node, Data: b}
+		if _, err := n.js.PublishMsg(ctx, msg, jetstream.WithMsgID(m.MsgID)); err != nil {
+			return adm, fmt.Errorf("%w: %v", errNoQuorum, err)
+		}
+		for _, it := range m.Items {
+			if it.SupersedeKey != "" {
+				if err := n.claimNewest(ctx, it); err != nil {
+					return adm, err
+				}
+			}
+		}
+	}
+	for _, k := range m.DedupeKeys {
+		v, _ := json.Marshal(dedupeValue{MsgID: m.MsgID, Until: now.Add(m.DedupeWindow)})
+		if _, err := n.dedupe.Put(ctx, hashKey(k), v); err != nil {
+			return adm, fmt.Errorf("cluster: dedupe: %w", err)
+		}
+	}
+	return adm, nil
+}
+
+type dedupeValue struct {
+	MsgID string    `json:"msg_id"`
+	Until time.Time `json:"until"`
+}
+
+// newestValue names the newest item accepted for a supersede key.
+type newestValue struct {
+	Item     string    `json:"item"`
+	Accepted time.Time `json:"accepted"`
+	Node     string    `json:"node"`
+}
+
+// claimNewest records it as the newest item of its supersede key unless a
+// newer one is recorded already, with compare-and-set: two nodes accepting
+// resets for one recipient at once agree on which is the newer.
+func (n *Node) claimNewest(ctx context.Context, it *queue.Item) error {
+	k := hashKey(it.SupersedeKey)
+	v, _ := json.Marshal(newestValue{Item: it.ID, Accepted: it.Accepted, Node: n.cfg.Node})
+	for range 20 {
+		e, err := n.newest.Get(ctx, k)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			if _, err := n.newest.Create(ctx, k, v); err == nil {
+				return nil
+			} else if !errors.Is(err, jetstream.ErrKeyExists) {
+				return fmt.Errorf("cluster: supersede: %w", err)
+			}
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("cluster: supersede: %w", err)
+		}
+		var cur newestValue
+		if json.Unmarshal(e.Value(), &cur) == nil && cur.Accepted.After(it.Accepted) {
+			return nil // a newer one was accepted meanwhile
+		}
+		if _, err := n.newest.Update(ctx, k, v, e.Revision()); err == nil {
+			return nil
+		}
+		// Another node wrote first: read again.
+	}
+	return errors.New("cluster: supersede: no agreement after 20 tries")
+}
+
+// Newer returns the id of a reset accepted after it for the same supersede
+// key, on any node, or "". The relay asks before each attempt: an item
+// superseded elsewhere is ended instead of delivered.
+func (n *Node) Newer(ctx context.Context, it *queue.Item) (string, error) {
+	if it.SupersedeKey == "" {
+		return "", nil
+	}
+	e, err := n.newest.Get(ctx, hashKey(it.SupersedeKey))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("cluster: supersede: %w", err)
+	}
+	var cur newestValue
+	if err := json.Unmarshal(e.Value(), &cur); err != nil {
+		return "", fmt.Errorf("cluster: supersede record: %w", err)
+	}
+	if cur.Item != it.ID && cur.Accepted.After(it.Accepted) {
+		n.count(func(s *Stats) { s.Superseded++ })
+		return cur.Item, nil
+	}
+	return "", nil
+}
+
+// rateTake counts one message against rc's window for the whole cluster,
+// refusing it (false) when the window is full.
+func (n *Node) rateTake(ctx context.Context, rc queue.RateCheck, now time.Time) (bool, error) {
+	if rc.Window <= 0 || rc.Limit <= 0 {
+		return true, nil
+	}
+	win := now.UnixNano() / int64(rc.Window)
+	k := hashKey(rc.Key) + "." + strconv.FormatInt(win, 10)
+	for range 20 {
+		e, err := n.rate.Get(ctx, k)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			if _, err := n.rate.Create(ctx, k, []byte("1")); err == nil {
+				return true, nil
+			} else if !errors.Is(err, jetstream.ErrKeyExists) {
+				return false, fmt.Errorf("cluster: rate limit: %w", err)
+			}
+			continue
+		}
+		if err != nil {
+			return false, fmt.Errorf("cluster: rate limit: %w", err)
+		}
+		c, _ := strconv.Atoi(string(e.Value()))
+		if c >= rc.Limit {
+			return false, nil
+		}
+		if _, err := n.rate.Update(ctx, k, []byte(strconv.Itoa(c+1)), e.Revision()); err == nil {
+			return true, nil
+		}
+	}
+	return false, errors.New("cluster: rate limit: no agreement after 20 tries")
+}
+
+// Done records that item id reached a final state here, so that no
+// survivor delivers it again. A record the cluster cannot take now is
+// kept and retried with the heartbeats.
+func (n *Node) Done(id, state string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, err := n.done.Put(ctx, id, []byte(n.cfg.Node+" "+state)); err != nil {
+		n.log.Warn().Err(err).Str("queue_id", id).Msg("cannot record the outcome in the cluster yet; retrying")
+		n.mu.Lock()
+		n.pending[id] = state
+		n.mu.Unlock()
+	}
+}
+
+// flushDone retries the done records that failed.
+func (n *Node) flushDone(ctx context.Context) {
+	n.mu.Lock()
+	p := n.pending
+	n.pending = map[string]string{}
+	n.mu.Unlock()
+	for id, state := range p {
+		if _, err := n.done.Put(ctx, id, []byte(n.cfg.Node+" "+state)); err != nil {
+			n.mu.Lock()
+			n.pending[id] = state
+			n.mu.Unlock()
+		}
+	}
+}

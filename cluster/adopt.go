@@ -1,0 +1,335 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/latchkey/latchkey/queue"
+)
+
+// Local is the node's own queue, as adoption needs it.
+type Local interface {
+	// Has reports whether item id is in the local queue, in any state.
+	Has(id string) bool
+	// Adopt queues items (of rec, not recorded done anywhere) here,
+	// recording that they come from node from.
+	Adopt(rec *Record, items []*queue.Item, from string) error
+}
+
+// Run keeps this node's heartbeat and adopts the queue of a node whose
+// heartbeat stopped, until ctx ends. The heartbeat has its own goroutine:
+// an adoption, which may take a while, must not silence it.
+func (n *Node) Run(ctx context.Context, local Local) {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); n.beat(ctx) }()
+	defer wg.Wait()
+	t := time.NewTicker(n.cfg.Heartbeat)
+	defer t.Stop()
+	peers := map[string]*peerBeat{}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if n.adoptedAlive(ctx) {
+			// A survivor took this node for dead (a pause longer than
+			// dead_after) and is delivering its queue: stop, and let
+			// the restart hand the adopted items over.
+			n.log.Error().Msg("this node's queue was adopted while it was running; exiting so that the restart hands it over")
+			n.exit()
+			return
+		}
+		n.flushDone(ctx)
+		n.adoptDead(ctx, local, peers)
+	}
+}
+
+// beat stores this node's heartbeat every cfg.Heartbeat and counts the
+// ones stored.
+func (n *Node) beat(ctx context.Context) {
+	t := time.NewTicker(n.cfg.Heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cctx, cancel := context.WithTimeout(ctx, n.cfg.Heartbeat)
+		_, err := n.alive.Put(cctx, n.cfg.Node, []byte(n.incarnation))
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil {
+				n.log.Warn().Err(err).Msg("heartbeat not stored")
+			}
+			continue
+		}
+		n.beats.Add(1)
+	}
+}
+
+// peerBeat is what this node saw of another's heartbeats.
+type peerBeat struct {
+	incarnation string
+	rev         uint64
+	// at is the count of this node's own stored heartbeats when the
+	// peer's last advanced. Silence is measured in this node's stored
+	// heartbeats, not in time: during a stall of the whole cluster (a
+	// leader election) no heartbeat is stored, so nobody looks dead.
+	at int64
+}
+
+// exitProcess is how Run stops the process (75, EX_TEMPFAIL: a service
+// manager restarts it); tests replace it.
+var exitProcess = func() { os.Exit(75) }
+
+func (n *Node) exit() { exitProcess() }
+
+// adoptedAlive reports whether this incarnation was adopted by another node.
+func (n *Node) adoptedAlive(ctx context.Context) bool {
+	cctx, cancel := context.WithTimeout(ctx, n.cfg.Heartbeat)
+	defer cancel()
+	e, err := n.adopt.Get(cctx, adoptKey(n.cfg.Node, n.incarnation))
+	if err != nil {
+		return false
+	}
+	return string(e.Value()) != "self"
+}
+
+// adoptDead looks for members whose heartbeat stopped and adopts each one
+// no other survivor has claimed.
+func (n *Node) adoptDead(ctx context.Context, local Local, peers map[string]*peerBeat) {
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	names, err := n.members.Keys(cctx)
+	if err != nil {
+		if !errors.Is(err, jetstream.ErrNoKeysFound) {
+			n.log.Warn().Err(err).Msg("cannot list cluster members")
+		}
+		return
+	}
+	for _, name := range names {
+		if name == n.cfg.Node {
+			continue
+		}
+		m, err := n.members.Get(cctx, name)
+		if err != nil {
+			continue
+		}
+		inc := string(m.Value())
+		beats := n.beats.Load()
+		p := peers[name]
+		if p == nil || p.incarnation != inc {
+			p = &peerBeat{incarnation: inc, at: beats}
+			peers[name] = p
+		}
+		a, err := n.alive.Get(cctx, name)
+		switch {
+		case err == nil && string(a.Value()) == inc && a.Revision() != p.rev:
+			p.rev, p.at = a.Revision(), beats
+			continue
+		case err != nil && !errors.Is(err, jetstream.ErrKeyNotFound):
+			continue // no answer is not a missing heartbeat
+		}
+		if time.Duration(beats-p.at)*n.cfg.Heartbeat < n.cfg.DeadAfter {
+			continue
+		}
+		k := adoptKey(name, inc)
+		if _, err := n.adopt.Create(cctx, k, []byte("started "+n.cfg.Node)); err != nil {
+			continue // adopted already, by this node or another, or claimed back
+		}
+		n.log.Warn().Str("node", name).Str("incarnation", inc).Msg("no heartbeat: adopting the node's queue")
+		count, err := n.adoptNode(ctx, name, local)
+		if err != nil {
+			// Released, so that this node or another tries again.
+			n.log.Error().Err(err).Str("node", name).Msg("adoption failed; will retry")
+			dctx, dcancel := context.WithTimeout(ctx, 5*time.Second)
+			n.adopt.Delete(dctx, k)
+			dcancel()
+			continue
+		}
+		// Recorded even when this node is stopping: the adopted node's
+		// restart waits for it.
+		fctx, fcancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err = n.adopt.Put(fctx, k, []byte("done "+n.cfg.Node))
+		fcancel()
+		if err != nil {
+			n.log.Error().Err(err).Str("node", name).Msg("cannot record the adoption as finished")
+		}
+		n.log.Warn().Str("node", name).Int("items", count).Msg("adopted the node's queue")
+	}
+}
+
+// adoptNode queues here every item of node's intake that is recorded done
+// nowhere and not queued here already, and marks each one adopted.
+func (n *Node) adoptNode(ctx context.Context, node string, local Local) (int, error) {
+	cons, err := n.js.OrderedConsumer(ctx, streamIntake, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{subjIntake + node}, DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return 0, fmt.Errorf("cluster: read %s's intake: %w", node, err)
+	}
+	total := 0
+	for {
+		batch, err := cons.Fetch(256, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			return total, fmt.Errorf("cluster: read %s's intake: %w", node, err)
+		}
+		got := 0
+		for msg := range batch.Messages() {
+			got++
+			var rec Record
+			if err := json.Unmarshal(msg.Data(), &rec); err != nil {
+				n.log.Error().Err(err).Str("node", node).Msg("unreadable intake record skipped")
+				continue
+			}
+			var todo []*queue.Item
+			for _, it := range rec.Items {
+				if _, err := n.done.Get(ctx, it.ID); err == nil {
+					continue
+				} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+					return total, fmt.Errorf("cluster: done record of %s: %w", it.ID, err)
+				}
+				if local.Has(it.ID) {
+					continue
+				}
+				todo = append(todo, it)
+			}
+			if len(todo) == 0 {
+				continue
+			}
+			if err := local.Adopt(&rec, todo, node); err != nil {
+				return total, err
+			}
+			for _, it := range todo {
+				if _, err := n.done.Put(ctx, it.ID, []byte(n.cfg.Node+" adopted")); err != nil {
+					return total, fmt.Errorf("cluster: mark %s adopted: %w", it.ID, err)
+				}
+			}
+			total += len(todo)
+			n.count(func(s *Stats) { s.Adopted += len(todo) })
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+			return total, fmt.Errorf("cluster: read %s's intake: %w", node, err)
+		}
+		if got == 0 {
+			return total, nil
+		}
+	}
+}
+
+// AdoptedBy returns the node that adopted item id ("" if none): the
+// relay hands such an item over instead of delivering it.
+func (n *Node) AdoptedBy(ctx context.Context, id string) (string, error) {
+	e, err := n.done.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("cluster: done record of %s: %w", id, err)
+	}
+	node, state, _ := strings.Cut(string(e.Value()), " ")
+	if state == "adopted" && node != n.cfg.Node {
+		return node, nil
+	}
+	return "", nil
+}
+
+// HandedOver counts items of this node handed over to their adopter.
+func (n *Node) HandedOver(k int) { n.count(func(s *Stats) { s.HandedOver += k }) }
+
+// Status is what `latchkey cluster status` shows.
+type Status struct {
+	Node        string          `json:"node"`
+	Incarnation string          `json:"incarnation"`
+	Members     []MemberStatus  `json:"members"`
+	Intake      *ReplicaStatus  `json:"intake,omitempty"`
+	Adoptions   []AdoptedStatus `json:"adoptions,omitempty"`
+	Stats       Stats           `json:"stats"`
+}
+
+// MemberStatus is one node as the cluster knows it.
+type MemberStatus struct {
+	Name        string `json:"name"`
+	Incarnation string `json:"incarnation"`
+	Alive       bool   `json:"alive"`
+}
+
+// ReplicaStatus is the intake stream's replication.
+type ReplicaStatus struct {
+	Messages uint64        `json:"messages"`
+	Leader   string        `json:"leader"`
+	Replicas []PeerStatus  `json:"replicas"`
+	Err      string        `json:"error,omitempty"`
+	Checked  time.Duration `json:"-"`
+}
+
+// PeerStatus is one replica of the intake stream.
+type PeerStatus struct {
+	Name    string `json:"name"`
+	Current bool   `json:"current"`
+	Offline bool   `json:"offline"`
+	Lag     uint64 `json:"lag"`
+}
+
+// AdoptedStatus is one adoption record.
+type AdoptedStatus struct {
+	Node  string `json:"node"` // node.incarnation adopted
+	State string `json:"state"`
+}
+
+// Status reads the cluster's state.
+func (n *Node) Status(ctx context.Context) (*Status, error) {
+	st := &Status{Node: n.cfg.Node, Incarnation: n.incarnation, Stats: n.Stats()}
+	names, err := n.members.Keys(ctx)
+	if err != nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
+		return nil, fmt.Errorf("cluster: members: %w", err)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		m, err := n.members.Get(ctx, name)
+		if err != nil {
+			continue
+		}
+		ms := MemberStatus{Name: name, Incarnation: string(m.Value())}
+		if a, err := n.alive.Get(ctx, name); err == nil && string(a.Value()) == ms.Incarnation {
+			ms.Alive = true
+		}
+		st.Members = append(st.Members, ms)
+	}
+	if s, err := n.js.Stream(ctx, streamIntake); err == nil {
+		if info, err := s.Info(ctx); err == nil {
+			rs := &ReplicaStatus{Messages: info.State.Msgs}
+			if c := info.Cluster; c != nil {
+				rs.Leader = c.Leader
+				rs.Replicas = append(rs.Replicas, PeerStatus{Name: c.Leader, Current: true})
+				for _, p := range c.Replicas {
+					rs.Replicas = append(rs.Replicas, PeerStatus{Name: p.Name, Current: p.Current, Offline: p.Offline, Lag: p.Lag})
+				}
+			}
+			st.Intake = rs
+		} else {
+			st.Intake = &ReplicaStatus{Err: err.Error()}
+		}
+	}
+	if keys, err := n.adopt.Keys(ctx); err == nil {
+		sort.Strings(keys)
+		for _, k := range keys {
+			if e, err := n.adopt.Get(ctx, k); err == nil && string(e.Value()) != "self" {
+				st.Adoptions = append(st.Adoptions, AdoptedStatus{Node: k, State: string(e.Value())})
+			}
+		}
+	}
+	return st, nil
+}

@@ -1,0 +1,479 @@
+// Package cluster lets several latchkey nodes share what must be decided
+// once for all of them, on NATS JetStream: an accepted message is stored on
+// a quorum of replicas before the 250, so that another node can deliver it
+// when the one that took it dies; and the reset rules (supersede, dedupe,
+// per-recipient rate limits) are decided with compare-and-set in
+// JetStream's key-value buckets, so that a newer reset accepted on node B
+// supersedes the older one queued on node A.
+//
+// Each node keeps its own Badger queue and audit chain and delivers what it
+// accepted (the single-node code path, unchanged). The cluster adds, around
+// it: the intake stream (every accepted message, by node), the done bucket
+// (every item that reached a final state), the heartbeats, and adoption: a
+// node whose heartbeat stops is adopted by one survivor, which queues every
+// item of it not recorded done and delivers them (at least once: an item
+// delivered in the moment before the node died is delivered again, and
+// counted). See docs/architecture.md, "Several nodes".
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+)
+
+// Config is the [cluster] table of latchkey.toml.
+type Config struct {
+	Enabled bool `toml:"enabled"`
+	// Node is this node's name, unique in the cluster (default: hostname).
+	Node string `toml:"node"`
+	// Listen is the embedded NATS server's route address, where the
+	// other nodes connect.
+	Listen string `toml:"listen"`
+	// Peers are the other nodes' route addresses (host:port).
+	Peers []string `toml:"peers"`
+	// Replicas is how many nodes store each message before the 250.
+	Replicas int `toml:"replicas"`
+	// SecretFile holds the shared secret the nodes' routes authenticate
+	// with (and, with External, the NATS password as user:password).
+	SecretFile string `toml:"secret_file"`
+	// External, when not empty, are the client URLs of an external NATS
+	// cluster to use instead of the embedded server.
+	External []string `toml:"external"`
+	// Retention is how long the intake stream keeps a message: longer than
+	// any class's deadline.
+	Retention time.Duration `toml:"retention"`
+	// Heartbeat is how often a node says it is alive; DeadAfter how long
+	// without a heartbeat before a survivor adopts its queue.
+	Heartbeat time.Duration `toml:"heartbeat"`
+	DeadAfter time.Duration `toml:"dead_after"`
+}
+
+// Defaults fills what the file left out.
+func (c *Config) Defaults(hostname string) {
+	if c.Node == "" {
+		c.Node = hostname
+	}
+	if c.Replicas == 0 {
+		c.Replicas = 3
+	}
+	if c.Retention == 0 {
+		c.Retention = 96 * time.Hour
+	}
+	if c.Heartbeat == 0 {
+		c.Heartbeat = 2 * time.Second
+	}
+	if c.DeadAfter == 0 {
+		c.DeadAfter = 10 * time.Second
+	}
+}
+
+// Problems returns what is wrong with an enabled configuration, as key and
+// message pairs for conf's error list.
+func (c *Config) Problems() [][2]string {
+	var p [][2]string
+	add := func(k, f string, a ...any) { p = append(p, [2]string{k, fmt.Sprintf(f, a...)}) }
+	if !c.Enabled {
+		return nil
+	}
+	if !nodeNameRe(c.Node) {
+		add("cluster.node", "must be letters, digits, '-' or '_', got %q", c.Node)
+	}
+	if len(c.External) == 0 {
+		if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+			add("cluster.listen", "%q is not host:port", c.Listen)
+		}
+		for i, peer := range c.Peers {
+			if _, _, err := net.SplitHostPort(peer); err != nil {
+				add(fmt.Sprintf("cluster.peers.%d", i), "%q is not host:port", peer)
+			}
+		}
+		if c.Replicas > len(c.Peers)+1 {
+			add("cluster.replicas", "%d replicas need at least %d nodes; %d are listed (this one and cluster.peers)", c.Replicas, c.Replicas, len(c.Peers)+1)
+		}
+	}
+	for i, u := range c.External {
+		if pu, err := url.Parse(u); err != nil || pu.Host == "" {
+			add(fmt.Sprintf("cluster.external.%d", i), "%q is not a NATS URL (nats://host:port)", u)
+		}
+	}
+	if c.Replicas < 1 || c.Replicas > 5 {
+		add("cluster.replicas", "must be 1 to 5, got %d", c.Replicas)
+	}
+	if c.SecretFile == "" {
+		add("cluster.secret_file", "is needed: the nodes authenticate each other with the secret in it")
+	}
+	if c.DeadAfter < 3*c.Heartbeat {
+		add("cluster.dead_after", "must be at least three heartbeats (%v), got %v", 3*c.Heartbeat, c.DeadAfter)
+	}
+	return p
+}
+
+func nodeNameRe(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// Names of the stream and buckets.
+const (
+	streamIntake = "LK_INTAKE"
+	subjIntake   = "lk.intake."
+	bucketDone   = "lk_done"
+	bucketNewest = "lk_newest"
+	bucketDedupe = "lk_dedupe"
+	bucketRate   = "lk_rate"
+	bucketAlive  = "lk_alive"
+	bucketMember = "lk_members"
+	bucketAdopt  = "lk_adopt"
+)
+
+// Node is this latchkey's member of the cluster.
+type Node struct {
+	cfg Config
+	log zerolog.Logger
+	ns  *server.Server // nil in external mode
+	nc  *nats.Conn
+	js  jetstream.JetStream
+
+	done, newest, dedupe, rate, alive, members, adopt jetstream.KeyValue
+
+	// incarnation names this run of the node: adoption takes over one
+	// incarnation's queue, so that a node restarted in time keeps its own.
+	incarnation string
+	prev        string // the incarnation before this one ("" on a new node)
+	dir         string
+
+	beats atomic.Int64 // heartbeats stored by this run
+
+	mu      sync.Mutex
+	pending map[string]string // item id → state: done records not yet stored
+	stats   Stats
+}
+
+// Stats are the cluster's counters for this node.
+type Stats struct {
+	Adopted      int // items queued here from a dead node's intake
+	MaybeDup     int // of those, items the dead node had attempted (possible duplicates)
+	HandedOver   int // items of this node's previous run that a survivor adopted
+	Superseded   int // items ended here because a newer reset was accepted elsewhere
+	Deduplicated int // submissions answered as duplicates of one another node took
+}
+
+// Start joins the cluster: it starts the embedded NATS server (or connects
+// to the external one), waits until JetStream answers, and makes sure the
+// stream and buckets exist. dir is where the embedded server keeps its
+// store and this node its incarnation file.
+func Start(ctx context.Context, cfg Config, dir string, log zerolog.Logger) (*Node, error) {
+	n := &Node{cfg: cfg, log: log.With().Str("component", "cluster").Logger(), dir: dir, pending: map[string]string{}}
+	secret, err := readSecret(cfg.SecretFile)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	var opts []nats.Option
+	opts = append(opts, nats.Name("latchkey "+cfg.Node), nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
+	urls := strings.Join(cfg.External, ",")
+	if len(cfg.External) == 0 {
+		n.ns, err = startServer(cfg, dir, secret, n.log)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, nats.InProcessServer(n.ns), nats.UserInfo("latchkey", secret))
+		urls = n.ns.ClientURL()
+	} else if user, pass, ok := strings.Cut(secret, ":"); ok {
+		opts = append(opts, nats.UserInfo(user, pass))
+	}
+	n.nc, err = nats.Connect(urls, opts...)
+	if err != nil {
+		n.Close()
+		return nil, fmt.Errorf("cluster: connect to NATS: %w", err)
+	}
+	n.js, err = jetstream.New(n.nc)
+	if err != nil {
+		n.Close()
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	if err := n.setup(ctx); err != nil {
+		n.Close()
+		return nil, err
+	}
+	if err := n.join(ctx); err != nil {
+		n.Close()
+		return nil, err
+	}
+	return n, nil
+}
+
+// readSecret reads the shared secret, refusing an empty or short one.
+func readSecret(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("cluster: secret_file: %w", err)
+	}
+	s := strings.TrimSpace(string(b))
+	if len(s) < 16 {
+		return "", fmt.Errorf("cluster: secret_file %s: want at least 16 characters, got %d", path, len(s))
+	}
+	return s, nil
+}
+
+// startServer starts the embedded NATS server: JetStream on, routes to
+// the peers authenticated with the shared secret, latchkey connected in
+// process.
+func startServer(cfg Config, dir, secret string, log zerolog.Logger) (*server.Server, error) {
+	host, portStr, _ := net.SplitHostPort(cfg.Listen)
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: listen %q: %w", cfg.Listen, err)
+	}
+	var routes []*url.URL
+	for _, p := range cfg.Peers {
+		routes = append(routes, &url.URL{Scheme: "nats", User: url.UserPassword("latchkey", secret), Host: p})
+	}
+	opts := &server.Options{
+		ServerName: cfg.Node,
+		// The client port is needed (routing waits for it) but only this
+		// process uses it, in process: a random loopback port behind
+		// the secret.
+		Host: "127.0.0.1", Port: server.RANDOM_PORT,
+		Username: "latchkey", Password: secret,
+		JetStream: true,
+		StoreDir:  filepath.Join(dir, "jetstream"),
+		// The stored messages hold live reset links: encrypted at rest,
+		// as Badger is.
+		JetStreamKey: secret,
+		Cluster: server.ClusterOpts{
+			Name: "latchkey", Host: host, Port: port,
+			Username: "latchkey", Password: secret,
+			ConnectRetries: -1,
+		},
+		Routes: routes,
+		NoSigs: true,
+		NoLog:  true,
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: NATS server: %w", err)
+	}
+	ns.SetLoggerV2(natsLogger{log}, false, false, false)
+	go ns.Start()
+	if !ns.ReadyForConnections(30 * time.Second) {
+		ns.Shutdown()
+		return nil, fmt.Errorf("cluster: NATS server on %s not ready within 30s", cfg.Listen)
+	}
+	return ns, nil
+}
+
+// setup creates the stream and buckets, retrying while JetStream has no
+// quorum yet (the other nodes are still starting).
+func (n *Node) setup(ctx context.Context) error {
+	r := n.cfg.Replicas
+	kvs := []struct {
+		dst *jetstream.KeyValue
+		cfg jetstream.KeyValueConfig
+	}{
+		{&n.done, jetstream.KeyValueConfig{Bucket: bucketDone, TTL: n.cfg.Retention}},
+		{&n.newest, jetstream.KeyValueConfig{Bucket: bucketNewest, TTL: n.cfg.Retention}},
+		{&n.dedupe, jetstream.KeyValueConfig{Bucket: bucketDedupe, TTL: 7 * 24 * time.Hour}},
+		{&n.rate, jetstream.KeyValueConfig{Bucket: bucketRate, TTL: 7 * 24 * time.Hour}},
+		{&n.alive, jetstream.KeyValueConfig{Bucket: bucketAlive, TTL: 3 * n.cfg.DeadAfter}},
+		{&n.members, jetstream.KeyValueConfig{Bucket: bucketMember}},
+		{&n.adopt, jetstream.KeyValueConfig{Bucket: bucketAdopt, TTL: n.cfg.Retention}},
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	var last error
+	for time.Now().Before(deadline) {
+		last = func() error {
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			if _, err := n.js.CreateOrUpdateStream(cctx, jetstream.StreamConfig{
+				Name: streamIntake, Subjects: []string{subjIntake + ">"}, Storage: jetstream.FileStorage,
+				Replicas: r, MaxAge: n.cfg.Retention, Duplicates: 10 * time.Minute,
+			}); err != nil {
+				return fmt.Errorf("stream %s: %w", streamIntake, err)
+			}
+			for _, k := range kvs {
+				k.cfg.Replicas, k.cfg.Storage = r, jetstream.FileStorage
+				// The bucket's stream as nats.go would make it, but read
+				// from the leader only: with direct reads any replica
+				// answers, and a lagging one would show an old heartbeat
+				// (a live node taken for dead), miss a newer reset or an
+				// item already done. Every node writes the same config,
+				// so nodes starting together agree.
+				if _, err := n.js.CreateOrUpdateStream(cctx, kvStream(k.cfg)); err != nil {
+					return fmt.Errorf("bucket %s: %w", k.cfg.Bucket, err)
+				}
+				kv, err := n.js.KeyValue(cctx, k.cfg.Bucket)
+				if err != nil {
+					return fmt.Errorf("bucket %s: %w", k.cfg.Bucket, err)
+				}
+				*k.dst = kv
+			}
+			return nil
+		}()
+		if last == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		n.log.Debug().Err(last).Msg("JetStream not ready yet")
+		time.Sleep(500 * time.Millisecond)
+	}
+	return fmt.Errorf("cluster: JetStream did not become ready (are %d of the nodes up?): %w", n.cfg.Replicas/2+1, last)
+}
+
+// kvStream is the stream of a key-value bucket: nats.go's layout (so that
+// its KeyValue binds to it), with leader-only reads.
+func kvStream(c jetstream.KeyValueConfig) jetstream.StreamConfig {
+	dup := 2 * time.Minute
+	if c.TTL > 0 && c.TTL < dup {
+		dup = c.TTL
+	}
+	return jetstream.StreamConfig{
+		Name: "KV_" + c.Bucket, Subjects: []string{"$KV." + c.Bucket + ".>"},
+		MaxMsgsPerSubject: 1, MaxBytes: -1, MaxAge: c.TTL, MaxMsgSize: -1, MaxMsgs: -1, MaxConsumers: -1,
+		Storage: c.Storage, Replicas: c.Replicas, AllowRollup: true, DenyDelete: true, Duplicates: dup,
+		Discard: jetstream.DiscardNew, AllowDirect: false,
+	}
+}
+
+// join settles this node's previous incarnation and starts a new one. If
+// a survivor adopted the previous one, Previous reports it (the relay then
+// hands its local items over); if not, this node claims it back first, so
+// that nobody adopts it now that it is alive again.
+func (n *Node) join(ctx context.Context) error {
+	path := filepath.Join(n.dir, "incarnation")
+	if b, err := os.ReadFile(path); err == nil {
+		n.prev = strings.TrimSpace(string(b))
+	}
+	var buf [6]byte
+	rand.Read(buf[:])
+	n.incarnation = hex.EncodeToString(buf[:])
+	if err := os.WriteFile(path+".tmp", []byte(n.incarnation+"\n"), 0o600); err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	if err := os.Rename(path+".tmp", path); err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := n.members.Put(cctx, n.cfg.Node, []byte(n.incarnation)); err != nil {
+		return fmt.Errorf("cluster: register: %w", err)
+	}
+	if _, err := n.alive.Put(cctx, n.cfg.Node, []byte(n.incarnation)); err != nil {
+		return fmt.Errorf("cluster: heartbeat: %w", err)
+	}
+	return nil
+}
+
+// PreviousAdopted reports whether a survivor adopted this node's previous
+// incarnation (and so delivers its items), waiting while the adoption is
+// still running. It claims the incarnation back when nobody had.
+func (n *Node) PreviousAdopted(ctx context.Context) (by string, err error) {
+	if n.prev == "" {
+		return "", nil
+	}
+	k := adoptKey(n.cfg.Node, n.prev)
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := n.adopt.Create(cctx, k, []byte("self"))
+		if err == nil {
+			cancel()
+			return "", nil
+		}
+		e, gerr := n.adopt.Get(cctx, k)
+		cancel()
+		if gerr != nil {
+			return "", fmt.Errorf("cluster: adoption record: %w", gerr)
+		}
+		v := string(e.Value())
+		switch {
+		case v == "self":
+			return "", nil
+		case strings.HasPrefix(v, "done "):
+			return strings.TrimPrefix(v, "done "), nil
+		}
+		// "started <node>": wait for the survivor to finish queueing.
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func adoptKey(node, incarnation string) string { return node + "." + incarnation }
+
+// Name is this node's name.
+func (n *Node) Name() string { return n.cfg.Node }
+
+// Stats returns this node's cluster counters.
+func (n *Node) Stats() Stats {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.stats
+}
+
+func (n *Node) count(f func(*Stats)) {
+	n.mu.Lock()
+	f(&n.stats)
+	n.mu.Unlock()
+}
+
+// Close leaves the cluster: the connection, then the embedded server.
+func (n *Node) Close() {
+	if n.nc != nil {
+		n.nc.Close()
+	}
+	if n.ns != nil {
+		n.ns.Shutdown()
+		n.ns.WaitForShutdown()
+	}
+}
+
+// hashKey makes a bucket key of a rule's key: keys hold recipients, which
+// stay out of the bucket's subject names (and their length limit).
+func hashKey(s string) string {
+	h := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(h[:20])
+}
+
+// errNoQuorum marks a write the cluster could not store on a quorum.
+var errNoQuorum = errors.New("cluster: not stored on a quorum of nodes")
+
+// natsLogger sends the embedded server's log lines to zerolog.
+type natsLogger struct{ l zerolog.Logger }
+
+func (z natsLogger) Noticef(f string, v ...any) { z.l.Debug().Msgf(f, v...) }
+func (z natsLogger) Warnf(f string, v ...any)   { z.l.Warn().Msgf(f, v...) }
+func (z natsLogger) Fatalf(f string, v ...any)  { z.l.Error().Msgf(f, v...) }
+func (z natsLogger) Errorf(f string, v ...any)  { z.l.Warn().Msgf(f, v...) }
+func (z natsLogger) Debugf(f string, v ...any)  { z.l.Debug().Msgf(f, v...) }
+func (z natsLogger) Tracef(f string, v ...any)  {}

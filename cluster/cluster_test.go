@@ -1,0 +1,315 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/latchkey/latchkey/queue"
+)
+
+// freePorts returns n free loopback ports.
+func freePorts(t *testing.T, n int) []int {
+	t.Helper()
+	var ls []net.Listener
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	for _, l := range ls {
+		l.Close()
+	}
+	return ports
+}
+
+// testCluster is three embedded nodes on loopback.
+type testCluster struct {
+	t      *testing.T
+	cfgs   []Config
+	dirs   []string
+	nodes  []*Node
+	secret string
+}
+
+func newTestCluster(t *testing.T) *testCluster {
+	t.Helper()
+	tc := &testCluster{t: t}
+	base := t.TempDir()
+	secretFile := filepath.Join(base, "secret")
+	if err := os.WriteFile(secretFile, []byte("a shared secret of the test cluster\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ports := freePorts(t, 3)
+	for i := range 3 {
+		var peers []string
+		for j, p := range ports {
+			if j != i {
+				peers = append(peers, fmt.Sprintf("127.0.0.1:%d", p))
+			}
+		}
+		c := Config{Enabled: true, Node: fmt.Sprintf("n%d", i+1), Listen: fmt.Sprintf("127.0.0.1:%d", ports[i]), Peers: peers,
+			SecretFile: secretFile, Heartbeat: 200 * time.Millisecond, DeadAfter: 2 * time.Second}
+		c.Defaults("unused")
+		if p := c.Problems(); len(p) > 0 {
+			t.Fatalf("config %d: %v", i, p)
+		}
+		tc.cfgs = append(tc.cfgs, c)
+		tc.dirs = append(tc.dirs, filepath.Join(base, c.Node))
+	}
+	tc.nodes = make([]*Node, 3)
+	var wg sync.WaitGroup
+	errs := make([]error, 3)
+	for i := range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tc.nodes[i], errs[i] = tc.start(i)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("node %d: %v", i+1, err)
+		}
+	}
+	t.Cleanup(func() {
+		for _, n := range tc.nodes {
+			if n != nil {
+				n.Close()
+			}
+		}
+	})
+	return tc
+}
+
+func (tc *testCluster) start(i int) (*Node, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	return Start(ctx, tc.cfgs[i], tc.dirs[i], testLog())
+}
+
+func resetMsg(id, rcpt string, accepted time.Time) *queue.Message {
+	it := &queue.Item{ID: queue.ItemID(id, 0), MsgID: id, Class: "reset", Rcpt: rcpt, Accepted: accepted,
+		Deadline: accepted.Add(time.Hour), Cutoff: accepted.Add(50 * time.Minute), Due: accepted,
+		SupersedeKey: "reset:" + rcpt}
+	return &queue.Message{MsgID: id, Body: []byte("Subject: reset\r\n\r\nhello\r\n"), Items: []*queue.Item{it},
+		DedupeKeys: []string{"msgid:" + id + "@example.com"}, DedupeWindow: time.Hour}
+}
+
+// fakeLocal records what a node adopted.
+type fakeLocal struct {
+	mu      sync.Mutex
+	have    map[string]bool
+	adopted []string
+	from    map[string]string
+}
+
+func newFakeLocal() *fakeLocal {
+	return &fakeLocal{have: map[string]bool{}, from: map[string]string{}}
+}
+
+func (f *fakeLocal) Has(id string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.have[id]
+}
+
+func (f *fakeLocal) Adopt(rec *Record, items []*queue.Item, from string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, it := range items {
+		f.have[it.ID] = true
+		f.adopted = append(f.adopted, it.ID)
+		f.from[it.ID] = from
+	}
+	return nil
+}
+
+func (f *fakeLocal) list() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.adopted...)
+}
+
+// TestClusterRules: supersede, dedupe and rate limits are decided for the
+// whole cluster, whichever node each message reaches.
+func TestClusterRules(t *testing.T) {
+	tc := newTestCluster(t)
+	ctx := context.Background()
+	a, b, c := tc.nodes[0], tc.nodes[1], tc.nodes[2]
+	t0 := time.Now()
+
+	older := resetMsg(queue.NewMsgID(t0), "jane@dest.test", t0)
+	if adm, err := a.Admit(ctx, older); err != nil || adm.Duplicate != "" {
+		t.Fatalf("admit older on n1: %+v, %v", adm, err)
+	}
+	newer := resetMsg(queue.NewMsgID(t0.Add(time.Second)), "jane@dest.test", t0.Add(time.Second))
+	if _, err := b.Admit(ctx, newer); err != nil {
+		t.Fatalf("admit newer on n2: %v", err)
+	}
+	if got, err := a.Newer(ctx, older.Items[0]); err != nil || got != newer.Items[0].ID {
+		t.Errorf("n1: newer than the older reset = %q, %v; want %s (accepted on n2)", got, err, newer.Items[0].ID)
+	}
+	if got, err := c.Newer(ctx, newer.Items[0]); err != nil || got != "" {
+		t.Errorf("n3: newer than the newest = %q, %v; want none", got, err)
+	}
+	// A reset admitted late with an earlier acceptance time does not
+	// take the newest's place.
+	late := resetMsg(queue.NewMsgID(t0.Add(500*time.Millisecond)), "jane@dest.test", t0.Add(500*time.Millisecond))
+	if _, err := c.Admit(ctx, late); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := a.Newer(ctx, late.Items[0]); got != newer.Items[0].ID {
+		t.Errorf("late arrival: newer = %q, want %s", got, newer.Items[0].ID)
+	}
+
+	// The same submission again, on another node: a duplicate of the
+	// first id.
+	again := resetMsg(queue.NewMsgID(t0.Add(2*time.Second)), "other@dest.test", t0.Add(2*time.Second))
+	again.DedupeKeys = older.DedupeKeys
+	adm, err := c.Admit(ctx, again)
+	if err != nil || adm.Duplicate != older.MsgID {
+		t.Errorf("resubmission on n3: %+v, %v; want duplicate of %s", adm, err, older.MsgID)
+	}
+
+	// A rate limit of 2 per hour for one recipient, over three nodes.
+	var refused int
+	for i, n := range tc.nodes {
+		m := resetMsg(queue.NewMsgID(t0.Add(time.Duration(3+i)*time.Second)), "rate@dest.test", t0)
+		m.Rate = []queue.RateCheck{{Key: "reset:rate@dest.test", Limit: 2, Window: time.Hour}}
+		adm, err := n.Admit(ctx, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if adm.RateLimited != "" {
+			refused++
+		}
+	}
+	if refused != 1 {
+		t.Errorf("rate limit 2 over three nodes: %d refused, want 1", refused)
+	}
+}
+
+// TestClusterAdoption: when a node stops, exactly one survivor queues the
+// items it had not finished, and the node, restarted, learns who did.
+func TestClusterAdoption(t *testing.T) {
+	exited := make(chan string, 3)
+	exitProcess = func() { exited <- "exit" }
+	defer func() { exitProcess = func() { os.Exit(75) } }()
+	tc := newTestCluster(t)
+	ctx := context.Background()
+	a := tc.nodes[0]
+	t0 := time.Now()
+	var want []string
+	for i := range 20 {
+		m := resetMsg(queue.NewMsgID(t0.Add(time.Duration(i)*time.Millisecond)), fmt.Sprintf("u%d@dest.test", i), t0)
+		if _, err := a.Admit(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+		if i%4 == 0 {
+			a.Done(m.Items[0].ID, queue.StateDelivered) // finished before the node died
+		} else {
+			want = append(want, m.Items[0].ID)
+		}
+	}
+	locals := []*fakeLocal{newFakeLocal(), newFakeLocal()}
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	for i, n := range tc.nodes[1:] {
+		wg.Add(1)
+		go func() { defer wg.Done(); n.Run(rctx, locals[i]) }()
+	}
+	a.Close()
+	tc.nodes[0] = nil
+
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) && len(locals[0].list())+len(locals[1].list()) < len(want) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(time.Second) // a second adoption would show up by now
+	if !waitUntil(10*time.Second, func() bool {
+		select {
+		case <-exited:
+			t.Error("a live node found itself adopted (a heartbeat stall was taken for a death)")
+		default:
+		}
+		st, err := tc.nodes[1].Status(ctx)
+		return err == nil && len(st.Adoptions) == 1 && strings.HasPrefix(st.Adoptions[0].State, "done ")
+	}) {
+		t.Error("the adoption was not recorded as finished")
+	}
+	cancel()
+	wg.Wait()
+	got := append(locals[0].list(), locals[1].list()...)
+	sort.Strings(got)
+	sort.Strings(want)
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("adopted %d items %v\nwant %d %v", len(got), got, len(want), want)
+	}
+	if len(locals[0].list()) != 0 && len(locals[1].list()) != 0 {
+		t.Errorf("both survivors adopted: %d and %d items", len(locals[0].list()), len(locals[1].list()))
+	}
+	adopter := "n2"
+	if len(locals[0].list()) == 0 {
+		adopter = "n3"
+	}
+	// The node comes back: its previous run was adopted, and each
+	// adopted item names its adopter.
+	var err error
+	if tc.nodes[0], err = tc.start(0); err != nil {
+		t.Fatal(err)
+	}
+	by, err := tc.nodes[0].PreviousAdopted(ctx)
+	if err != nil || by != adopter {
+		t.Errorf("restarted n1: previous run adopted by %q, %v; want %s", by, err, adopter)
+	}
+	if by, err := tc.nodes[0].AdoptedBy(ctx, want[0]); err != nil || by != adopter {
+		t.Errorf("AdoptedBy(%s) = %q, %v; want %s", want[0], by, err, adopter)
+	}
+	select {
+	case <-exited:
+		t.Error("a live node found itself adopted (a heartbeat stall was taken for a death)")
+	default:
+	}
+	st, err := tc.nodes[1].Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Members) != 3 || st.Intake == nil || len(st.Adoptions) != 1 || st.Adoptions[0].State != "done "+adopter {
+		t.Errorf("status: %+v (intake %+v)", st, st.Intake)
+	}
+}
+
+// testLog is silent unless LATCHKEY_TEST_LOG is set.
+func testLog() zerolog.Logger {
+	if os.Getenv("LATCHKEY_TEST_LOG") != "" {
+		return zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr}).Level(zerolog.DebugLevel).With().Timestamp().Logger()
+	}
+	return zerolog.Nop()
+}
+
+func waitUntil(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return true
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return cond()
+}
