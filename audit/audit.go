@@ -66,6 +66,9 @@ const (
 	Completed     = "completed" // the user finished the reset (reported by the app or a Salesforce Flow)
 	RateLimited   = "rate_limited"
 	Rejected      = "rejected"
+	// Adopted is written by the node that took over a dead node's item
+	// (cluster mode), with the node it came from.
+	Adopted = "adopted"
 	// Integrity is written by the relay itself when it finds the trail
 	// tampered with at start (problem=unsigned_tail: events after the
 	// signed chain head); Verify reports what it names.
@@ -74,7 +77,7 @@ const (
 
 // Types lists every event type, for callers that check a type a person typed.
 var Types = []string{Received, Signed, Queued, Attempt, Delivered, Deferred, Bounced, Superseded, Deduplicated,
-	Expired, RetriedBackup, Suppressed, Escalated, Dropped, Retried, Clicked, Completed, RateLimited, Rejected, Integrity}
+	Expired, RetriedBackup, Suppressed, Escalated, Dropped, Retried, Clicked, Completed, RateLimited, Rejected, Adopted, Integrity}
 
 // Key prefixes inside the shared Badger database.
 const (

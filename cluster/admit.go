@@ -197,16 +197,15 @@ func (n *Node) rateTake(ctx context.Context, rc queue.RateCheck, now time.Time) 
 }
 
 // Done records that item id reached a final state here, so that no
-// survivor delivers it again. A record the cluster cannot take now is
-// kept and retried with the heartbeats.
+// survivor delivers it again. It does not block (the queue calls it after
+// each commit): the record is stored by Run's flusher within moments.
 func (n *Node) Done(id, state string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if _, err := n.done.Put(ctx, id, []byte(n.cfg.Node+" "+state)); err != nil {
-		n.log.Warn().Err(err).Str("queue_id", id).Msg("cannot record the outcome in the cluster yet; retrying")
-		n.mu.Lock()
-		n.pending[id] = state
-		n.mu.Unlock()
+	n.mu.Lock()
+	n.pending[id] = state
+	n.mu.Unlock()
+	select {
+	case n.flush <- struct{}{}:
+	default:
 	}
 }
 
@@ -217,10 +216,18 @@ func (n *Node) flushDone(ctx context.Context) {
 	n.pending = map[string]string{}
 	n.mu.Unlock()
 	for id, state := range p {
-		if _, err := n.done.Put(ctx, id, []byte(n.cfg.Node+" "+state)); err != nil {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := n.done.Put(cctx, id, []byte(n.cfg.Node+" "+state))
+		cancel()
+		if err != nil {
 			n.mu.Lock()
-			n.pending[id] = state
+			if _, again := n.pending[id]; !again {
+				n.pending[id] = state
+			}
 			n.mu.Unlock()
+			if ctx.Err() == nil {
+				n.log.Warn().Err(err).Str("queue_id", id).Msg("cannot record the outcome in the cluster yet; retrying")
+			}
 		}
 	}
 }

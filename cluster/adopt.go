@@ -19,7 +19,7 @@ import (
 // Local is the node's own queue, as adoption needs it.
 type Local interface {
 	// Has reports whether item id is in the local queue, in any state.
-	Has(id string) bool
+	Has(id string) (bool, error)
 	// Adopt queues items (of rec, not recorded done anywhere) here,
 	// recording that they come from node from.
 	Adopt(rec *Record, items []*queue.Item, from string) error
@@ -32,6 +32,25 @@ func (n *Node) Run(ctx context.Context, local Local) {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); n.beat(ctx) }()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(n.cfg.Heartbeat)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				// What is left is stored on the way out, if it can be.
+				fctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+				n.flushDone(fctx)
+				cancel()
+				return
+			case <-n.flush:
+			case <-t.C:
+			}
+			n.flushDone(ctx)
+		}
+	}()
 	defer wg.Wait()
 	t := time.NewTicker(n.cfg.Heartbeat)
 	defer t.Stop()
@@ -50,7 +69,6 @@ func (n *Node) Run(ctx context.Context, local Local) {
 			n.exit()
 			return
 		}
-		n.flushDone(ctx)
 		n.adoptDead(ctx, local, peers)
 	}
 }
@@ -201,7 +219,9 @@ func (n *Node) adoptNode(ctx context.Context, node string, local Local) (int, er
 				} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
 					return total, fmt.Errorf("cluster: done record of %s: %w", it.ID, err)
 				}
-				if local.Has(it.ID) {
+				if has, err := local.Has(it.ID); err != nil {
+					return total, err
+				} else if has {
 					continue
 				}
 				todo = append(todo, it)
@@ -264,6 +284,8 @@ type MemberStatus struct {
 	Name        string `json:"name"`
 	Incarnation string `json:"incarnation"`
 	Alive       bool   `json:"alive"`
+	// LastBeat is how long ago its last heartbeat was stored.
+	LastBeat string `json:"last_heartbeat,omitempty"`
 }
 
 // ReplicaStatus is the intake stream's replication.
@@ -304,7 +326,8 @@ func (n *Node) Status(ctx context.Context) (*Status, error) {
 		}
 		ms := MemberStatus{Name: name, Incarnation: string(m.Value())}
 		if a, err := n.alive.Get(ctx, name); err == nil && string(a.Value()) == ms.Incarnation {
-			ms.Alive = true
+			ms.LastBeat = time.Since(a.Created()).Round(time.Millisecond).String()
+			ms.Alive = time.Since(a.Created()) < n.cfg.DeadAfter
 		}
 		st.Members = append(st.Members, ms)
 	}

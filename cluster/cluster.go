@@ -69,7 +69,7 @@ type Config struct {
 // Defaults fills what the file left out.
 func (c *Config) Defaults(hostname string) {
 	if c.Node == "" {
-		c.Node = hostname
+		c.Node, _, _ = strings.Cut(hostname, ".")
 	}
 	if c.Replicas == 0 {
 		c.Replicas = 3
@@ -85,45 +85,45 @@ func (c *Config) Defaults(hostname string) {
 	}
 }
 
-// Problems returns what is wrong with an enabled configuration, as key and
-// message pairs for conf's error list.
-func (c *Config) Problems() [][2]string {
-	var p [][2]string
-	add := func(k, f string, a ...any) { p = append(p, [2]string{k, fmt.Sprintf(f, a...)}) }
+// Validate reports what is wrong with an enabled configuration, one
+// "key: problem" error per problem (keys relative to [cluster]).
+func (c *Config) Validate() error {
 	if !c.Enabled {
 		return nil
 	}
+	var errs []error
+	add := func(k, f string, a ...any) { errs = append(errs, fmt.Errorf("%s: %s", k, fmt.Sprintf(f, a...))) }
 	if !nodeNameRe(c.Node) {
-		add("cluster.node", "must be letters, digits, '-' or '_', got %q", c.Node)
+		add("node", "must be letters, digits, '-' or '_' (at most 64), got %q", c.Node)
 	}
 	if len(c.External) == 0 {
 		if _, _, err := net.SplitHostPort(c.Listen); err != nil {
-			add("cluster.listen", "%q is not host:port", c.Listen)
+			add("listen", "%q is not host:port", c.Listen)
 		}
 		for i, peer := range c.Peers {
 			if _, _, err := net.SplitHostPort(peer); err != nil {
-				add(fmt.Sprintf("cluster.peers.%d", i), "%q is not host:port", peer)
+				add(fmt.Sprintf("peers.%d", i), "%q is not host:port", peer)
 			}
 		}
 		if c.Replicas > len(c.Peers)+1 {
-			add("cluster.replicas", "%d replicas need at least %d nodes; %d are listed (this one and cluster.peers)", c.Replicas, c.Replicas, len(c.Peers)+1)
+			add("replicas", "%d replicas need at least %d nodes; %d are listed (this one and cluster.peers)", c.Replicas, c.Replicas, len(c.Peers)+1)
 		}
 	}
 	for i, u := range c.External {
 		if pu, err := url.Parse(u); err != nil || pu.Host == "" {
-			add(fmt.Sprintf("cluster.external.%d", i), "%q is not a NATS URL (nats://host:port)", u)
+			add(fmt.Sprintf("external.%d", i), "%q is not a NATS URL (nats://host:port)", u)
 		}
 	}
 	if c.Replicas < 1 || c.Replicas > 5 {
-		add("cluster.replicas", "must be 1 to 5, got %d", c.Replicas)
+		add("replicas", "must be 1 to 5, got %d", c.Replicas)
 	}
 	if c.SecretFile == "" {
-		add("cluster.secret_file", "is needed: the nodes authenticate each other with the secret in it")
+		add("secret_file", "is needed: the nodes authenticate each other with the secret in it")
 	}
 	if c.DeadAfter < 3*c.Heartbeat {
-		add("cluster.dead_after", "must be at least three heartbeats (%v), got %v", 3*c.Heartbeat, c.DeadAfter)
+		add("dead_after", "must be at least three heartbeats (%v), got %v", 3*c.Heartbeat, c.DeadAfter)
 	}
-	return p
+	return errors.Join(errs...)
 }
 
 func nodeNameRe(s string) bool {
@@ -171,13 +171,13 @@ type Node struct {
 
 	mu      sync.Mutex
 	pending map[string]string // item id → state: done records not yet stored
+	flush   chan struct{}
 	stats   Stats
 }
 
 // Stats are the cluster's counters for this node.
 type Stats struct {
 	Adopted      int // items queued here from a dead node's intake
-	MaybeDup     int // of those, items the dead node had attempted (possible duplicates)
 	HandedOver   int // items of this node's previous run that a survivor adopted
 	Superseded   int // items ended here because a newer reset was accepted elsewhere
 	Deduplicated int // submissions answered as duplicates of one another node took
@@ -188,7 +188,7 @@ type Stats struct {
 // stream and buckets exist. dir is where the embedded server keeps its
 // store and this node its incarnation file.
 func Start(ctx context.Context, cfg Config, dir string, log zerolog.Logger) (*Node, error) {
-	n := &Node{cfg: cfg, log: log.With().Str("component", "cluster").Logger(), dir: dir, pending: map[string]string{}}
+	n := &Node{cfg: cfg, log: log.With().Str("component", "cluster").Logger(), dir: dir, pending: map[string]string{}, flush: make(chan struct{}, 1)}
 	secret, err := readSecret(cfg.SecretFile)
 	if err != nil {
 		return nil, err

@@ -64,8 +64,8 @@ func newTestCluster(t *testing.T) *testCluster {
 		c := Config{Enabled: true, Node: fmt.Sprintf("n%d", i+1), Listen: fmt.Sprintf("127.0.0.1:%d", ports[i]), Peers: peers,
 			SecretFile: secretFile, Heartbeat: 200 * time.Millisecond, DeadAfter: 2 * time.Second}
 		c.Defaults("unused")
-		if p := c.Problems(); len(p) > 0 {
-			t.Fatalf("config %d: %v", i, p)
+		if err := c.Validate(); err != nil {
+			t.Fatalf("config %d: %v", i, err)
 		}
 		tc.cfgs = append(tc.cfgs, c)
 		tc.dirs = append(tc.dirs, filepath.Join(base, c.Node))
@@ -122,10 +122,10 @@ func newFakeLocal() *fakeLocal {
 	return &fakeLocal{have: map[string]bool{}, from: map[string]string{}}
 }
 
-func (f *fakeLocal) Has(id string) bool {
+func (f *fakeLocal) Has(id string) (bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.have[id]
+	return f.have[id], nil
 }
 
 func (f *fakeLocal) Adopt(rec *Record, items []*queue.Item, from string) error {

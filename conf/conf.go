@@ -21,6 +21,7 @@ import (
 	"github.com/dustin/go-humanize"
 
 	"github.com/latchkey/latchkey/acmecert"
+	"github.com/latchkey/latchkey/cluster"
 	"github.com/latchkey/latchkey/conf/tomlconf"
 	"github.com/latchkey/latchkey/deliver"
 	"github.com/latchkey/latchkey/dkim"
@@ -57,6 +58,7 @@ type Config struct {
 	Admin      Admin             `toml:"admin"`
 	Audit      Audit             `toml:"audit"`
 	Salesforce salesforce.Config `toml:"salesforce"`
+	Cluster    cluster.Config    `toml:"cluster"`
 
 	// File is the file the configuration was read from ("(embedded)
 	// latchkey.toml" for the shipped one); Trial is true for the shipped one.
@@ -238,6 +240,11 @@ func Parse(file string, src []byte, trial bool) (*Config, error) {
 	errs = append(errs, tomlconf.FromValidation(file, src, "tls.acme", c.TLS.ACME.Validate(c.Hostname))...)
 	if c.Salesforce.Enabled {
 		errs = append(errs, tomlconf.FromValidation(file, src, "salesforce", c.Salesforce.Validate())...)
+	}
+	if c.Cluster.Enabled {
+		c.Cluster.Defaults(c.Hostname)
+		c.Cluster.SecretFile = c.Path(c.Cluster.SecretFile)
+		errs = append(errs, tomlconf.FromValidation(file, src, "cluster", c.Cluster.Validate())...)
 	}
 	if len(errs) > 0 {
 		sort.SliceStable(errs, func(i, j int) bool { return errs[i].Line < errs[j].Line })

@@ -61,6 +61,10 @@ type Queue struct {
 	// an item in a final state, with the time from acceptance to that
 	// state (the metrics' outcome counters and latency histogram).
 	OnFinal func(class, state, label string, sinceAccepted time.Duration)
+	// OnFinish, when set before Start, is called after the commit that
+	// puts item id in a final state (the cluster's done record). It must
+	// not block.
+	OnFinish func(id, state string)
 
 	wg     sync.WaitGroup
 	cancel context.CancelFunc
@@ -364,6 +368,9 @@ func (q *Queue) finish(tx *Tx, it *Item, state, reason, label string, now time.T
 		q.lanes.forget(id)
 		if q.OnFinal != nil {
 			q.OnFinal(class, state, label, lat)
+		}
+		if q.OnFinish != nil {
+			q.OnFinish(id, state)
 		}
 	})
 	b, err := encodeItem(it)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/rs/zerolog"
 	"golang.org/x/crypto/bcrypt"
@@ -118,6 +119,18 @@ func Boot(cfg *conf.Config, log zerolog.Logger) (*Server, error) {
 	if err != nil {
 		store.Close()
 		return nil, err
+	}
+	if cfg.Cluster.Enabled {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		err := s.joinCluster(ctx)
+		cancel()
+		if err != nil {
+			if s.Cluster != nil {
+				s.Cluster.Close()
+			}
+			store.Close()
+			return nil, err
+		}
 	}
 	s.wireMetrics(metrics.New())
 	if md := cfg.Delivery.Maildir; md != "" {

@@ -32,6 +32,9 @@ func (s *Server) class(name string) *policy.Class {
 
 // Deliver implements queue.Handler: one attempt to hand it to the MX.
 func (s *Server) Deliver(ctx context.Context, it *queue.Item, body []byte) queue.Outcome {
+	if out, ok := s.supersededElsewhere(ctx, it); ok {
+		return out
+	}
 	d := s.deliverer(it.Class)
 	// Never start a delivery that could finish after the cut-off.
 	dctx, cancel := context.WithDeadline(ctx, it.Cutoff)

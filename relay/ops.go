@@ -91,8 +91,9 @@ func (s *Server) startAdmin(ctx context.Context) error {
 		return nil
 	}
 	extra := map[string]http.Handler{
-		"GET /api/v1/dns":   http.HandlerFunc(s.serveDNSStatus),
-		"GET /api/v1/stats": StatsHandler(s.Store.DB, s.Policy.Get),
+		"GET /api/v1/dns":     http.HandlerFunc(s.serveDNSStatus),
+		"GET /api/v1/stats":   StatsHandler(s.Store.DB, s.Policy.Get),
+		"GET /api/v1/cluster": http.HandlerFunc(s.serveClusterStatus),
 	}
 	if s.Metrics != nil {
 		extra["GET /metrics"] = s.Metrics.Handler()

@@ -24,6 +24,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/latchkey/latchkey/acmecert"
+	"github.com/latchkey/latchkey/cluster"
 	"github.com/latchkey/latchkey/conf"
 	"github.com/latchkey/latchkey/deliver"
 	"github.com/latchkey/latchkey/dkim"
@@ -70,7 +71,9 @@ type Server struct {
 	RecordBounce func(tx *queue.Tx, it *queue.Item, status, reason, remote, text string) error
 	// Lifecycle reports every reset to its Latchkey_Reset__c record ([salesforce.lifecycle]).
 	Lifecycle *salesforce.Lifecycle
-	sfLog     zerolog.Logger // the Salesforce component's log
+	// Cluster is this node's membership of [cluster] (nil on one node).
+	Cluster *cluster.Node
+	sfLog   zerolog.Logger // the Salesforce component's log
 
 	// Hooks for metrics; nil is fine.
 	Observe Observer
@@ -245,9 +248,15 @@ func (s *Server) Start(ctx context.Context) error {
 	if s.Observe != nil {
 		s.Queue.OnFinal = s.Observe.Outcome
 	}
+	if s.Cluster != nil {
+		s.Queue.OnFinish = s.Cluster.Done
+	}
 	s.Queue.Start(ctx, s, workers)
 	bgctx, cancel := context.WithCancel(ctx)
 	s.bgCancel = cancel
+	if s.Cluster != nil {
+		s.background(func() { s.Cluster.Run(bgctx, clusterLocal{s}) })
+	}
 	if s.Outbox != nil {
 		s.background(func() { s.Outbox.Run(bgctx) })
 	}
@@ -331,6 +340,9 @@ func (s *Server) Close() {
 		s.bgCancel()
 	}
 	s.bg.Wait()
+	if s.Cluster != nil {
+		s.Cluster.Close()
+	}
 	s.delivMu.Lock()
 	for _, d := range s.deliverers {
 		d.Close()

@@ -652,6 +652,18 @@ func (s *Server) accept(ss *submission, data []byte, raw doorScan) error {
 		log.Warn().Int("backlog", class.BacklogRefuse).Msg("refused: delivery backlog full for the class")
 		return errBacklog
 	}
+	if s.Cluster != nil {
+		// Stored on a quorum of nodes (and decided for all of them)
+		// before it is queued here and acknowledged.
+		stop, err := s.admitCluster(m, class.Name)
+		if err != nil {
+			log.Error().Err(err).Msg("cluster admission failed")
+			return errTempFailure
+		}
+		if stop != nil {
+			return stop
+		}
+	}
 	res, err := s.Queue.Enqueue(m)
 	switch {
 	case errors.Is(err, queue.ErrRateLimited):

@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+
+	"github.com/latchkey/latchkey/admin"
+	"github.com/latchkey/latchkey/cluster"
+)
+
+func init() {
+	register("cluster", "cluster status: the nodes, the intake's replicas, adoptions (exit 1 when a node or replica is down)", cmdCluster)
+}
+
+func cmdCluster(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] != "status" {
+		fmt.Fprintln(stderr, "usage: latchkey cluster status [-config FILE] [-json]")
+		return 2
+	}
+	c := newOp("cluster status", stdout, stderr)
+	asJSON := c.fs.Bool("json", false, "JSON output")
+	if _, ok := c.parse(args[1:], 0, "[-config FILE] [-json]"); !ok {
+		return 2
+	}
+	return c.run(func(ctx context.Context, a *adminConn) error {
+		var st cluster.Status
+		if err := a.JSON(ctx, "GET", "/api/v1/cluster", nil, &st); err != nil {
+			var ae *admin.APIError
+			if errors.As(err, &ae) && ae.Status == http.StatusNotFound && ae.Message == "" {
+				return errors.New("no running relay answered (cluster status asks the running node through its admin API)")
+			}
+			return err
+		}
+		if *asJSON {
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			if err := enc.Encode(&st); err != nil {
+				return err
+			}
+		} else {
+			writeClusterStatus(stdout, &st)
+		}
+		if !clusterHealthy(&st) {
+			return errReported
+		}
+		return nil
+	})
+}
+
+// clusterHealthy is false when a member has no heartbeat or a replica of
+// the intake is offline or behind.
+func clusterHealthy(st *cluster.Status) bool {
+	for _, m := range st.Members {
+		if !m.Alive {
+			return false
+		}
+	}
+	if st.Intake == nil || st.Intake.Err != "" {
+		return false
+	}
+	for _, r := range st.Intake.Replicas {
+		if r.Offline || !r.Current {
+			return false
+		}
+	}
+	return true
+}
+
+func writeClusterStatus(w io.Writer, st *cluster.Status) {
+	fmt.Fprintf(w, "node %s (run %s)\n\nmembers:\n", st.Node, st.Incarnation)
+	for _, m := range st.Members {
+		state := "alive"
+		if !m.Alive {
+			state = "NO HEARTBEAT"
+		}
+		fmt.Fprintf(w, "  %-16s %-13s run %s, last heartbeat %s ago\n", m.Name, state, m.Incarnation, m.LastBeat)
+	}
+	if in := st.Intake; in != nil {
+		if in.Err != "" {
+			fmt.Fprintf(w, "\nintake: %s\n", in.Err)
+		} else {
+			fmt.Fprintf(w, "\nintake: %d messages, leader %s\n", in.Messages, in.Leader)
+			for _, r := range in.Replicas {
+				state := "current"
+				switch {
+				case r.Offline:
+					state = "OFFLINE"
+				case !r.Current:
+					state = fmt.Sprintf("BEHIND by %d", r.Lag)
+				}
+				fmt.Fprintf(w, "  replica %-16s %s\n", r.Name, state)
+			}
+		}
+	}
+	if len(st.Adoptions) > 0 {
+		fmt.Fprintln(w, "\nadoptions (node.run: state adopter):")
+		for _, a := range st.Adoptions {
+			fmt.Fprintf(w, "  %-30s %s\n", a.Node, a.State)
+		}
+	}
+	s := st.Stats
+	fmt.Fprintf(w, "\nthis node: adopted %d items, handed over %d, superseded by other nodes' resets %d, duplicates of other nodes' %d\n",
+		s.Adopted, s.HandedOver, s.Superseded, s.Deduplicated)
+}

@@ -1,0 +1,157 @@
+package relay
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/latchkey/latchkey/audit"
+	"github.com/latchkey/latchkey/cluster"
+	"github.com/latchkey/latchkey/queue"
+)
+
+// joinCluster joins [cluster] and, if a survivor adopted this node's
+// queue while it was down, hands the adopted items over: each ends here
+// as dropped, naming the node that delivers it, so that it is not sent
+// twice.
+func (s *Server) joinCluster(ctx context.Context) error {
+	c := s.cfg.Cluster
+	node, err := cluster.Start(ctx, c, s.cfg.Path("cluster"), s.log)
+	if err != nil {
+		return err
+	}
+	s.Cluster = node
+	by, err := node.PreviousAdopted(ctx)
+	if err != nil {
+		return err
+	}
+	if by == "" {
+		return nil
+	}
+	items, err := s.Queue.List(queue.Filter{})
+	if err != nil {
+		return fmt.Errorf("relay: hand-over: %w", err)
+	}
+	handed := 0
+	for _, it := range items {
+		adopter, err := node.AdoptedBy(ctx, it.ID)
+		if err != nil {
+			return fmt.Errorf("relay: hand-over: %w", err)
+		}
+		if adopter == "" {
+			continue // accepted after the adoption read the intake: still ours
+		}
+		if err := s.Queue.Drop(it.ID, "cluster", "adopted by node "+adopter+" while this node was down; delivered there"); err != nil {
+			return fmt.Errorf("relay: hand-over of %s: %w", it.ID, err)
+		}
+		handed++
+	}
+	node.HandedOver(handed)
+	s.log.Warn().Str("adopted_by", by).Int("items", handed).Msg("cluster: this node's queue was adopted while it was down; handed those items over")
+	return nil
+}
+
+// admitCluster asks the cluster about m before it is queued here. It
+// returns the reply to give instead of queueing (a duplicate or a rate
+// limit decided on another node), or nil to queue.
+func (s *Server) admitCluster(m *queue.Message, className string) (stop error, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	adm, err := s.Cluster.Admit(ctx, m)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case adm.Duplicate != "":
+		now := s.now()
+		if err := s.Store.Update(func(tx *queue.Tx) error {
+			for _, it := range m.Items {
+				if err := tx.Audit(&audit.Event{Time: now, Type: audit.Deduplicated, QueueID: adm.Duplicate, MessageID: it.MessageID,
+					Class: it.Class, Recipient: it.Rcpt, Fields: map[string]string{"key": "cluster"}}); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			return nil, err
+		}
+		s.outcome(className, "deduplicated", "")
+		return smtpErr(250, [3]int{2, 0, 0}, "OK already queued as "+adm.Duplicate), nil
+	case adm.RateLimited != "":
+		s.reject("rate_limited")
+		return errRateLimited, nil
+	}
+	return nil, nil
+}
+
+// supersededElsewhere ends it, before an attempt, when a newer reset for
+// its supersede key was accepted on another node. A cluster that does not
+// answer lets the delivery go ahead: an extra reset mail is better than
+// none.
+func (s *Server) supersededElsewhere(ctx context.Context, it *queue.Item) (queue.Outcome, bool) {
+	if s.Cluster == nil || it.SupersedeKey == "" {
+		return queue.Outcome{}, false
+	}
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	newer, err := s.Cluster.Newer(cctx, it)
+	if err != nil {
+		s.log.Warn().Err(err).Str("queue_id", it.ID).Msg("cluster: supersede check failed; delivering")
+		return queue.Outcome{}, false
+	}
+	if newer == "" {
+		return queue.Outcome{}, false
+	}
+	now := s.now()
+	s.log.Info().Str("queue_id", it.ID).Str("by", newer).Msg("superseded by a newer reset accepted on another node")
+	return queue.Outcome{State: queue.StateSuperseded, Reason: "superseded by " + newer, Label: "superseded",
+		Events: []*audit.Event{{Time: now, Type: audit.Superseded, Recipient: it.Rcpt, Fields: map[string]string{"by": newer, "where": "cluster"}}}}, true
+}
+
+// clusterLocal is this node's queue as the cluster's adoption sees it.
+type clusterLocal struct{ s *Server }
+
+func (l clusterLocal) Has(id string) (bool, error) {
+	it, err := l.s.Queue.Get(id)
+	return it != nil, err
+}
+
+// Adopt queues a dead node's items here, fresh (due now, no attempts),
+// with an "adopted" audit event naming the node.
+func (l clusterLocal) Adopt(rec *cluster.Record, items []*queue.Item, from string) error {
+	now := l.s.now()
+	m := &queue.Message{MsgID: rec.MsgID, Body: rec.Body, LinkDigests: rec.LinkDigests}
+	for _, old := range items {
+		it := *old
+		it.State, it.Attempts, it.Last, it.History, it.Due = "", 0, nil, nil, now
+		m.Items = append(m.Items, &it)
+		m.Events = append(m.Events, &audit.Event{Time: now, Type: audit.Adopted, QueueID: it.ID, MessageID: it.MessageID,
+			Class: it.Class, Recipient: it.Rcpt, Fields: map[string]string{"from_node": from}})
+	}
+	if _, err := l.s.Queue.Enqueue(m); err != nil {
+		return fmt.Errorf("relay: adopt %s: %w", rec.MsgID, err)
+	}
+	return nil
+}
+
+// serveClusterStatus answers GET /api/v1/cluster: the members, the intake
+// stream's replicas, the adoptions and this node's counters.
+func (s *Server) serveClusterStatus(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	if s.Cluster == nil {
+		w.WriteHeader(http.StatusNotFound)
+		json.NewEncoder(w).Encode(map[string]string{"error": "cluster mode is off ([cluster] enabled = false)"})
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	defer cancel()
+	st, err := s.Cluster.Status(ctx)
+	if err != nil {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
+		return
+	}
+	json.NewEncoder(w).Encode(st)
+}
