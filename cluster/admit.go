@@ -38,9 +38,10 @@ type Admission struct {
 // quorum of nodes. The caller queues it locally and answers 250 only after
 // Admit returned without error.
 //
-// Order matters for "nothing lost": the dedupe keys are written after the
-// message is stored, so a crash in between can make a resubmission a
-// second copy (counted as a duplicate delivery), never a lost message.
+// Order matters for "nothing lost": the dedupe keys are written by
+// Admitted, after the message is queued here, so a failure or a crash in
+// between can make a resubmission a second copy (a duplicate delivery),
+// never a lost message.
 func (n *Node) Admit(ctx context.Context, m *queue.Message) (Admission, error) {
 	var adm Admission
 	now := time.Now()
@@ -79,21 +80,32 @@ func (n *Node) Admit(ctx context.Context, m *queue.Message) (Admission, error) {
 		if _, err := n.js.PublishMsg(ctx, msg, jetstream.WithMsgID(m.MsgID)); err != nil {
 			return adm, fmt.Errorf("%w: %v", errNoQuorum, err)
 		}
+		// Stored: from here on the message is queued whatever happens,
+		// so a failure is logged, not returned (a 451 now would leave a
+		// stored message no node delivers while this one lives).
 		for _, it := range m.Items {
 			if it.SupersedeKey != "" {
 				if err := n.claimNewest(ctx, it); err != nil {
-					return adm, err
+					n.log.Warn().Err(err).Str("queue_id", it.ID).Msg("cluster: newest reset not recorded; an older one queued on another node may still go out")
 				}
 			}
 		}
 	}
+	return adm, nil
+}
+
+// Admitted records m's dedupe keys for the cluster, once m is queued here.
+// Only then: a key naming a message no node queued would answer a
+// resubmission "already queued" and lose it.
+func (n *Node) Admitted(ctx context.Context, m *queue.Message) {
+	until := time.Now().Add(m.DedupeWindow)
 	for _, k := range m.DedupeKeys {
-		v, _ := json.Marshal(dedupeValue{MsgID: m.MsgID, Until: now.Add(m.DedupeWindow)})
+		v, _ := json.Marshal(dedupeValue{MsgID: m.MsgID, Until: until})
 		if _, err := n.dedupe.Put(ctx, hashKey(k), v); err != nil {
-			return adm, fmt.Errorf("cluster: dedupe: %w", err)
+			n.log.Warn().Err(err).Str("msg_id", m.MsgID).Msg("cluster: dedupe key not recorded; a resubmission to another node would be queued again")
+			return
 		}
 	}
-	return adm, nil
 }
 
 type dedupeValue struct {

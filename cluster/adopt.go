@@ -192,6 +192,20 @@ func (n *Node) adoptDead(ctx context.Context, local Local, peers map[string]*pee
 // adoptNode queues here every item of node's intake that is recorded done
 // nowhere and not queued here already, and marks each one adopted.
 func (n *Node) adoptNode(ctx context.Context, node string, local Local) (int, error) {
+	// The last message the node stored, asked of the stream's leader:
+	// reading stops there, not at the first empty fetch, which a stream
+	// still electing a leader after the node's death also gives.
+	stream, err := n.js.Stream(ctx, streamIntake)
+	if err != nil {
+		return 0, fmt.Errorf("cluster: read %s's intake: %w", node, err)
+	}
+	last, err := stream.GetLastMsgForSubject(ctx, subjIntake+node)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("cluster: read %s's intake: %w", node, err)
+	}
 	cons, err := n.js.OrderedConsumer(ctx, streamIntake, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{subjIntake + node}, DeliverPolicy: jetstream.DeliverAllPolicy,
 	})
@@ -199,14 +213,20 @@ func (n *Node) adoptNode(ctx context.Context, node string, local Local) (int, er
 		return 0, fmt.Errorf("cluster: read %s's intake: %w", node, err)
 	}
 	total := 0
-	for {
+	var seen uint64
+	deadline := time.Now().Add(2 * time.Minute)
+	for seen < last.Sequence {
+		if time.Now().After(deadline) {
+			return total, fmt.Errorf("cluster: read %s's intake: at sequence %d of %d after 2 minutes", node, seen, last.Sequence)
+		}
 		batch, err := cons.Fetch(256, jetstream.FetchMaxWait(time.Second))
 		if err != nil {
 			return total, fmt.Errorf("cluster: read %s's intake: %w", node, err)
 		}
-		got := 0
 		for msg := range batch.Messages() {
-			got++
+			if md, err := msg.Metadata(); err == nil {
+				seen = md.Sequence.Stream
+			}
 			var rec Record
 			if err := json.Unmarshal(msg.Data(), &rec); err != nil {
 				n.log.Error().Err(err).Str("node", node).Msg("unreadable intake record skipped")
@@ -243,10 +263,8 @@ func (n *Node) adoptNode(ctx context.Context, node string, local Local) (int, er
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
 			return total, fmt.Errorf("cluster: read %s's intake: %w", node, err)
 		}
-		if got == 0 {
-			return total, nil
-		}
 	}
+	return total, nil
 }
 
 // AdoptedBy returns the node that adopted item id ("" if none): the
@@ -259,8 +277,10 @@ func (n *Node) AdoptedBy(ctx context.Context, id string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("cluster: done record of %s: %w", id, err)
 	}
-	node, state, _ := strings.Cut(string(e.Value()), " ")
-	if state == "adopted" && node != n.cfg.Node {
+	// "<node> adopted" while the adopter works on it, "<node> <state>"
+	// once it finished it there: either way it is the other node's now.
+	node, _, _ := strings.Cut(string(e.Value()), " ")
+	if node != n.cfg.Node {
 		return node, nil
 	}
 	return "", nil

@@ -157,6 +157,7 @@ func TestClusterRules(t *testing.T) {
 	if adm, err := a.Admit(ctx, older); err != nil || adm.Duplicate != "" {
 		t.Fatalf("admit older on n1: %+v, %v", adm, err)
 	}
+	a.Admitted(ctx, older)
 	newer := resetMsg(queue.NewMsgID(t0.Add(time.Second)), "jane@dest.test", t0.Add(time.Second))
 	if _, err := b.Admit(ctx, newer); err != nil {
 		t.Fatalf("admit newer on n2: %v", err)
@@ -225,6 +226,10 @@ func TestClusterAdoption(t *testing.T) {
 		} else {
 			want = append(want, m.Items[0].ID)
 		}
+	}
+	a.flushDone(ctx) // what Run's flusher does within a heartbeat
+	if len(a.pending) != 0 {
+		t.Fatalf("done records not stored: %v", a.pending)
 	}
 	locals := []*fakeLocal{newFakeLocal(), newFakeLocal()}
 	rctx, cancel := context.WithCancel(ctx)

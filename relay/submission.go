@@ -678,6 +678,11 @@ func (s *Server) accept(ss *submission, data []byte, raw doorScan) error {
 		log.Info().Str("original", res.MsgID).Msg("duplicate submission")
 		return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "OK already queued as " + res.MsgID}
 	}
+	if s.Cluster != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		s.Cluster.Admitted(ctx, m)
+		cancel()
+	}
 	var suppressed []string
 	for _, ev := range m.Events {
 		if ev.Type == audit.Suppressed {
