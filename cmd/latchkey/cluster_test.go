@@ -76,7 +76,11 @@ func freeLoopbackPorts(t *testing.T, n int) []int {
 	return ports
 }
 
-func newClusterEnv(t *testing.T) *clusterEnv {
+func newClusterEnv(t *testing.T) *clusterEnv { return newNodesEnv(t, 3, true) }
+
+// newNodesEnv writes the configuration of count nodes, in one cluster or
+// (clustered false, count 1) a single node without [cluster].
+func newNodesEnv(t *testing.T, count int, clustered bool) *clusterEnv {
 	t.Helper()
 	latchkeyBin(t)
 	e := &clusterEnv{t: t}
@@ -109,11 +113,11 @@ func newClusterEnv(t *testing.T) *clusterEnv {
 		t.Fatal(err)
 	}
 	ports := freeLoopbackPorts(t, 6)
-	for i := range 3 {
+	for i := range count {
 		n := &clusterNode{name: fmt.Sprintf("n%d", i+1), dir: filepath.Join(base, fmt.Sprintf("n%d", i+1)),
 			admin: fmt.Sprintf("127.0.0.1:%d", ports[3+i])}
 		var peers []string
-		for j := range 3 {
+		for j := range count {
 			if j != i {
 				peers = append(peers, fmt.Sprintf("%q", fmt.Sprintf("127.0.0.1:%d", ports[j])))
 			}
@@ -153,14 +157,15 @@ listen = %q
 console = false
 
 [cluster]
-enabled = true
+enabled = %v
 node = %q
 listen = "127.0.0.1:%d"
 peers = [%s]
+replicas = %d
 secret_file = %q
 heartbeat = "300ms"
 dead_after = "3s"
-`, n.name, filepath.Join(n.dir, "data"), policyPath, durUser, hash, dns.Addr, sinkPort, verp, n.admin, n.name, ports[i], strings.Join(peers, ", "), secret)
+`, n.name, filepath.Join(n.dir, "data"), policyPath, durUser, hash, dns.Addr, sinkPort, verp, n.admin, clustered, n.name, ports[i], strings.Join(peers, ", "), count, secret)
 		if err := os.MkdirAll(n.dir, 0o700); err != nil {
 			t.Fatal(err)
 		}
@@ -447,6 +452,66 @@ func TestClusterThreeNodesKill(t *testing.T) {
 	for _, n := range e.nodes {
 		if out, err := exec.Command(latchkeyBin(t), "audit", "verify", "-config", n.cfgPath).CombinedOutput(); err != nil {
 			t.Errorf("audit verify on %s: %v\n%s", n.name, err, out)
+		}
+	}
+}
+
+// TestClusterThroughput measures acceptance and delivery of 2,000 resets
+// over 8 kept-open connections, round-robin over three clustered nodes,
+// against one node without [cluster] on the same machine. A measurement,
+// not a check: it runs only with LATCHKEY_BENCH_CLUSTER=1 and logs the
+// figures (docs/benchmarks.md).
+func TestClusterThroughput(t *testing.T) {
+	if os.Getenv("LATCHKEY_BENCH_CLUSTER") == "" {
+		t.Skip("set LATCHKEY_BENCH_CLUSTER=1 to measure")
+	}
+	for _, c := range []struct {
+		name      string
+		count     int
+		clustered bool
+	}{{"one node", 1, false}, {"three nodes, replicas 3", 3, true}} {
+		e := newNodesEnv(t, c.count, c.clustered)
+		for _, n := range e.nodes {
+			e.start(n)
+		}
+		for _, n := range e.nodes {
+			e.wait(n)
+		}
+		const total = 2000
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		start := time.Now()
+		for w := range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				n := e.nodes[w%len(e.nodes)]
+				cl, err := dialRelay(n.proc.addr)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				defer cl.Close()
+				for {
+					i := int(next.Add(1)) - 1
+					if i >= total {
+						return
+					}
+					if _, err := submit(cl, fmt.Sprintf("u%04d@dest.test", i), fmt.Sprintf("%s-%04d@example.com", strings.ReplaceAll(c.name, " ", ""), i)); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		accepted := time.Since(start)
+		e.sink.Wait(total, 2*time.Minute)
+		delivered := time.Since(start)
+		t.Logf("%s: accepted %d in %v = %.0f msg/s; all delivered after %v = %.0f msg/s", c.name, total,
+			accepted.Round(time.Millisecond), total/accepted.Seconds(), delivered.Round(time.Millisecond), total/delivered.Seconds())
+		for _, n := range e.nodes {
+			e.stop(n)
 		}
 	}
 }
