@@ -23,6 +23,8 @@ type Local interface {
 	// Adopt queues items (of rec, not recorded done anywhere) here,
 	// recording that they come from node from.
 	Adopt(rec *Record, items []*queue.Item, from string) error
+	// ApplySuppression writes another node's suppression change here.
+	ApplySuppression(s queue.Suppression, removed bool, from string) error
 }
 
 // Run keeps this node's heartbeat and adopts the queue of a node whose
@@ -32,6 +34,8 @@ func (n *Node) Run(ctx context.Context, local Local) {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); n.beat(ctx) }()
+	wg.Add(1)
+	go func() { defer wg.Done(); n.watchSuppressions(ctx, local.ApplySuppression) }()
 	wg.Add(1)
 	go func() {
 		defer wg.Done()

@@ -149,6 +149,7 @@ const (
 	bucketAlive  = "lk_alive"
 	bucketMember = "lk_members"
 	bucketAdopt  = "lk_adopt"
+	bucketSupp   = "lk_suppress"
 )
 
 // Node is this latchkey's member of the cluster.
@@ -159,7 +160,7 @@ type Node struct {
 	nc  *nats.Conn
 	js  jetstream.JetStream
 
-	done, newest, dedupe, rate, alive, members, adopt jetstream.KeyValue
+	done, newest, dedupe, rate, alive, members, adopt, suppress jetstream.KeyValue
 
 	// incarnation names this run of the node: adoption takes over one
 	// incarnation's queue, so that a node restarted in time keeps its own.
@@ -305,6 +306,7 @@ func (n *Node) setup(ctx context.Context) error {
 		{&n.alive, jetstream.KeyValueConfig{Bucket: bucketAlive, TTL: 3 * n.cfg.DeadAfter}},
 		{&n.members, jetstream.KeyValueConfig{Bucket: bucketMember}},
 		{&n.adopt, jetstream.KeyValueConfig{Bucket: bucketAdopt, TTL: n.cfg.Retention}},
+		{&n.suppress, jetstream.KeyValueConfig{Bucket: bucketSupp}},
 	}
 	deadline := time.Now().Add(2 * time.Minute)
 	var last error

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -116,6 +117,7 @@ type fakeLocal struct {
 	have    map[string]bool
 	adopted []string
 	from    map[string]string
+	supp    []string
 }
 
 func newFakeLocal() *fakeLocal {
@@ -137,6 +139,19 @@ func (f *fakeLocal) Adopt(rec *Record, items []*queue.Item, from string) error {
 		f.from[it.ID] = from
 	}
 	return nil
+}
+
+func (f *fakeLocal) ApplySuppression(s queue.Suppression, removed bool, from string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.supp = append(f.supp, fmt.Sprintf("%s %s/%s removed=%v", from, s.List, s.Address, removed))
+	return nil
+}
+
+func (f *fakeLocal) suppressions() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.supp...)
 }
 
 func (f *fakeLocal) list() []string {
@@ -238,6 +253,17 @@ func TestClusterAdoption(t *testing.T) {
 	for i, n := range tc.nodes[1:] {
 		wg.Add(1)
 		go func() { defer wg.Done(); n.Run(rctx, locals[i]) }()
+	}
+	// A suppression added on n1 reaches both survivors (before n1 dies).
+	a.Suppressed(queue.Suppression{List: "bounce", Address: "gone@dest.test", Reason: "5.1.1 userunknown", Time: t0}, false)
+	want1 := "n1 bounce/gone@dest.test removed=false"
+	if !waitUntil(20*time.Second, func() bool {
+		return slices.Contains(locals[0].suppressions(), want1) && slices.Contains(locals[1].suppressions(), want1)
+	}) {
+		t.Errorf("suppression from n1: n2 has %v, n3 has %v", locals[0].suppressions(), locals[1].suppressions())
+	}
+	if len(locals[0].suppressions()) != 1 || len(locals[1].suppressions()) != 1 {
+		t.Errorf("a node applied a change more than once, or its own: %v, %v", locals[0].suppressions(), locals[1].suppressions())
 	}
 	a.Close()
 	tc.nodes[0] = nil

@@ -1474,7 +1474,53 @@ func Suppress(tx *Tx, s Suppression) error {
 	if s.By != "" {
 		f["by"] = s.By
 	}
+	if h := tx.store.OnSuppress; h != nil {
+		tx.After(func() { h(s, false) })
+	}
 	return tx.Audit(&audit.Event{Time: s.Time, Type: audit.Suppressed, Recipient: s.Address, Fields: f})
+}
+
+// ApplySuppression writes a change made on another node (cluster mode):
+// s put on its list, or taken off when removed, with an audit event naming
+// the node. A change already applied is not written again.
+func (q *Queue) ApplySuppression(s Suppression, removed bool, from string) error {
+	s.Address = strings.ToLower(s.Address)
+	return q.store.Update(func(tx *Tx) error {
+		k := key(pSuppress, s.List+"/"+s.Address)
+		v, err := getValue(tx.Txn, k)
+		if err != nil {
+			return err
+		}
+		f := map[string]string{"list": s.List, "via": "cluster", "node": from}
+		if removed {
+			if v == nil {
+				return nil
+			}
+			if err := tx.Delete(k); err != nil {
+				return err
+			}
+			f["action"], f["by"] = "removed", s.By
+			return tx.Audit(&audit.Event{Time: q.now(), Type: audit.Suppressed, Recipient: s.Address, Fields: f})
+		}
+		if v != nil {
+			var cur Suppression
+			if jsonUnmarshal(v, &cur) == nil && !cur.Time.Before(s.Time) {
+				return nil // this one, or a later one, is here already
+			}
+		}
+		b, err := jsonMarshal(s)
+		if err != nil {
+			return err
+		}
+		if err := tx.Set(k, b); err != nil {
+			return err
+		}
+		f["reason"] = s.Reason
+		if s.By != "" {
+			f["by"] = s.By
+		}
+		return tx.Audit(&audit.Event{Time: q.now(), Type: audit.Suppressed, Recipient: s.Address, Fields: f})
+	})
 }
 
 // AddSuppression puts addr on list.
@@ -1499,6 +1545,10 @@ func (q *Queue) RemoveSuppression(list, addr, by string) (bool, error) {
 		found = true
 		if err := tx.Delete(k); err != nil {
 			return err
+		}
+		if h := tx.store.OnSuppress; h != nil {
+			removed := Suppression{List: list, Address: strings.ToLower(addr), By: by, Time: q.now()}
+			tx.After(func() { h(removed, true) })
 		}
 		return tx.Audit(&audit.Event{Time: q.now(), Type: audit.Suppressed, Recipient: strings.ToLower(addr),
 			Fields: map[string]string{"list": list, "action": "removed", "by": by}})

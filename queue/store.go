@@ -40,6 +40,10 @@ type Store struct {
 	// writes it (after it is appended, so its time and sequence are set):
 	// what it writes commits with the event or not at all.
 	OnAudit func(txn *badger.Txn, ev *audit.Event) error
+	// OnSuppress, when set, is called after the commit that puts an
+	// address on a suppression list or takes it off (the cluster shares
+	// the lists). It must not block. ApplySuppression does not call it.
+	OnSuppress func(s Suppression, removed bool)
 
 	log  zerolog.Logger
 	reqs chan *commitReq

@@ -155,3 +155,7 @@ func (s *Server) serveClusterStatus(w http.ResponseWriter, r *http.Request) {
 	}
 	json.NewEncoder(w).Encode(st)
 }
+
+func (l clusterLocal) ApplySuppression(s queue.Suppression, removed bool, from string) error {
+	return l.s.Queue.ApplySuppression(s, removed, from)
+}

@@ -250,6 +250,7 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	if s.Cluster != nil {
 		s.Queue.OnFinish = s.Cluster.Done
+		s.Store.OnSuppress = s.Cluster.Suppressed
 	}
 	s.Queue.Start(ctx, s, workers)
 	bgctx, cancel := context.WithCancel(ctx)
