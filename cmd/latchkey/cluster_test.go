@@ -300,6 +300,18 @@ func TestClusterThreeNodesKill(t *testing.T) {
 	}
 	e.held.Delete("jane@dest.test")
 
+	// A suppression added on n1 is on n2's list too.
+	if out, err := execLatchkey(t, "suppress", "add", "-config", n1.cfgPath, "-list", "bounce", "-reason", "test", "gone@dest.test"); err != nil {
+		t.Fatalf("suppress add on n1: %v\n%s", err, out)
+	}
+	if !waitFor(15*time.Second, func() bool {
+		out, err := execLatchkey(t, "suppress", "list", "-config", n2.cfgPath, "-list", "bounce")
+		return err == nil && strings.Contains(string(out), "gone@dest.test")
+	}) {
+		out, _ := execLatchkey(t, "suppress", "list", "-config", n2.cfgPath, "-list", "bounce")
+		t.Errorf("n2's bounce list does not have the address added on n1:\n%s", out)
+	}
+
 	// 2,000 messages round-robin from 8 clients; n3 is killed once 1,000
 	// are acknowledged. A client whose node is gone resubmits the same
 	// message to the next node, as Salesforce behind a load balancer
