@@ -3,7 +3,6 @@ package cluster
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,26 +15,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/latchkey/latchkey/queue"
+	"github.com/latchkey/latchkey/testutil/netports"
 )
-
-// freePorts returns n free loopback ports.
-func freePorts(t *testing.T, n int) []int {
-	t.Helper()
-	var ls []net.Listener
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	for _, l := range ls {
-		l.Close()
-	}
-	return ports
-}
 
 // testCluster is three embedded nodes on loopback.
 type testCluster struct {
@@ -54,7 +35,7 @@ func newTestCluster(t *testing.T) *testCluster {
 	if err := os.WriteFile(secretFile, []byte("a shared secret of the test cluster\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ports := freePorts(t, 3)
+	ports := netports.Free(t, 3)
 	for i := range 3 {
 		var peers []string
 		for j, p := range ports {

@@ -27,6 +27,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/latchkey/latchkey/testutil/dnstest"
+	"github.com/latchkey/latchkey/testutil/netports"
 	"github.com/latchkey/latchkey/testutil/smtpsink"
 )
 
@@ -56,24 +57,6 @@ type clusterEnv struct {
 	sink  *smtpsink.Sink
 	// held recipients are deferred (451) while set.
 	held sync.Map
-}
-
-func freeLoopbackPorts(t *testing.T, n int) []int {
-	t.Helper()
-	var ls []net.Listener
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	for _, l := range ls {
-		l.Close()
-	}
-	return ports
 }
 
 func newClusterEnv(t *testing.T) *clusterEnv { return newNodesEnv(t, 3, true) }
@@ -112,7 +95,7 @@ func newNodesEnv(t *testing.T, count int, clustered bool) *clusterEnv {
 	if err := os.WriteFile(verp, []byte("0123456789abcdef0123456789abcdef"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ports := freeLoopbackPorts(t, 6)
+	ports := netports.Free(t, 6)
 	for i := range count {
 		n := &clusterNode{name: fmt.Sprintf("n%d", i+1), dir: filepath.Join(base, fmt.Sprintf("n%d", i+1)),
 			admin: fmt.Sprintf("127.0.0.1:%d", ports[3+i])}

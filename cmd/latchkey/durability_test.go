@@ -8,7 +8,6 @@ package main
 
 import (
 	"bytes"
-	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -24,7 +23,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 	"golang.org/x/crypto/bcrypt"
 
@@ -269,22 +267,7 @@ func tail(s string, n int) string {
 }
 
 // client connects as Salesforce Email Relay does: STARTTLS, then AUTH PLAIN.
-func (e *durEnv) client() (*smtp.Client, error) {
-	conn, err := net.DialTimeout("tcp", e.proc.addr, 5*time.Second)
-	if err != nil {
-		return nil, err
-	}
-	c, err := smtp.NewClientStartTLS(conn, &tls.Config{InsecureSkipVerify: true})
-	if err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("starttls: %w", err)
-	}
-	if err := c.Auth(sasl.NewPlainClient("", durUser, durPass)); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("auth: %w", err)
-	}
-	return c, nil
-}
+func (e *durEnv) client() (*smtp.Client, error) { return dialRelay(e.proc.addr) }
 
 // submit sends one message and returns the queue id from the 250 reply.
 func submit(c *smtp.Client, to, msgID string) (string, error) {
