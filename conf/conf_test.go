@@ -68,6 +68,10 @@ key_file = "k.pem"
 		{"bad duration", base + "[audit]\nretention = \"1h\"\n", []string{"t.toml:11: audit.retention: must be at least a day"}},
 		{"memory limit not a size", "memory_limit = \"lots\"\n" + base, []string{"t.toml:1: memory_limit: want a size such as"}},
 		{"memory limit too small", "memory_limit = \"16MiB\"\n" + base, []string{"t.toml:1: memory_limit: 16MiB is below 64 MiB"}},
+		{"cluster: peers, replicas and secret", base + "[cluster]\nenabled = true\nlisten = \"127.0.0.1:6222\"\npeers = [\"nope\"]\n",
+			[]string{`t.toml:13: cluster.peers.0: "nope" is not host:port`, "t.toml:10: cluster.replicas: 3 replicas need at least 3 nodes; 2 are listed", "cluster.secret_file: is needed"}},
+		{"cluster: heartbeat", base + "[cluster]\nenabled = true\nnode = \"a.b\"\nlisten = \"127.0.0.1:6222\"\nreplicas = 1\nsecret_file = \"s\"\nheartbeat = \"5s\"\n",
+			[]string{`t.toml:12: cluster.node: must be letters, digits`, "cluster.dead_after: must be at least three heartbeats (15s), got 10s"}},
 		{"negative connection limit", base + "[inbound]\nmax_connections_per_ip = -1\n", []string{"t.toml:11: inbound.max_connections_per_ip: must be 0 (no limit) or more, got -1"}},
 	}
 	for _, tc := range cases {
