@@ -629,3 +629,26 @@ func decodeHash(s string, mayBeEmpty bool) ([]byte, error) {
 	}
 	return b, nil
 }
+
+// HashAt returns the stored hash of event seq, or ErrNotFound when the
+// trail has no such event (pruned, or never written): what a checkpoint
+// kept elsewhere (the cluster's) is compared with.
+func HashAt(db *badger.DB, seq uint64) ([]byte, error) {
+	var hash []byte
+	err := db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(eventKey(seq))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		var ev Event
+		if err := item.Value(func(v []byte) error { return ev.decodeStored(v) }); err != nil {
+			return err
+		}
+		hash = ev.Hash
+		return nil
+	})
+	return hash, err
+}

@@ -301,6 +301,9 @@ type Status struct {
 	Intake      *ReplicaStatus  `json:"intake,omitempty"`
 	Adoptions   []AdoptedStatus `json:"adoptions,omitempty"`
 	Stats       Stats           `json:"stats"`
+	// Audit compares this node's trail with its checkpoints in the
+	// cluster (nil when not asked for).
+	Audit *CheckpointReport `json:"audit,omitempty"`
 }
 
 // MemberStatus is one node as the cluster knows it.

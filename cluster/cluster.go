@@ -315,6 +315,12 @@ func (n *Node) setup(ctx context.Context) error {
 			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			defer cancel()
 			if _, err := n.js.CreateOrUpdateStream(cctx, jetstream.StreamConfig{
+				Name: streamAudit, Subjects: []string{subjAudit + ">"}, Storage: jetstream.FileStorage,
+				Replicas: r, MaxAge: 400 * 24 * time.Hour,
+			}); err != nil {
+				return fmt.Errorf("stream %s: %w", streamAudit, err)
+			}
+			if _, err := n.js.CreateOrUpdateStream(cctx, jetstream.StreamConfig{
 				Name: streamIntake, Subjects: []string{subjIntake + ">"}, Storage: jetstream.FileStorage,
 				Replicas: r, MaxAge: n.cfg.Retention, Duplicates: 10 * time.Minute,
 			}); err != nil {

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -181,6 +182,34 @@ func TestClusterRules(t *testing.T) {
 	adm, err := c.Admit(ctx, again)
 	if err != nil || adm.Duplicate != older.MsgID {
 		t.Errorf("resubmission on n3: %+v, %v; want duplicate of %s", adm, err, older.MsgID)
+	}
+
+	// Audit checkpoints: what n1 stored is checked against n1's trail.
+	h5, h9 := []byte{5, 5, 5}, []byte{9, 9, 9}
+	if err := a.Checkpoint(ctx, 5, h5); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Checkpoint(ctx, 9, h9); err != nil {
+		t.Fatal(err)
+	}
+	errGone := errors.New("pruned")
+	trail := map[uint64][]byte{5: h5, 9: h9}
+	hashAt := func(seq uint64) ([]byte, error) {
+		if h, ok := trail[seq]; ok {
+			return h, nil
+		}
+		return nil, errGone
+	}
+	if rep, err := a.VerifyCheckpoints(ctx, hashAt, errGone); err != nil || rep.Checked != 2 || rep.Mismatched != 0 {
+		t.Errorf("checkpoints of an untouched trail: %+v, %v", rep, err)
+	}
+	trail[9] = []byte{1} // rewritten
+	delete(trail, 5)     // pruned
+	if rep, err := a.VerifyCheckpoints(ctx, hashAt, errGone); err != nil || rep.Mismatched != 1 || rep.Pruned != 1 || rep.First == "" {
+		t.Errorf("checkpoints of a rewritten trail: %+v, %v", rep, err)
+	}
+	if rep, err := b.VerifyCheckpoints(ctx, hashAt, errGone); err != nil || rep.Checked+rep.Pruned+rep.Mismatched != 0 {
+		t.Errorf("n2 has no checkpoints of its own: %+v, %v", rep, err)
 	}
 
 	// A rate limit of 2 per hour for one recipient, over three nodes.

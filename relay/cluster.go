@@ -148,6 +148,9 @@ func (s *Server) serveClusterStatus(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
 	st, err := s.Cluster.Status(ctx)
+	if err == nil {
+		st.Audit, err = s.Cluster.VerifyCheckpoints(ctx, func(seq uint64) ([]byte, error) { return audit.HashAt(s.Store.DB, seq) }, audit.ErrNotFound)
+	}
 	if err != nil {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})

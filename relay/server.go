@@ -24,6 +24,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/latchkey/latchkey/acmecert"
+	"github.com/latchkey/latchkey/audit"
 	"github.com/latchkey/latchkey/cluster"
 	"github.com/latchkey/latchkey/conf"
 	"github.com/latchkey/latchkey/deliver"
@@ -257,6 +258,9 @@ func (s *Server) Start(ctx context.Context) error {
 	s.bgCancel = cancel
 	if s.Cluster != nil {
 		s.background(func() { s.Cluster.Run(bgctx, clusterLocal{s}) })
+		s.background(func() {
+			s.Cluster.RunCheckpoints(bgctx, func() (uint64, []byte, error) { return audit.SignedHead(s.Store.DB, s.auditKey) })
+		})
 	}
 	if s.Outbox != nil {
 		s.background(func() { s.Outbox.Run(bgctx) })

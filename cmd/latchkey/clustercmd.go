@@ -59,7 +59,7 @@ func clusterHealthy(st *cluster.Status) bool {
 			return false
 		}
 	}
-	if st.Intake == nil || st.Intake.Err != "" {
+	if st.Intake == nil || st.Intake.Err != "" || (st.Audit != nil && st.Audit.Mismatched > 0) {
 		return false
 	}
 	for _, r := range st.Intake.Replicas {
@@ -100,6 +100,12 @@ func writeClusterStatus(w io.Writer, st *cluster.Status) {
 		fmt.Fprintln(w, "\nadoptions (node.run: state adopter):")
 		for _, a := range st.Adoptions {
 			fmt.Fprintf(w, "  %-30s %s\n", a.Node, a.State)
+		}
+	}
+	if a := st.Audit; a != nil {
+		fmt.Fprintf(w, "\naudit trail here against the cluster's checkpoints of it: %d checked, %d mismatched, %d pruned since\n", a.Checked, a.Mismatched, a.Pruned)
+		if a.First != "" {
+			fmt.Fprintf(w, "  FIRST MISMATCH: %s\n", a.First)
 		}
 	}
 	s := st.Stats
