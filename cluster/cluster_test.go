@@ -354,3 +354,53 @@ func waitUntil(d time.Duration, cond func() bool) bool {
 	}
 	return cond()
 }
+
+// TestExternalMode: a node with [cluster] external connects as a client to
+// an existing NATS cluster (here the embedded servers of three nodes, with
+// their client credentials) instead of running its own server, and takes
+// part in the same decisions.
+func TestExternalMode(t *testing.T) {
+	began := time.Now()
+	tc := newTestCluster(t)
+	t.Logf("cluster up in %v", time.Since(began).Round(time.Millisecond))
+	ctx := context.Background()
+	secret, err := readSecret(tc.cfgs[0].SecretFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds := filepath.Join(t.TempDir(), "creds")
+	if err := os.WriteFile(creds, []byte("latchkey:"+secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := Config{Enabled: true, Node: "ext1", External: []string{tc.nodes[0].ns.ClientURL(), tc.nodes[1].ns.ClientURL()}, SecretFile: creds}
+	c.Defaults("unused")
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	began = time.Now()
+	ext, err := Start(ctx, c, t.TempDir(), testLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ext.Close()
+	t.Logf("external node joined in %v", time.Since(began).Round(time.Millisecond))
+	if ext.ns != nil {
+		t.Fatal("external mode started a server of its own")
+	}
+	t0 := time.Now()
+	older := resetMsg(queue.NewMsgID(t0), "ext@dest.test", t0)
+	if _, err := tc.nodes[2].Admit(ctx, older); err != nil {
+		t.Fatal(err)
+	}
+	newer := resetMsg(queue.NewMsgID(t0.Add(time.Second)), "ext@dest.test", t0.Add(time.Second))
+	if _, err := ext.Admit(ctx, newer); err != nil {
+		t.Fatalf("admit through the external connection: %v", err)
+	}
+	if got, err := tc.nodes[2].Newer(ctx, older.Items[0]); err != nil || got != newer.Items[0].ID {
+		t.Errorf("newer than the older reset = %q, %v; want the one admitted by the external node", got, err)
+	}
+	st, err := ext.Status(ctx)
+	if err != nil || len(st.Members) != 4 {
+		t.Errorf("status from the external node: %+v, %v", st, err)
+	}
+}
