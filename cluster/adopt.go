@@ -317,11 +317,10 @@ type MemberStatus struct {
 
 // ReplicaStatus is the intake stream's replication.
 type ReplicaStatus struct {
-	Messages uint64        `json:"messages"`
-	Leader   string        `json:"leader"`
-	Replicas []PeerStatus  `json:"replicas"`
-	Err      string        `json:"error,omitempty"`
-	Checked  time.Duration `json:"-"`
+	Messages uint64       `json:"messages"`
+	Leader   string       `json:"leader"`
+	Replicas []PeerStatus `json:"replicas"`
+	Err      string       `json:"error,omitempty"`
 }
 
 // PeerStatus is one replica of the intake stream.
