@@ -215,17 +215,24 @@ func (n *Node) Done(id, state string) {
 	n.mu.Lock()
 	n.pending[id] = state
 	n.mu.Unlock()
-	select {
-	case n.flush <- struct{}{}:
-	default:
-	}
+	n.kick()
 }
 
-// flushDone retries the done records that failed.
+// flushDone stores the escalations and then the done records pending,
+// keeping what failed for the next flush.
 func (n *Node) flushDone(ctx context.Context) {
+	held := n.flushEscalations(ctx)
 	n.mu.Lock()
 	p := n.pending
 	n.pending = map[string]string{}
+	for id, state := range p {
+		if held[id] {
+			// Its escalation is not in the cluster yet: a survivor that
+			// found the item done would not open the Case.
+			n.pending[id] = state
+			delete(p, id)
+		}
+	}
 	n.mu.Unlock()
 	for id, state := range p {
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)

@@ -23,6 +23,10 @@ type Local interface {
 	// Adopt queues items (of rec, not recorded done anywhere) here,
 	// recording that they come from node from.
 	Adopt(rec *Record, items []*queue.Item, from string) error
+	// AdoptEscalation puts a dead node's unsent Salesforce escalation
+	// (as the relay encoded it) in the outbox here; false when this node
+	// cannot send it (no Salesforce configured).
+	AdoptEscalation(payload []byte, from string) (bool, error)
 	// ApplySuppression writes another node's suppression change here.
 	ApplySuppression(s queue.Suppression, removed bool, from string) error
 }
@@ -173,6 +177,10 @@ func (n *Node) adoptDead(ctx context.Context, local Local, peers map[string]*pee
 		}
 		n.log.Warn().Str("node", name).Str("incarnation", inc).Msg("no heartbeat: adopting the node's queue")
 		count, err := n.adoptNode(ctx, name, local)
+		var escs int
+		if err == nil {
+			escs, err = n.adoptEscalations(ctx, name, local)
+		}
 		if err != nil {
 			// Released, so that this node or another tries again.
 			n.log.Error().Err(err).Str("node", name).Msg("adoption failed; will retry")
@@ -189,7 +197,7 @@ func (n *Node) adoptDead(ctx context.Context, local Local, peers map[string]*pee
 		if err != nil {
 			n.log.Error().Err(err).Str("node", name).Msg("cannot record the adoption as finished")
 		}
-		n.log.Warn().Str("node", name).Int("items", count).Msg("adopted the node's queue")
+		n.log.Warn().Str("node", name).Int("items", count).Int("escalations", escs).Msg("adopted the node's queue")
 	}
 }
 
@@ -301,6 +309,9 @@ type Status struct {
 	Intake      *ReplicaStatus  `json:"intake,omitempty"`
 	Adoptions   []AdoptedStatus `json:"adoptions,omitempty"`
 	Stats       Stats           `json:"stats"`
+	// Escalations counts, per node, the Salesforce escalations not sent
+	// yet (none taken over: those count for their adopter).
+	Escalations map[string]int `json:"escalations_waiting,omitempty"`
 	// Audit compares this node's trail with its checkpoints in the
 	// cluster (nil when not asked for).
 	Audit *CheckpointReport `json:"audit,omitempty"`
@@ -379,6 +390,9 @@ func (n *Node) Status(ctx context.Context) (*Status, error) {
 				st.Adoptions = append(st.Adoptions, AdoptedStatus{Node: k, State: string(e.Value())})
 			}
 		}
+	}
+	if st.Escalations, err = n.escalationsWaiting(ctx); err != nil {
+		return nil, fmt.Errorf("cluster: escalations: %w", err)
 	}
 	return st, nil
 }

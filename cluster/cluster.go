@@ -150,6 +150,7 @@ const (
 	bucketMember = "lk_members"
 	bucketAdopt  = "lk_adopt"
 	bucketSupp   = "lk_suppress"
+	bucketOutbox = "lk_outbox"
 )
 
 // Node is this latchkey's member of the cluster.
@@ -160,7 +161,7 @@ type Node struct {
 	nc  *nats.Conn
 	js  jetstream.JetStream
 
-	done, newest, dedupe, rate, alive, members, adopt, suppress jetstream.KeyValue
+	done, newest, dedupe, rate, alive, members, adopt, suppress, outbox jetstream.KeyValue
 
 	// incarnation names this run of the node: adoption takes over one
 	// incarnation's queue, so that a node restarted in time keeps its own.
@@ -172,6 +173,8 @@ type Node struct {
 
 	mu      sync.Mutex
 	pending map[string]string // item id → state: done records not yet stored
+	escs    map[string]*escOp // escalation id → change not yet stored
+	holds   map[string]int    // item id → escalations being committed
 	flush   chan struct{}
 	stats   Stats
 }
@@ -182,6 +185,9 @@ type Stats struct {
 	HandedOver   int // items of this node's previous run that a survivor adopted
 	Superseded   int // items ended here because a newer reset was accepted elsewhere
 	Deduplicated int // submissions answered as duplicates of one another node took
+	// EscalationsAdopted are Salesforce escalations taken over from a
+	// dead node's outbox.
+	EscalationsAdopted int
 }
 
 // Start joins the cluster: it starts the embedded NATS server (or connects
@@ -189,7 +195,7 @@ type Stats struct {
 // stream and buckets exist. dir is where the embedded server keeps its
 // store and this node its incarnation file.
 func Start(ctx context.Context, cfg Config, dir string, log zerolog.Logger) (*Node, error) {
-	n := &Node{cfg: cfg, log: log.With().Str("component", "cluster").Logger(), dir: dir, pending: map[string]string{}, flush: make(chan struct{}, 1)}
+	n := &Node{cfg: cfg, log: log.With().Str("component", "cluster").Logger(), dir: dir, pending: map[string]string{}, escs: map[string]*escOp{}, holds: map[string]int{}, flush: make(chan struct{}, 1)}
 	secret, err := readSecret(cfg.SecretFile)
 	if err != nil {
 		return nil, err
@@ -307,6 +313,10 @@ func (n *Node) setup(ctx context.Context) error {
 		{&n.members, jetstream.KeyValueConfig{Bucket: bucketMember}},
 		{&n.adopt, jetstream.KeyValueConfig{Bucket: bucketAdopt, TTL: n.cfg.Retention}},
 		{&n.suppress, jetstream.KeyValueConfig{Bucket: bucketSupp}},
+		// Longer than any escalation stays pending (12 attempts, at most
+		// 30 minutes apart), so that only the marks of escalations taken
+		// over from a node that never came back expire.
+		{&n.outbox, jetstream.KeyValueConfig{Bucket: bucketOutbox, TTL: 30 * 24 * time.Hour}},
 	}
 	deadline := time.Now().Add(2 * time.Minute)
 	var last error

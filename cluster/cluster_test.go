@@ -100,6 +100,7 @@ type fakeLocal struct {
 	adopted []string
 	from    map[string]string
 	supp    []string
+	escs    []string // "<from> <payload>"
 }
 
 func newFakeLocal() *fakeLocal {
@@ -121,6 +122,19 @@ func (f *fakeLocal) Adopt(rec *Record, items []*queue.Item, from string) error {
 		f.from[it.ID] = from
 	}
 	return nil
+}
+
+func (f *fakeLocal) AdoptEscalation(payload []byte, from string) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.escs = append(f.escs, from+" "+string(payload))
+	return true, nil
+}
+
+func (f *fakeLocal) escalations() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.escs...)
 }
 
 func (f *fakeLocal) ApplySuppression(s queue.Suppression, removed bool, from string) error {
@@ -252,9 +266,21 @@ func TestClusterAdoption(t *testing.T) {
 			want = append(want, m.Items[0].ID)
 		}
 	}
+	// Escalations: one sent before the node died (finished), one left
+	// unsent, whose item is done; one finished before it was even shared.
+	a.Escalated("esc-sent", want[0], []byte(`{"ID":"esc-sent"}`))
+	a.flushDone(ctx)
+	a.EscalationFinished("esc-sent")
+	a.Escalated("esc-unsent", "item-unsent", []byte(`{"ID":"esc-unsent"}`))
+	a.Done("item-unsent", queue.StateBounced)
+	a.Escalated("esc-quick", "item-quick", []byte(`{"ID":"esc-quick"}`))
+	a.EscalationFinished("esc-quick")
 	a.flushDone(ctx) // what Run's flusher does within a heartbeat
-	if len(a.pending) != 0 {
-		t.Fatalf("done records not stored: %v", a.pending)
+	if len(a.pending) != 0 || len(a.escs) != 0 {
+		t.Fatalf("done records or escalations not stored: %v %v", a.pending, a.escs)
+	}
+	if st, err := a.Status(ctx); err != nil || fmt.Sprint(st.Escalations) != "map[n1:1]" {
+		t.Errorf("escalations waiting before the death: %v, %v; want n1:1", st.Escalations, err)
 	}
 	locals := []*fakeLocal{newFakeLocal(), newFakeLocal()}
 	rctx, cancel := context.WithCancel(ctx)
@@ -305,9 +331,13 @@ func TestClusterAdoption(t *testing.T) {
 	if len(locals[0].list()) != 0 && len(locals[1].list()) != 0 {
 		t.Errorf("both survivors adopted: %d and %d items", len(locals[0].list()), len(locals[1].list()))
 	}
-	adopter := "n2"
+	adopter, al := "n2", locals[0]
 	if len(locals[0].list()) == 0 {
-		adopter = "n3"
+		adopter, al = "n3", locals[1]
+	}
+	// Only the unsent escalation is taken over, by the adopter.
+	if got := append(locals[0].escalations(), locals[1].escalations()...); fmt.Sprint(got) != `[n1 {"ID":"esc-unsent"}]` || len(al.escalations()) != 1 {
+		t.Errorf("escalations adopted: n2 %v, n3 %v; want n1's esc-unsent once, by %s", locals[0].escalations(), locals[1].escalations(), adopter)
 	}
 	// The node comes back: its previous run was adopted, and each
 	// adopted item names its adopter.
@@ -315,12 +345,26 @@ func TestClusterAdoption(t *testing.T) {
 	if tc.nodes[0], err = tc.start(0); err != nil {
 		t.Fatal(err)
 	}
-	by, err := tc.nodes[0].PreviousAdopted(ctx)
+	pctx, pcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer pcancel()
+	by, err := tc.nodes[0].PreviousAdopted(pctx)
 	if err != nil || by != adopter {
 		t.Errorf("restarted n1: previous run adopted by %q, %v; want %s", by, err, adopter)
 	}
 	if by, err := tc.nodes[0].AdoptedBy(ctx, want[0]); err != nil || by != adopter {
 		t.Errorf("AdoptedBy(%s) = %q, %v; want %s", want[0], by, err, adopter)
+	}
+	// The restarted node's copies of the escalations: the one taken over
+	// is the adopter's; the one whose item the adopter delivers again
+	// (not shared before the death) too; one of its own is still its own.
+	for _, c := range []struct{ id, item, by string }{
+		{"esc-unsent", "item-unsent", adopter},
+		{"esc-late", want[1], adopter},
+		{"esc-late", "item-unsent", ""},
+	} {
+		if by, err := tc.nodes[0].EscalationAdoptedBy(ctx, c.id, c.item); err != nil || by != c.by {
+			t.Errorf("EscalationAdoptedBy(%s, %s) = %q, %v; want %q", c.id, c.item, by, err, c.by)
+		}
 	}
 	select {
 	case <-exited:
@@ -333,6 +377,12 @@ func TestClusterAdoption(t *testing.T) {
 	}
 	if len(st.Members) != 3 || st.Intake == nil || len(st.Adoptions) != 1 || st.Adoptions[0].State != "done "+adopter {
 		t.Errorf("status: %+v (intake %+v)", st, st.Intake)
+	}
+	if fmt.Sprint(st.Escalations) != "map["+adopter+":1]" {
+		t.Errorf("escalations waiting after the adoption: %v; want %s:1", st.Escalations, adopter)
+	}
+	if want := map[bool]int{true: 1, false: 0}[adopter == "n2"]; st.Stats.EscalationsAdopted != want {
+		t.Errorf("n2 counts %d escalations adopted, want %d", st.Stats.EscalationsAdopted, want)
 	}
 }
 

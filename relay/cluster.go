@@ -10,6 +10,7 @@ import (
 	"github.com/latchkey/latchkey/audit"
 	"github.com/latchkey/latchkey/cluster"
 	"github.com/latchkey/latchkey/queue"
+	"github.com/latchkey/latchkey/salesforce"
 )
 
 // joinCluster joins [cluster] and, if a survivor adopted this node's
@@ -25,6 +26,9 @@ func (s *Server) joinCluster(ctx context.Context) error {
 	s.Cluster = node
 	by, err := node.PreviousAdopted(ctx)
 	if err != nil {
+		return err
+	}
+	if err := s.shareEscalations(ctx, by != ""); err != nil {
 		return err
 	}
 	if by == "" {
@@ -50,6 +54,44 @@ func (s *Server) joinCluster(ctx context.Context) error {
 	}
 	node.HandedOver(handed)
 	s.log.Warn().Str("adopted_by", by).Int("items", handed).Msg("cluster: this node's queue was adopted while it was down; handed those items over")
+	return nil
+}
+
+// shareEscalations goes over the escalations this node still has to
+// send. After an adoption (adopted true), one a survivor took over, or
+// whose item it adopted, is handed over: sending it here too could open
+// its Case twice. The rest are shared again, since this node may have
+// died before sharing them.
+func (s *Server) shareEscalations(ctx context.Context, adopted bool) error {
+	if s.Outbox == nil {
+		return nil
+	}
+	items, err := s.Outbox.List(salesforce.StatePending)
+	if err != nil {
+		return fmt.Errorf("relay: hand-over of escalations: %w", err)
+	}
+	for _, it := range items {
+		if adopted {
+			by, err := s.Cluster.EscalationAdoptedBy(ctx, it.ID, it.QueueID)
+			if err != nil {
+				return fmt.Errorf("relay: hand-over of escalation %s: %w", it.ID, err)
+			}
+			if by != "" {
+				if err := s.Outbox.HandOver(it.ID, by); err != nil {
+					return err
+				}
+				s.Cluster.HandedOverEscalation(it.ID)
+				s.log.Warn().Str("escalation", it.ID).Str("queue_id", it.QueueID).Str("adopted_by", by).
+					Msg("cluster: escalation handed over to the node that took it over while this one was down")
+				continue
+			}
+		}
+		payload, err := json.Marshal(it.Escalation)
+		if err != nil {
+			return fmt.Errorf("relay: escalation %s: %w", it.ID, err)
+		}
+		s.Cluster.Escalated(it.ID, it.QueueID, payload)
+	}
 	return nil
 }
 
@@ -157,6 +199,37 @@ func (s *Server) serveClusterStatus(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	json.NewEncoder(w).Encode(st)
+}
+
+// AdoptEscalation puts a dead node's unsent escalation in this node's
+// outbox, with an "adopted" audit event naming the node; false when this
+// node has no Salesforce to send it to.
+func (l clusterLocal) AdoptEscalation(payload []byte, from string) (bool, error) {
+	s := l.s
+	if s.Outbox == nil {
+		s.log.Warn().Str("from_node", from).Msg("cluster: a dead node's Salesforce escalation left for it: [salesforce] is off on this node")
+		return false, nil
+	}
+	var esc salesforce.Escalation
+	if err := json.Unmarshal(payload, &esc); err != nil {
+		// Not retried: the same bytes would fail again.
+		s.log.Error().Err(err).Str("from_node", from).Msg("cluster: unreadable escalation of a dead node left for it")
+		return false, nil
+	}
+	now := s.now()
+	err := s.Store.Update(func(tx *queue.Tx) error {
+		added, err := s.Outbox.Add(tx.Txn, esc)
+		if err != nil || !added {
+			return err
+		}
+		tx.After(s.Outbox.Wake)
+		return tx.Audit(&audit.Event{Time: now, Type: audit.Adopted, QueueID: esc.QueueID, MessageID: esc.MessageID,
+			Class: esc.Class, Recipient: esc.Recipient, Fields: map[string]string{"from_node": from, "escalation": esc.ID, "trigger": esc.Trigger}})
+	})
+	if err != nil {
+		return false, fmt.Errorf("relay: adopt escalation %s: %w", esc.ID, err)
+	}
+	return true, nil
 }
 
 func (l clusterLocal) ApplySuppression(s queue.Suppression, removed bool, from string) error {

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -27,6 +28,9 @@ func (s *Server) connectSalesforce() error {
 	s.Outbox = salesforce.NewOutbox(s.Store.DB, client, salesforce.OutboxOptions{
 		Log: &log, InitialBackoff: cfg.RetryBackoff, MaxBackoff: cfg.MaxBackoff,
 		OnDone: func(e salesforce.Escalation, caseID string) {
+			if s.Cluster != nil {
+				s.Cluster.EscalationFinished(e.ID)
+			}
 			if e.RecordOnly {
 				log.Info().Str("queue_id", e.QueueID).Msg("hard bounce of the primary address recorded in Salesforce (delivered to the backup)")
 				return
@@ -35,6 +39,11 @@ func (s *Server) connectSalesforce() error {
 			log.Info().Str("queue_id", e.QueueID).Str("case_id", caseID).Msg("Case opened")
 		},
 		OnDead: func(e salesforce.Escalation, caseID string, err error) {
+			if s.Cluster != nil {
+				// Dead letters stay on this node's disk, for an
+				// operator's `latchkey outbox retry` here.
+				s.Cluster.EscalationFinished(e.ID)
+			}
 			if caseID != "" {
 				// The Case is open; only a later step failed. The trail
 				// must still name it.
@@ -76,8 +85,7 @@ func (s *Server) connectSalesforce() error {
 			esc.Backup, esc.BackupDiagnostic = maskAddress(e.Item.Rcpt), e.Text
 			esc.Diagnostic = primaryBounce(e.Item)
 		}
-		tx.After(s.Outbox.Wake)
-		return s.Outbox.Put(tx.Txn, esc)
+		return s.putEscalation(tx, esc)
 	}
 	s.RecordBounce = func(tx *queue.Tx, it *queue.Item, status, reason, remote, text string) error {
 		if !cfg.SetBounceFields {
@@ -88,8 +96,29 @@ func (s *Server) connectSalesforce() error {
 			Trigger: salesforce.TriggerBounceRecord, Reason: reason, Status: status, RemoteMTA: remote, Diagnostic: text,
 			MessageID: it.MessageID, AcceptedAt: it.Accepted, FailedAt: time.Now(), RecordOnly: true,
 		}
-		tx.After(s.Outbox.Wake)
-		return s.Outbox.Put(tx.Txn, esc)
+		return s.putEscalation(tx, esc)
+	}
+	return nil
+}
+
+// putEscalation stores esc in the outbox, in the transaction of the
+// outcome that caused it, and in a cluster shares it once committed, so
+// that a survivor opens the Case if this node dies before Salesforce has
+// it.
+func (s *Server) putEscalation(tx *queue.Tx, esc salesforce.Escalation) error {
+	added, err := s.Outbox.Add(tx.Txn, esc)
+	if err != nil {
+		return err
+	}
+	tx.After(s.Outbox.Wake)
+	if c := s.Cluster; c != nil && added {
+		payload, err := json.Marshal(esc)
+		if err != nil {
+			return fmt.Errorf("relay: escalation %s: %w", esc.ID, err)
+		}
+		c.HoldDone(esc.QueueID)
+		tx.OnAbort(func() { c.ReleaseDone(esc.QueueID) })
+		tx.After(func() { c.Escalated(esc.ID, esc.QueueID, payload) })
 	}
 	return nil
 }

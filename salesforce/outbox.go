@@ -66,14 +66,17 @@ type Item struct {
 	NextTry   time.Time `json:"next_try"`
 	LastError string    `json:"last_error,omitempty"`
 	// Progress, so a retry resumes after the steps already done.
-	CaseID         string    `json:"case_id,omitempty"`
-	PersonObject   string    `json:"person_object,omitempty"`
-	PersonID       string    `json:"person_id,omitempty"`
-	PersonLooked   bool      `json:"person_looked,omitempty"`
-	BounceRecorded bool      `json:"bounce_recorded,omitempty"`
-	TaskID         string    `json:"task_id,omitempty"`
-	CreatedAt      time.Time `json:"created_at"`
-	UpdatedAt      time.Time `json:"updated_at"`
+	CaseID         string `json:"case_id,omitempty"`
+	PersonObject   string `json:"person_object,omitempty"`
+	PersonID       string `json:"person_id,omitempty"`
+	PersonLooked   bool   `json:"person_looked,omitempty"`
+	BounceRecorded bool   `json:"bounce_recorded,omitempty"`
+	TaskID         string `json:"task_id,omitempty"`
+	// HandedTo is the cluster node that took the escalation over while
+	// this one was down (state done, nothing sent from here).
+	HandedTo  string    `json:"handed_to,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
 }
 
 // OutboxOptions tunes the outbox; zero values take the defaults.
@@ -151,23 +154,29 @@ func NewOutbox(db *badger.DB, client *Client, opts OutboxOptions) *Outbox {
 // stored, in any state, does nothing. Call Wake after the commit to send it
 // at once.
 func (o *Outbox) Put(txn *badger.Txn, e Escalation) error {
+	_, err := o.Add(txn, e)
+	return err
+}
+
+// Add is Put, reporting whether e was new (and so stored).
+func (o *Outbox) Add(txn *badger.Txn, e Escalation) (bool, error) {
 	if !refRE.MatchString(e.ID) {
-		return fmt.Errorf("salesforce: outbox: escalation id %q must be 1-64 of [A-Za-z0-9._-]", clip(e.ID, 80))
+		return false, fmt.Errorf("salesforce: outbox: escalation id %q must be 1-64 of [A-Za-z0-9._-]", clip(e.ID, 80))
 	}
 	if err := checkAddress(e.Recipient); err != nil {
-		return fmt.Errorf("salesforce: outbox: escalation %s: %w", e.ID, err)
+		return false, fmt.Errorf("salesforce: outbox: escalation %s: %w", e.ID, err)
 	}
 	for _, st := range []string{StatePending, StateDead, StateDone} {
 		_, err := txn.Get(stateKey(st, e.ID))
 		if err == nil {
-			return nil
+			return false, nil
 		}
 		if !errors.Is(err, badger.ErrKeyNotFound) {
-			return fmt.Errorf("salesforce: outbox: %w", err)
+			return false, fmt.Errorf("salesforce: outbox: %w", err)
 		}
 	}
 	now := o.now().UTC()
-	return o.write(txn, &Item{Escalation: e, State: StatePending, CreatedAt: now, UpdatedAt: now})
+	return true, o.write(txn, &Item{Escalation: e, State: StatePending, CreatedAt: now, UpdatedAt: now})
 }
 
 func (o *Outbox) write(txn *badger.Txn, it *Item) error {
@@ -269,6 +278,26 @@ func (o *Outbox) Retry(id string) error {
 		return fmt.Errorf("salesforce: outbox: retry %s: %w", id, err)
 	}
 	o.Wake()
+	return nil
+}
+
+// HandOver ends a pending item as done without sending it: node, which
+// took it over in the cluster while this node was down, sends it.
+func (o *Outbox) HandOver(id, node string) error {
+	err := o.db.Update(func(txn *badger.Txn) error {
+		it, err := getItem(txn, StatePending, id)
+		if err != nil {
+			return err
+		}
+		if err := txn.Delete(stateKey(StatePending, id)); err != nil {
+			return err
+		}
+		it.State, it.HandedTo, it.UpdatedAt = StateDone, node, o.now().UTC()
+		return o.write(txn, it)
+	})
+	if err != nil {
+		return fmt.Errorf("salesforce: outbox: hand over %s: %w", id, err)
+	}
 	return nil
 }
 

@@ -551,8 +551,12 @@ func cmdOutboxList(args []string, stdout, stderr io.Writer) int {
 		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "ID\tSTATE\tTRIGGER\tRECIPIENT\tQUEUE ID\tATTEMPTS\tNEXT TRY\tCASE\tLAST ERROR")
 		for _, it := range items {
+			caseID := it.CaseID
+			if it.HandedTo != "" {
+				caseID = "(handed to cluster node " + it.HandedTo + ")"
+			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", it.ID, it.State, it.Trigger, it.Recipient, it.QueueID,
-				it.Attempts, fmtTime(it.NextTry), it.CaseID, it.LastError)
+				it.Attempts, fmtTime(it.NextTry), caseID, it.LastError)
 		}
 		if err := tw.Flush(); err != nil {
 			return err

@@ -7,7 +7,9 @@ package main
 // the audit trails of all nodes verify.
 
 import (
+	"bytes"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -22,10 +24,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/BurntSushi/toml"
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/latchkey/latchkey/cluster"
+	"github.com/latchkey/latchkey/salesforce/sftest"
 	"github.com/latchkey/latchkey/testutil/dnstest"
 	"github.com/latchkey/latchkey/testutil/netports"
 	"github.com/latchkey/latchkey/testutil/smtpsink"
@@ -55,8 +60,10 @@ type clusterEnv struct {
 	t     *testing.T
 	nodes []*clusterNode
 	sink  *smtpsink.Sink
-	// held recipients are deferred (451) while set.
-	held sync.Map
+	// held recipients are deferred (451) while set; unknown ones refused
+	// (550 5.1.1).
+	held, unknown sync.Map
+	base          map[string]string // node → its configuration before additions
 }
 
 func newClusterEnv(t *testing.T) *clusterEnv { return newNodesEnv(t, 3, true) }
@@ -66,11 +73,14 @@ func newClusterEnv(t *testing.T) *clusterEnv { return newNodesEnv(t, 3, true) }
 func newNodesEnv(t *testing.T, count int, clustered bool) *clusterEnv {
 	t.Helper()
 	latchkeyBin(t)
-	e := &clusterEnv{t: t}
+	e := &clusterEnv{t: t, base: map[string]string{}}
 	dns := dnstest.Start(t, "dest.test. 300 IN MX 10 mx.dest.test.\nmx.dest.test. 300 IN A 127.0.0.2\n")
 	e.sink = smtpsink.Start(t, smtpsink.Options{Addr: "127.0.0.2:0", TLS: true, Rcpt: func(rcpt string) *smtp.SMTPError {
 		if _, held := e.held.Load(rcpt); held {
 			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try later"}
+		}
+		if _, unknown := e.unknown.Load(rcpt); unknown {
+			return unknownUser(rcpt)
 		}
 		return nil
 	}})
@@ -156,6 +166,7 @@ dead_after = "3s"
 		if err := os.WriteFile(n.cfgPath, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}
+		e.base[n.name] = cfg
 		if out, err := execLatchkey(t, "config", "check", "-config", n.cfgPath); err != nil {
 			t.Fatalf("config check %s: %v\n%s", n.name, err, out)
 		}
@@ -441,6 +452,113 @@ func TestClusterThreeNodesKill(t *testing.T) {
 	}
 
 	// Each node's own audit chain verifies.
+	for _, n := range e.nodes {
+		e.stop(n)
+	}
+	for _, n := range e.nodes {
+		if out, err := exec.Command(latchkeyBin(t), "audit", "verify", "-config", n.cfgPath).CombinedOutput(); err != nil {
+			t.Errorf("audit verify on %s: %v\n%s", n.name, err, out)
+		}
+	}
+}
+
+// useSalesforce points node n at sf, retrying a second apart: its
+// configuration is the base one with a [salesforce] table (secrets in
+// files).
+func (e *clusterEnv) useSalesforce(n *clusterNode, sf *sftest.Server) {
+	t := e.t
+	t.Helper()
+	sfc, err := sf.ClientConfig(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sfc.Timeout = 5 * time.Second
+	sfc.RetryBackoff, sfc.MaxBackoff = time.Second, 2*time.Second
+	var buf bytes.Buffer
+	if err := toml.NewEncoder(&buf).Encode(map[string]any{"salesforce": sfc}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(n.cfgPath, []byte(e.base[n.name]+"\n"+buf.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestClusterEscalationAdopted: a node dies with a Case it could not open
+// yet (its Salesforce refuses the Case, 500); the survivor that adopts
+// its queue opens it, and the node, restarted, hands its own copy over
+// instead of sending it too: one Case.
+func TestClusterEscalationAdopted(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three relays and a NATS cluster")
+	}
+	sfOK := sftest.Start(t, sftest.Options{})
+	sfBad := sftest.Start(t, sftest.Options{})
+	sfBad.Inject(sftest.Fault{Kind: sftest.ServerError, Count: 1 << 30, Method: "POST", PathContains: "/services/data/"})
+	e := newClusterEnv(t)
+	n1, n2, n3 := e.nodes[0], e.nodes[1], e.nodes[2]
+	policy := filepath.Join(filepath.Dir(n1.dir), "policy.toml")
+	if err := os.WriteFile(policy, []byte(clusterPolicy+"\n[classes.escalate]\nhard_bounce = true\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.unknown.Store("gone@dest.test", true)
+	e.useSalesforce(n1, sfOK)
+	e.useSalesforce(n2, sfOK)
+	e.useSalesforce(n3, sfBad)
+	for _, n := range e.nodes {
+		e.start(n)
+	}
+	for _, n := range e.nodes {
+		e.wait(n)
+	}
+	id, err := e.submitTo(n3, "gone@dest.test", "lost-case@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !waitFor(30*time.Second, func() bool {
+		return strings.Contains(n3.proc.log.String(), `"message":"salesforce escalation failed"`)
+	}) {
+		t.Fatalf("n3 did not try to open the Case:\n%s", tail(n3.proc.log.String(), 20))
+	}
+	// Shared with the cluster before n3 dies.
+	var st cluster.Status
+	if !waitFor(10*time.Second, func() bool {
+		out, err := exec.Command(latchkeyBin(t), "cluster", "status", "-json", "-config", n1.cfgPath).Output()
+		return err == nil && json.Unmarshal(out, &st) == nil && st.Escalations["n3"] == 1
+	}) {
+		t.Fatalf("n3's escalation is not in the cluster: %+v", st.Escalations)
+	}
+	e.kill(n3)
+
+	if !waitFor(time.Minute, func() bool { return len(sfOK.Cases()) >= 1 }) {
+		t.Fatalf("no survivor opened n3's Case within a minute\nn1:\n%s\nn2:\n%s", tail(n1.proc.log.String(), 15), tail(n2.proc.log.String(), 15))
+	}
+	c := sfOK.Cases()[0]
+	if c["SuppliedEmail"] != "gone@dest.test" || !regexp.MustCompile(`\[latchkey:`+id+`..-hard_bounce\]`).MatchString(fmt.Sprint(c["Subject"])) {
+		t.Errorf("Case = %v; want one for gone@dest.test referencing %s", c, id)
+	}
+	// n3 comes back, now with a Salesforce that works: it hands its copy
+	// over to the adopter instead of opening a second Case.
+	e.useSalesforce(n3, sfOK)
+	e.start(n3)
+	e.wait(n3)
+	if !waitFor(10*time.Second, func() bool {
+		return strings.Contains(n3.proc.log.String(), "escalation handed over to the node that took it over")
+	}) {
+		t.Errorf("n3 did not hand its escalation over:\n%s", tail(n3.proc.log.String(), 20))
+	}
+	time.Sleep(3 * time.Second) // a second Case would be opened by now
+	if got := len(sfOK.Cases()); got != 1 || len(sfBad.Cases()) != 0 {
+		t.Errorf("%d Cases opened, %d on the failing org; want exactly 1 and 0", got, len(sfBad.Cases()))
+	}
+	out, err := exec.Command(latchkeyBin(t), "outbox", "list", "-state", "all", "-config", n3.cfgPath).CombinedOutput()
+	if err != nil || !regexp.MustCompile(id+`..-hard_bounce +done .*\(handed to cluster node n[12]\)`).Match(out) {
+		t.Errorf("n3's outbox: %v\n%s", err, out)
+	}
+	var after cluster.Status
+	if out, err := exec.Command(latchkeyBin(t), "cluster", "status", "-json", "-config", n2.cfgPath).Output(); err != nil ||
+		json.Unmarshal(out, &after) != nil || len(after.Escalations) != 0 {
+		t.Errorf("escalations waiting once the Case is open: %v, %+v\n%s", err, after.Escalations, out)
+	}
 	for _, n := range e.nodes {
 		e.stop(n)
 	}

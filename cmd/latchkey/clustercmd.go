@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sort"
 
 	"github.com/latchkey/latchkey/admin"
 	"github.com/latchkey/latchkey/cluster"
@@ -102,6 +103,17 @@ func writeClusterStatus(w io.Writer, st *cluster.Status) {
 			fmt.Fprintf(w, "  %-30s %s\n", a.Node, a.State)
 		}
 	}
+	if len(st.Escalations) > 0 {
+		fmt.Fprintln(w, "\nSalesforce escalations not sent yet, by node:")
+		names := make([]string, 0, len(st.Escalations))
+		for name := range st.Escalations {
+			names = append(names, name)
+		}
+		sort.Strings(names)
+		for _, name := range names {
+			fmt.Fprintf(w, "  %-16s %d\n", name, st.Escalations[name])
+		}
+	}
 	if a := st.Audit; a != nil {
 		fmt.Fprintf(w, "\naudit trail here against the cluster's checkpoints of it: %d checked, %d mismatched, %d pruned since\n", a.Checked, a.Mismatched, a.Pruned)
 		if a.First != "" {
@@ -109,6 +121,6 @@ func writeClusterStatus(w io.Writer, st *cluster.Status) {
 		}
 	}
 	s := st.Stats
-	fmt.Fprintf(w, "\nthis node: adopted %d items, handed over %d, superseded by other nodes' resets %d, duplicates of other nodes' %d\n",
-		s.Adopted, s.HandedOver, s.Superseded, s.Deduplicated)
+	fmt.Fprintf(w, "\nthis node: adopted %d items and %d escalations, handed over %d, superseded by other nodes' resets %d, duplicates of other nodes' %d\n",
+		s.Adopted, s.EscalationsAdopted, s.HandedOver, s.Superseded, s.Deduplicated)
 }
