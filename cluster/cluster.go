@@ -20,6 +20,8 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -57,6 +59,14 @@ type Config struct {
 	// External, when not empty, are the client URLs of an external NATS
 	// cluster to use instead of the embedded server.
 	External []string `toml:"external"`
+	// TLSCert and TLSKey are this node's route certificate and key (PEM
+	// files, absolute paths), TLSCA the CA bundle the other nodes'
+	// certificates must chain to. With the three, the routes are TLS 1.2
+	// or later and each side verifies the other's certificate; the
+	// certificate must name the host the other nodes dial in their peers.
+	TLSCert string `toml:"tls_cert"`
+	TLSKey  string `toml:"tls_key"`
+	TLSCA   string `toml:"tls_ca"`
 	// Retention is how long the intake stream keeps a message: longer than
 	// any class's deadline.
 	Retention time.Duration `toml:"retention"`
@@ -116,6 +126,25 @@ func (c *Config) Validate() error {
 	}
 	if c.Replicas < 1 || c.Replicas > 5 {
 		add("replicas", "must be 1 to 5, got %d", c.Replicas)
+	}
+	tlsKeys := []struct{ k, v string }{{"tls_cert", c.TLSCert}, {"tls_key", c.TLSKey}, {"tls_ca", c.TLSCA}}
+	var set []string
+	for _, f := range tlsKeys {
+		if f.v != "" {
+			set = append(set, f.k)
+		}
+	}
+	for _, f := range tlsKeys {
+		switch {
+		case len(set) == 0:
+		case len(c.External) > 0 && f.v != "":
+			add(f.k, "does not apply with external (it is for the embedded server's routes; for TLS to the external cluster, use tls:// URLs)")
+		case len(c.External) > 0:
+		case f.v == "":
+			add(f.k, "is needed with %s", strings.Join(set, " and "))
+		case !filepath.IsAbs(f.v):
+			add(f.k, "must be an absolute path, got %q", f.v)
+		}
 	}
 	if c.SecretFile == "" {
 		add("secret_file", "is needed: the nodes authenticate each other with the secret in it")
@@ -251,8 +280,8 @@ func readSecret(path string) (string, error) {
 }
 
 // startServer starts the embedded NATS server: JetStream on, routes to
-// the peers authenticated with the shared secret, latchkey connected in
-// process.
+// the peers authenticated with the shared secret (and mutual TLS with
+// tls_cert, tls_key and tls_ca), latchkey connected in process.
 func startServer(cfg Config, dir, secret string, log zerolog.Logger) (*server.Server, error) {
 	host, portStr, _ := net.SplitHostPort(cfg.Listen)
 	port, err := strconv.Atoi(portStr)
@@ -284,6 +313,15 @@ func startServer(cfg Config, dir, secret string, log zerolog.Logger) (*server.Se
 		NoSigs: true,
 		NoLog:  true,
 	}
+	if cfg.TLSCert != "" {
+		// The routes stay nats:// URLs: a route's TLS handshake comes
+		// first on the connection, whatever the scheme.
+		opts.Cluster.TLSConfig, err = routeTLS(cfg, log)
+		if err != nil {
+			return nil, err
+		}
+		opts.Cluster.TLSTimeout = 5 // seconds, for the handshake
+	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: NATS server: %w", err)
@@ -295,6 +333,71 @@ func startServer(cfg Config, dir, secret string, log zerolog.Logger) (*server.Se
 		return nil, fmt.Errorf("cluster: NATS server on %s not ready within 30s", cfg.Listen)
 	}
 	return ns, nil
+}
+
+// routeTLS makes the routes' TLS configuration: this node's certificate,
+// presented both when it accepts a route and when it dials one, and the CA
+// pool every peer's certificate must chain to, in both directions (as
+// nats-server does for cluster { tls { verify: true } }). It checks the
+// node's own certificate against the pool first, so that a certificate
+// the peers would refuse is an error here rather than a cluster that never
+// forms.
+func routeTLS(cfg Config, log zerolog.Logger) (*tls.Config, error) {
+	certPEM, err := os.ReadFile(cfg.TLSCert)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: tls_cert: %w", err)
+	}
+	keyPEM, err := os.ReadFile(cfg.TLSKey)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: tls_key: %w", err)
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: tls_cert %s, tls_key %s: %w", cfg.TLSCert, cfg.TLSKey, err)
+	}
+	caPEM, err := os.ReadFile(cfg.TLSCA)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: tls_ca: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, fmt.Errorf("cluster: tls_ca %s: no PEM certificate in it", cfg.TLSCA)
+	}
+	inter := x509.NewCertPool()
+	for _, der := range cert.Certificate[1:] {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, fmt.Errorf("cluster: tls_cert %s: %w", cfg.TLSCert, err)
+		}
+		inter.AddCert(c)
+	}
+	// A route's certificate serves both ends: the dialled node's as a
+	// server's, the dialling node's as a client's.
+	for _, u := range []struct {
+		eku  x509.ExtKeyUsage
+		name string
+	}{{x509.ExtKeyUsageServerAuth, "serverAuth"}, {x509.ExtKeyUsageClientAuth, "clientAuth"}} {
+		if _, err := cert.Leaf.Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{u.eku}}); err != nil {
+			return nil, fmt.Errorf("cluster: tls_cert %s does not verify against tls_ca %s for %s, so the other nodes would refuse it: %w", cfg.TLSCert, cfg.TLSCA, u.name, err)
+		}
+	}
+	if host, _, _ := net.SplitHostPort(cfg.Listen); host != "" && !isUnspecified(host) {
+		if err := cert.Leaf.VerifyHostname(host); err != nil {
+			log.Warn().Err(err).Str("tls_cert", cfg.TLSCert).Msgf("the route certificate does not name the listen address %s: a node that dials this address will refuse it", host)
+		}
+	}
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		Certificates: []tls.Certificate{cert},
+		RootCAs:      pool,
+		ClientCAs:    pool,
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+	}, nil
+}
+
+func isUnspecified(host string) bool {
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsUnspecified()
 }
 
 // setup creates the stream and buckets, retrying while JetStream has no

@@ -72,6 +72,12 @@ key_file = "k.pem"
 			[]string{`t.toml:13: cluster.peers.0: "nope" is not host:port`, "t.toml:10: cluster.replicas: 3 replicas need at least 3 nodes; 2 are listed", "cluster.secret_file: is needed"}},
 		{"cluster: heartbeat", base + "[cluster]\nenabled = true\nnode = \"a.b\"\nlisten = \"127.0.0.1:6222\"\nreplicas = 1\nsecret_file = \"s\"\nheartbeat = \"5s\"\n",
 			[]string{`t.toml:12: cluster.node: must be letters, digits`, "cluster.dead_after: must be at least three heartbeats (15s), got 10s"}},
+		{"cluster: tls_cert without tls_key and tls_ca", base + "[cluster]\nenabled = true\nlisten = \"127.0.0.1:6222\"\nreplicas = 1\nsecret_file = \"s\"\ntls_cert = \"/etc/latchkey/route.crt\"\n",
+			[]string{"t.toml:10: cluster.tls_key: is needed with tls_cert", "t.toml:10: cluster.tls_ca: is needed with tls_cert"}},
+		{"cluster: relative tls_ca", base + "[cluster]\nenabled = true\nlisten = \"127.0.0.1:6222\"\nreplicas = 1\nsecret_file = \"s\"\ntls_cert = \"/c.pem\"\ntls_key = \"/k.pem\"\ntls_ca = \"ca.pem\"\n",
+			[]string{`t.toml:17: cluster.tls_ca: must be an absolute path, got "ca.pem"`}},
+		{"cluster: tls with external", base + "[cluster]\nenabled = true\nexternal = [\"nats://10.0.0.5:4222\"]\nreplicas = 1\nsecret_file = \"s\"\ntls_ca = \"/ca.pem\"\n",
+			[]string{"t.toml:15: cluster.tls_ca: does not apply with external"}},
 		{"negative connection limit", base + "[inbound]\nmax_connections_per_ip = -1\n", []string{"t.toml:11: inbound.max_connections_per_ip: must be 0 (no limit) or more, got -1"}},
 	}
 	for _, tc := range cases {
