@@ -60,7 +60,7 @@ type Config struct {
 	// cluster to use instead of the embedded server.
 	External []string `toml:"external"`
 	// TLSCert and TLSKey are this node's route certificate and key (PEM
-	// files, absolute paths), TLSCA the CA bundle the other nodes'
+	// files; relative paths are in data_dir), TLSCA the CA bundle the other nodes'
 	// certificates must chain to. With the three, the routes are TLS 1.2
 	// or later and each side verifies the other's certificate; the
 	// certificate must name the host the other nodes dial in their peers.
@@ -142,8 +142,6 @@ func (c *Config) Validate() error {
 		case len(c.External) > 0:
 		case f.v == "":
 			add(f.k, "is needed with %s", strings.Join(set, " and "))
-		case !filepath.IsAbs(f.v):
-			add(f.k, "must be an absolute path, got %q", f.v)
 		}
 	}
 	if c.SecretFile == "" {

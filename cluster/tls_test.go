@@ -329,7 +329,7 @@ func routeGreeting(t *testing.T, addr string, tc *tls.Config) string {
 	return line
 }
 
-// TestRouteTLSConfig: the three keys go together, need absolute paths and
+// TestRouteTLSConfig: the three keys go together and
 // do not apply with external; a file that is missing, not PEM, or holds a
 // certificate the peers would refuse, stops Start with an error naming it.
 func TestRouteTLSConfig(t *testing.T) {
@@ -347,7 +347,6 @@ func TestRouteTLSConfig(t *testing.T) {
 		{"cert only", func(c *Config) { c.TLSCert = "/c.pem" }, []string{"tls_key: is needed with tls_cert", "tls_ca: is needed with tls_cert"}},
 		{"ca only", func(c *Config) { c.TLSCA = "/ca.pem" }, []string{"tls_cert: is needed with tls_ca", "tls_key: is needed with tls_ca"}},
 		{"cert and key", func(c *Config) { c.TLSCert, c.TLSKey = "/c.pem", "/k.pem" }, []string{"tls_ca: is needed with tls_cert and tls_key"}},
-		{"relative", func(c *Config) { c.TLSCert, c.TLSKey, c.TLSCA = "c.pem", "/k.pem", "/ca.pem" }, []string{`tls_cert: must be an absolute path, got "c.pem"`}},
 		{"external", func(c *Config) { c.External = []string{"nats://h:4222"}; c.TLSCA = "/ca.pem" }, []string{"tls_ca: does not apply with external"}},
 	} {
 		c := valid()

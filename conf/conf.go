@@ -244,6 +244,7 @@ func Parse(file string, src []byte, trial bool) (*Config, error) {
 	if c.Cluster.Enabled {
 		c.Cluster.Defaults(c.Hostname)
 		c.Cluster.SecretFile = c.Path(c.Cluster.SecretFile)
+		c.Cluster.TLSCert, c.Cluster.TLSKey, c.Cluster.TLSCA = c.Path(c.Cluster.TLSCert), c.Path(c.Cluster.TLSKey), c.Path(c.Cluster.TLSCA)
 		errs = append(errs, tomlconf.FromValidation(file, src, "cluster", c.Cluster.Validate())...)
 	}
 	if len(errs) > 0 {
