@@ -60,14 +60,32 @@ func (n *Node) Admit(ctx context.Context, m *queue.Message) (Admission, error) {
 			return adm, nil
 		}
 	}
+	// A count taken for a message that is then refused (by a later
+	// limit, or for want of a quorum) is given back: the sender tries
+	// again, and must not find itself limited by messages never queued.
+	var taken []string
+	refund := func() {
+		rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		for _, k := range taken {
+			if err := n.rateGive(rctx, k); err != nil {
+				n.log.Warn().Err(err).Msg("cluster: a rate-limit count of a refused message not given back")
+			}
+		}
+	}
 	for _, rc := range m.Rate {
-		ok, err := n.rateTake(ctx, rc, now)
+		k, ok, err := n.rateTake(ctx, rc, now)
 		if err != nil {
+			refund()
 			return adm, err
 		}
 		if !ok {
+			refund()
 			adm.RateLimited = rc.Key
 			return adm, nil
+		}
+		if k != "" {
+			taken = append(taken, k)
 		}
 	}
 	if len(m.Items) > 0 {
@@ -78,6 +96,7 @@ func (n *Node) Admit(ctx context.Context, m *queue.Message) (Admission, error) {
 		}
 		msg := &nats.Msg{Subject: subjIntake + n.cfg.Node, Data: b}
 		if _, err := n.js.PublishMsg(ctx, msg, jetstream.WithMsgID(m.MsgID)); err != nil {
+			refund()
 			return adm, fmt.Errorf("%w: %v", errNoQuorum, err)
 		}
 		// Stored: from here on the message is queued whatever happens,
@@ -178,9 +197,9 @@ func (n *Node) Newer(ctx context.Context, it *queue.Item) (string, error) {
 
 // rateTake counts one message against rc's window for the whole cluster,
 // refusing it (false) when the window is full.
-func (n *Node) rateTake(ctx context.Context, rc queue.RateCheck, now time.Time) (bool, error) {
+func (n *Node) rateTake(ctx context.Context, rc queue.RateCheck, now time.Time) (key string, ok bool, err error) {
 	if rc.Window <= 0 || rc.Limit <= 0 {
-		return true, nil
+		return "", true, nil
 	}
 	win := now.UnixNano() / int64(rc.Window)
 	k := hashKey(rc.Key) + "." + strconv.FormatInt(win, 10)
@@ -188,24 +207,42 @@ func (n *Node) rateTake(ctx context.Context, rc queue.RateCheck, now time.Time) 
 		e, err := n.rate.Get(ctx, k)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			if _, err := n.rate.Create(ctx, k, []byte("1")); err == nil {
-				return true, nil
+				return k, true, nil
 			} else if !errors.Is(err, jetstream.ErrKeyExists) {
-				return false, fmt.Errorf("cluster: rate limit: %w", err)
+				return "", false, fmt.Errorf("cluster: rate limit: %w", err)
 			}
 			continue
 		}
 		if err != nil {
-			return false, fmt.Errorf("cluster: rate limit: %w", err)
+			return "", false, fmt.Errorf("cluster: rate limit: %w", err)
 		}
 		c, _ := strconv.Atoi(string(e.Value()))
 		if c >= rc.Limit {
-			return false, nil
+			return "", false, nil
 		}
 		if _, err := n.rate.Update(ctx, k, []byte(strconv.Itoa(c+1)), e.Revision()); err == nil {
-			return true, nil
+			return k, true, nil
 		}
 	}
-	return false, errors.New("cluster: rate limit: no agreement after 20 tries")
+	return "", false, errors.New("cluster: rate limit: no agreement after 20 tries")
+}
+
+// rateGive takes back one count of rate bucket key k.
+func (n *Node) rateGive(ctx context.Context, k string) error {
+	for range 20 {
+		e, err := n.rate.Get(ctx, k)
+		if err != nil {
+			return fmt.Errorf("cluster: rate limit: %w", err)
+		}
+		c, _ := strconv.Atoi(string(e.Value()))
+		if c <= 0 {
+			return nil
+		}
+		if _, err := n.rate.Update(ctx, k, []byte(strconv.Itoa(c-1)), e.Revision()); err == nil {
+			return nil
+		}
+	}
+	return errors.New("cluster: rate limit: no agreement after 20 tries")
 }
 
 // Done records that item id reached a final state here, so that no
@@ -217,6 +254,11 @@ func (n *Node) Done(id, state string) {
 	n.mu.Unlock()
 	n.kick()
 }
+
+// doneKey is the done record of an item node accepted (or, for an item
+// adopted from a dead node, that node): by node, so that an adoption
+// reads the dead node's records in one listing.
+func doneKey(node, id string) string { return node + "." + id }
 
 // flushDone stores the escalations and then the done records pending,
 // keeping what failed for the next flush.
@@ -236,7 +278,7 @@ func (n *Node) flushDone(ctx context.Context) {
 	n.mu.Unlock()
 	for id, state := range p {
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		_, err := n.done.Put(cctx, id, []byte(n.cfg.Node+" "+state))
+		_, err := n.done.Put(cctx, doneKey(n.cfg.Node, id), []byte(n.cfg.Node+" "+state))
 		cancel()
 		if err != nil {
 			n.mu.Lock()

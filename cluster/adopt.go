@@ -218,6 +218,13 @@ func (n *Node) adoptNode(ctx context.Context, node string, local Local) (int, er
 	if err != nil {
 		return 0, fmt.Errorf("cluster: read %s's intake: %w", node, err)
 	}
+	// The node's done records, in one listing: a look-up per item would
+	// cost a round trip for each message of the intake's retention.
+	started := time.Now()
+	done, err := n.doneOf(ctx, node)
+	if err != nil {
+		return 0, err
+	}
 	cons, err := n.js.OrderedConsumer(ctx, streamIntake, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{subjIntake + node}, DeliverPolicy: jetstream.DeliverAllPolicy,
 	})
@@ -246,10 +253,8 @@ func (n *Node) adoptNode(ctx context.Context, node string, local Local) (int, er
 			}
 			var todo []*queue.Item
 			for _, it := range rec.Items {
-				if _, err := n.done.Get(ctx, it.ID); err == nil {
+				if done[it.ID] {
 					continue
-				} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
-					return total, fmt.Errorf("cluster: done record of %s: %w", it.ID, err)
 				}
 				if has, err := local.Has(it.ID); err != nil {
 					return total, err
@@ -265,7 +270,7 @@ func (n *Node) adoptNode(ctx context.Context, node string, local Local) (int, er
 				return total, err
 			}
 			for _, it := range todo {
-				if _, err := n.done.Put(ctx, it.ID, []byte(n.cfg.Node+" adopted")); err != nil {
+				if _, err := n.done.Put(ctx, doneKey(node, it.ID), []byte(n.cfg.Node+" adopted")); err != nil {
 					return total, fmt.Errorf("cluster: mark %s adopted: %w", it.ID, err)
 				}
 			}
@@ -276,13 +281,29 @@ func (n *Node) adoptNode(ctx context.Context, node string, local Local) (int, er
 			return total, fmt.Errorf("cluster: read %s's intake: %w", node, err)
 		}
 	}
+	n.log.Info().Str("node", node).Uint64("intake_records", seen).Int("done_records", len(done)).Int("adopted", total).
+		Dur("took", time.Since(started)).Msg("read the node's intake")
 	return total, nil
+}
+
+// doneOf returns the items node (or its adopter) recorded done.
+func (n *Node) doneOf(ctx context.Context, node string) (map[string]bool, error) {
+	lister, err := n.done.ListKeysFiltered(ctx, node+".>")
+	if err != nil {
+		return nil, fmt.Errorf("cluster: %s's done records: %w", node, err)
+	}
+	done := map[string]bool{}
+	for k := range lister.Keys() {
+		done[strings.TrimPrefix(k, node+".")] = true
+	}
+	lister.Stop() // the listing has ended; it only unsubscribes
+	return done, nil
 }
 
 // AdoptedBy returns the node that adopted item id ("" if none): the
 // relay hands such an item over instead of delivering it.
 func (n *Node) AdoptedBy(ctx context.Context, id string) (string, error) {
-	e, err := n.done.Get(ctx, id)
+	e, err := n.done.Get(ctx, doneKey(n.cfg.Node, id))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return "", nil
 	}

@@ -242,6 +242,25 @@ func TestClusterRules(t *testing.T) {
 	if refused != 1 {
 		t.Errorf("rate limit 2 over three nodes: %d refused, want 1", refused)
 	}
+	// A message refused by its second limit gives its first count back:
+	// two more under a limit of 2 per hour on "a", after one refused by a
+	// full "b".
+	full := resetMsg(queue.NewMsgID(t0.Add(7*time.Second)), "rate2@dest.test", t0)
+	full.Rate = []queue.RateCheck{{Key: "b", Limit: 1, Window: time.Hour}}
+	if adm, err := b.Admit(ctx, full); err != nil || adm.RateLimited != "" {
+		t.Fatalf("first under b: %+v, %v", adm, err)
+	}
+	for i, want := range []string{"b", "", "", "a"} {
+		m := resetMsg(queue.NewMsgID(t0.Add(time.Duration(8+i)*time.Second)), "rate2@dest.test", t0)
+		m.Rate = []queue.RateCheck{{Key: "a", Limit: 2, Window: time.Hour}}
+		if i == 0 {
+			m.Rate = append(m.Rate, queue.RateCheck{Key: "b", Limit: 1, Window: time.Hour})
+		}
+		adm, err := tc.nodes[i%3].Admit(ctx, m)
+		if err != nil || adm.RateLimited != want {
+			t.Errorf("message %d: limited by %q, %v; want %q", i, adm.RateLimited, err, want)
+		}
+	}
 }
 
 // TestClusterAdoption: when a node stops, exactly one survivor queues the

@@ -1496,6 +1496,12 @@ func (q *Queue) ApplySuppression(s Suppression, removed bool, from string) error
 			if v == nil {
 				return nil
 			}
+			// An add here after the removal there (by the nodes' clocks)
+			// stands: the later change wins, as it does for two adds.
+			var cur Suppression
+			if jsonUnmarshal(v, &cur) == nil && !s.Time.IsZero() && cur.Time.After(s.Time) {
+				return nil
+			}
 			if err := tx.Delete(k); err != nil {
 				return err
 			}

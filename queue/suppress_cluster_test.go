@@ -44,4 +44,22 @@ func TestApplySuppression(t *testing.T) {
 	if len(shared) != 2 {
 		t.Errorf("local add and removal shared %v, want both", shared)
 	}
+	// A removal made elsewhere before a newer add here does not undo it;
+	// one made after it does.
+	t1 := time.Now()
+	if err := q.AddSuppression(Suppression{List: "bounce", Address: "again@dest.test", Reason: "5.1.1", Time: t1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.ApplySuppression(Suppression{List: "bounce", Address: "again@dest.test", By: "ops", Time: t1.Add(-30 * time.Second)}, true, "n2"); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := q.Suppressed("again@dest.test", []string{"bounce"}); len(got) != 1 {
+		t.Errorf("an older removal from n2 took off a newer local add: %+v", got)
+	}
+	if err := q.ApplySuppression(Suppression{List: "bounce", Address: "again@dest.test", By: "ops", Time: t1.Add(time.Second)}, true, "n2"); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := q.Suppressed("again@dest.test", []string{"bounce"}); len(got) != 0 {
+		t.Errorf("a newer removal from n2 left the address on: %+v", got)
+	}
 }
