@@ -225,6 +225,7 @@ func (n *Node) adoptNode(ctx context.Context, node string, local Local) (int, er
 	if err != nil {
 		return 0, err
 	}
+	listed := time.Since(started)
 	cons, err := n.js.OrderedConsumer(ctx, streamIntake, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{subjIntake + node}, DeliverPolicy: jetstream.DeliverAllPolicy,
 	})
@@ -282,7 +283,7 @@ func (n *Node) adoptNode(ctx context.Context, node string, local Local) (int, er
 		}
 	}
 	n.log.Info().Str("node", node).Uint64("intake_records", seen).Int("done_records", len(done)).Int("adopted", total).
-		Dur("took", time.Since(started)).Msg("read the node's intake")
+		Dur("listing_took", listed).Dur("took", time.Since(started)).Msg("read the node's intake")
 	return total, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -84,6 +85,15 @@ func TestAdoptionTime(t *testing.T) {
 	if got != len(open) {
 		t.Fatalf("adopted %d items, want %d", got, len(open))
 	}
+	queued := time.Now()
+	// The last marks are stored after the last item is queued.
+	if !waitUntil(time.Minute, func() bool {
+		st, err := tc.nodes[1].Status(ctx)
+		return err == nil && len(st.Adoptions) == 1 && strings.HasPrefix(st.Adoptions[0].State, "done ")
+	}) {
+		t.Fatal("the adoption was not recorded as finished within a minute")
+	}
+	t.Logf("adoption recorded finished %v after the last item was queued (LATCHKEY_TEST_LOG=info shows the reading's own time)", time.Since(queued).Round(time.Millisecond))
 	t.Logf("adoption of %d open items out of %d: %v after the death (claimed after %v, so reading took %v)",
 		got, total, time.Since(died).Round(time.Millisecond), claimed.Sub(died).Round(time.Millisecond), time.Since(claimed).Round(time.Millisecond))
 }

@@ -405,9 +405,15 @@ func TestClusterAdoption(t *testing.T) {
 	}
 }
 
-// testLog is silent unless LATCHKEY_TEST_LOG is set.
+// testLog is silent unless LATCHKEY_TEST_LOG is set (to info or warn for
+// JSON lines of that level, to anything else for every line).
 func testLog() zerolog.Logger {
-	if os.Getenv("LATCHKEY_TEST_LOG") != "" {
+	switch v := os.Getenv("LATCHKEY_TEST_LOG"); v {
+	case "":
+	case "info", "warn":
+		lvl, _ := zerolog.ParseLevel(v)
+		return zerolog.New(os.Stderr).Level(lvl).With().Timestamp().Logger()
+	default:
 		return zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr}).Level(zerolog.DebugLevel).With().Timestamp().Logger()
 	}
 	return zerolog.Nop()
