@@ -170,7 +170,8 @@ func (l clusterLocal) Adopt(rec *cluster.Record, items []*queue.Item, from strin
 		it.State, it.Attempts, it.Last, it.History, it.Due = "", 0, nil, nil, now
 		m.Items = append(m.Items, &it)
 		m.Events = append(m.Events, &audit.Event{Time: now, Type: audit.Adopted, QueueID: it.ID, MessageID: it.MessageID,
-			Class: it.Class, Recipient: it.Rcpt, Fields: map[string]string{"from_node": from}})
+			Class: it.Class, Recipient: it.Rcpt, Fields: map[string]string{"from_node": from,
+				"accepted": it.Accepted.UTC().Format(time.RFC3339Nano), "deadline": it.Deadline.UTC().Format(time.RFC3339)}})
 	}
 	if _, err := l.s.Queue.Enqueue(m); err != nil {
 		return fmt.Errorf("relay: adopt %s: %w", rec.MsgID, err)

@@ -285,6 +285,12 @@ func (l *Lifecycle) Record(txn *badger.Txn, ev *audit.Event) error {
 	if len(ev.QueueID) != 18 {
 		return nil // not one recipient's event
 	}
+	if ev.Type == audit.Dropped && ev.Fields["by"] == "cluster" {
+		// Handed over to the cluster node that adopted it while this one
+		// was down: that node reports the reset's fate. What this node
+		// had not sent is older, and would overwrite it.
+		return txn.Delete([]byte(lcDirty + ev.QueueID))
+	}
 	st, err := l.load(txn, ev.QueueID)
 	if err != nil {
 		return err
@@ -384,6 +390,31 @@ func (l *Lifecycle) apply(txn *badger.Txn, st *resetState, ev *audit.Event) bool
 			f[FieldStatus] = StatusAccepted
 		}
 		l.person(txn, ev.QueueID[:16], f)
+	case audit.Adopted:
+		// Cluster mode: this node took the reset over from a dead node,
+		// whose record holds what happened before. The adopter's record
+		// state starts here: identity and request time (for the delivery
+		// time), no status (the dead node's stands until this node's next).
+		if ev.Fields["escalation"] != "" {
+			return false
+		}
+		f[FieldLatchkeyID] = ev.QueueID
+		f[FieldMessageID] = ev.QueueID[:16]
+		if ev.MessageID != "" {
+			f[FieldMessageIDHeader] = clipRunes(ev.MessageID, 255)
+		}
+		if _, ok := f[FieldRecipient]; !ok {
+			f[FieldRecipient] = ev.Recipient
+		}
+		f[FieldClass] = ev.Class
+		if a, err := time.Parse(time.RFC3339Nano, ev.Fields["accepted"]); err == nil {
+			if _, ok := f[FieldRequestedAt]; !ok {
+				f[FieldRequestedAt] = sfTime(a)
+			}
+		}
+		if d, err := time.Parse(time.RFC3339, ev.Fields["deadline"]); err == nil {
+			f[FieldTokenExpiresAt] = sfTime(d)
+		}
 	case audit.Attempt:
 		once(FieldSentAt)
 		n, _ := f[FieldAttempts].(float64)

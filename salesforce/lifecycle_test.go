@@ -31,7 +31,13 @@ type lcEnv struct {
 
 func newLCEnv(t *testing.T, edit func(*salesforce.LifecycleConfig)) *lcEnv {
 	t.Helper()
-	sf := sftest.Start(t, sftest.Options{})
+	return newLCEnvOn(t, sftest.Start(t, sftest.Options{}), edit)
+}
+
+// newLCEnvOn is an lcEnv reporting to sf: several are the nodes of a
+// cluster reporting to one org.
+func newLCEnvOn(t *testing.T, sf *sftest.Server, edit func(*salesforce.LifecycleConfig)) *lcEnv {
+	t.Helper()
 	st, err := queue.OpenStore(t.TempDir(), zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
@@ -141,6 +147,44 @@ func TestLifecycleRecords(t *testing.T) {
 	}
 	if n := len(e.sf.Records(lcObj)); n != 2 {
 		t.Errorf("%d records after more events, want still 2", n)
+	}
+}
+
+// Cluster mode: a survivor adopts a reset from a dead node and delivers it;
+// its record keeps what the dead node reported and gets the delivery, and
+// the dead node, back, hands the item over (dropped by cluster) without
+// reporting it dropped over the adopter's delivery.
+func TestLifecycleAdoptedReset(t *testing.T) {
+	a := newLCEnv(t, nil)
+	b := newLCEnvOn(t, a.sf, nil)
+	t0 := time.Now().Add(-time.Minute).Truncate(time.Second)
+	id := a.newID()
+	a.events(id, queuedEv("jane@example.org", t0),
+		&audit.Event{Time: t0.Add(time.Second), Type: audit.Attempt, Recipient: "jane@example.org"},
+		&audit.Event{Time: t0.Add(2 * time.Second), Type: audit.Deferred, Recipient: "jane@example.org"})
+	a.settle()
+	b.events(id, &audit.Event{Time: t0.Add(20 * time.Second), Type: audit.Adopted, Recipient: "jane@example.org",
+		Fields: map[string]string{"from_node": "n1", "accepted": t0.UTC().Format(time.RFC3339Nano),
+			"deadline": t0.Add(30 * time.Minute).UTC().Format(time.RFC3339)}},
+		&audit.Event{Time: t0.Add(21 * time.Second), Type: audit.Attempt, Recipient: "jane@example.org"},
+		&audit.Event{Time: t0.Add(22 * time.Second), Type: audit.Delivered, Recipient: "jane@example.org"})
+	b.settle()
+	a.events(id, &audit.Event{Time: t0.Add(40 * time.Second), Type: audit.Dropped, Recipient: "jane@example.org",
+		Fields: map[string]string{"by": "cluster", "reason": "adopted by node n2 while this node was down; delivered there"}})
+	a.settle()
+	if n := len(a.sf.Records(lcObj)); n != 1 {
+		t.Fatalf("%d records, want 1", n)
+	}
+	ts := func(d time.Duration) string { return t0.Add(d).UTC().Format("2006-01-02T15:04:05.000Z") }
+	r := a.record(id)
+	for k, want := range map[string]any{"Status__c": "Delivered", "Recipient__c": "jane@example.org", "Class__c": "reset",
+		// Sent_At and Attempts are the adopter's: it does not know the
+		// dead node's attempts (documented).
+		"Requested_At__c": ts(0), "Sent_At__c": ts(21 * time.Second), "Attempts__c": 1.0, "Delivered_At__c": ts(22 * time.Second),
+		"Delivery_Seconds__c": 22.0, "Message_Id__c": id[:16], "Token_Expires_At__c": ts(30 * time.Minute)} {
+		if r[k] != want {
+			t.Errorf("adopted reset's record %s = %v, want %v", k, r[k], want)
+		}
 	}
 }
 
