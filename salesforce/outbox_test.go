@@ -277,3 +277,47 @@ func TestOutboxRetriesBounceFieldsWithoutSecondCase(t *testing.T) {
 		t.Errorf("%d cases, want 1", n)
 	}
 }
+
+// Cluster mode: an escalation another node took over is handed over, not
+// sent: done, naming the node, without a Case or OnDone; Add reports
+// whether an escalation was new.
+func TestOutboxHandOver(t *testing.T) {
+	fake := sftest.Start(t, sftest.Options{})
+	c := newClient(t, fake, nil)
+	db := openDB(t, t.TempDir())
+	var out outcomes
+	ob := salesforce.NewOutbox(db, c, out.opts())
+	e := escalation("esc-handed", "jane@example.com")
+	for i, want := range []bool{true, false} {
+		var added bool
+		err := db.Update(func(txn *badger.Txn) error {
+			var err error
+			added, err = ob.Add(txn, e)
+			return err
+		})
+		if err != nil || added != want {
+			t.Fatalf("Add #%d = %v, %v; want %v", i+1, added, err, want)
+		}
+	}
+	if err := ob.HandOver("esc-handed", "n2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := ob.HandOver("esc-handed", "n2"); err == nil {
+		t.Error("a second hand-over of an item no longer pending succeeded")
+	}
+	runOutbox(t, ob)
+	ob.Wake()
+	done, err := ob.List(salesforce.StateDone)
+	if err != nil || len(done) != 1 || done[0].HandedTo != "n2" || done[0].CaseID != "" {
+		t.Fatalf("done = %+v, %v; want esc-handed, handed to n2, no Case", done, err)
+	}
+	if p, d := ob.Stats(); p != 0 || d != 0 {
+		t.Errorf("Stats = %d, %d; want 0, 0", p, d)
+	}
+	if len(fake.Cases()) != 0 {
+		t.Errorf("a handed-over escalation opened a Case: %v", fake.Cases())
+	}
+	if _, ok := out.doneID("esc-handed"); ok {
+		t.Error("OnDone called for a handed-over escalation")
+	}
+}
