@@ -114,6 +114,10 @@ type peerBeat struct {
 	// heartbeats, not in time: during a stall of the whole cluster (a
 	// leader election) no heartbeat is stored, so nobody looks dead.
 	at int64
+	// fails counts adoption attempts failed in a row: while the streams
+	// the dead node led elect a new leader, every read fails, once per
+	// heartbeat, for seconds or more; only every 20th is logged.
+	fails int
 }
 
 // exitProcess is how Run stops the process (75, EX_TEMPFAIL: a service
@@ -175,7 +179,9 @@ func (n *Node) adoptDead(ctx context.Context, local Local, peers map[string]*pee
 		if _, err := n.adopt.Create(cctx, k, []byte("started "+n.cfg.Node)); err != nil {
 			continue // adopted already, by this node or another, or claimed back
 		}
-		n.log.Warn().Str("node", name).Str("incarnation", inc).Msg("no heartbeat: adopting the node's queue")
+		if p.fails == 0 {
+			n.log.Warn().Str("node", name).Str("incarnation", inc).Msg("no heartbeat: adopting the node's queue")
+		}
 		count, err := n.adoptNode(ctx, name, local)
 		var escs int
 		if err == nil {
@@ -183,7 +189,10 @@ func (n *Node) adoptDead(ctx context.Context, local Local, peers map[string]*pee
 		}
 		if err != nil {
 			// Released, so that this node or another tries again.
-			n.log.Error().Err(err).Str("node", name).Msg("adoption failed; will retry")
+			if p.fails%20 == 0 {
+				n.log.Error().Err(err).Str("node", name).Int("attempt", p.fails+1).Msg("adoption failed; will retry each heartbeat")
+			}
+			p.fails++
 			dctx, dcancel := context.WithTimeout(ctx, 5*time.Second)
 			n.adopt.Delete(dctx, k)
 			dcancel()
@@ -197,7 +206,8 @@ func (n *Node) adoptDead(ctx context.Context, local Local, peers map[string]*pee
 		if err != nil {
 			n.log.Error().Err(err).Str("node", name).Msg("cannot record the adoption as finished")
 		}
-		n.log.Warn().Str("node", name).Int("items", count).Int("escalations", escs).Msg("adopted the node's queue")
+		n.log.Warn().Str("node", name).Int("items", count).Int("escalations", escs).Int("attempts", p.fails+1).Msg("adopted the node's queue")
+		p.fails = 0
 	}
 }
 
