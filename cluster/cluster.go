@@ -421,21 +421,32 @@ func (n *Node) setup(ctx context.Context) error {
 	}
 	deadline := time.Now().Add(2 * time.Minute)
 	var last error
-	for time.Now().Before(deadline) {
-		last = func() error {
-			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	for attempt := 0; time.Now().Before(deadline); attempt++ {
+		// A short wait per call: a request sent while the cluster has no
+		// metadata leader yet is never answered, and what a call that
+		// timed out did on the server is kept for the next try. Measured
+		// forming the test's cluster (2 vCPU): a 30 s wait per attempt
+		// took 61-92 s, 5 s per attempt 11-57 s, 2 s per call 5-28 s.
+		wait := 2 * time.Second
+		if attempt >= 20 {
+			wait = 5 * time.Second // a slow network: let a call finish
+		}
+		call := func(f func(ctx context.Context) error) error {
+			cctx, cancel := context.WithTimeout(ctx, wait)
 			defer cancel()
-			if _, err := n.js.CreateOrUpdateStream(cctx, jetstream.StreamConfig{
-				Name: streamAudit, Subjects: []string{subjAudit + ">"}, Storage: jetstream.FileStorage,
-				Replicas: r, MaxAge: 400 * 24 * time.Hour,
-			}); err != nil {
-				return fmt.Errorf("stream %s: %w", streamAudit, err)
+			return f(cctx)
+		}
+		last = func() error {
+			streams := []jetstream.StreamConfig{
+				{Name: streamAudit, Subjects: []string{subjAudit + ">"}, Storage: jetstream.FileStorage,
+					Replicas: r, MaxAge: 400 * 24 * time.Hour},
+				{Name: streamIntake, Subjects: []string{subjIntake + ">"}, Storage: jetstream.FileStorage,
+					Replicas: r, MaxAge: n.cfg.Retention, Duplicates: 10 * time.Minute},
 			}
-			if _, err := n.js.CreateOrUpdateStream(cctx, jetstream.StreamConfig{
-				Name: streamIntake, Subjects: []string{subjIntake + ">"}, Storage: jetstream.FileStorage,
-				Replicas: r, MaxAge: n.cfg.Retention, Duplicates: 10 * time.Minute,
-			}); err != nil {
-				return fmt.Errorf("stream %s: %w", streamIntake, err)
+			for _, sc := range streams {
+				if err := call(func(ctx context.Context) error { _, err := n.js.CreateOrUpdateStream(ctx, sc); return err }); err != nil {
+					return fmt.Errorf("stream %s: %w", sc.Name, err)
+				}
 			}
 			for _, k := range kvs {
 				k.cfg.Replicas, k.cfg.Storage = r, jetstream.FileStorage
@@ -445,14 +456,17 @@ func (n *Node) setup(ctx context.Context) error {
 				// (a live node taken for dead), miss a newer reset or an
 				// item already done. Every node writes the same config,
 				// so nodes starting together agree.
-				if _, err := n.js.CreateOrUpdateStream(cctx, kvStream(k.cfg)); err != nil {
-					return fmt.Errorf("bucket %s: %w", k.cfg.Bucket, err)
-				}
-				kv, err := n.js.KeyValue(cctx, k.cfg.Bucket)
+				err := call(func(ctx context.Context) error {
+					if _, err := n.js.CreateOrUpdateStream(ctx, kvStream(k.cfg)); err != nil {
+						return err
+					}
+					kv, err := n.js.KeyValue(ctx, k.cfg.Bucket)
+					*k.dst = kv
+					return err
+				})
 				if err != nil {
 					return fmt.Errorf("bucket %s: %w", k.cfg.Bucket, err)
 				}
-				*k.dst = kv
 			}
 			return nil
 		}()

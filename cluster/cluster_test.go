@@ -54,6 +54,8 @@ func newTestCluster(t *testing.T) *testCluster {
 		tc.dirs = append(tc.dirs, filepath.Join(base, c.Node))
 	}
 	tc.nodes = make([]*Node, 3)
+	formed := time.Now()
+	defer func() { t.Logf("cluster formed in %v", time.Since(formed).Round(time.Millisecond)) }()
 	var wg sync.WaitGroup
 	errs := make([]error, 3)
 	for i := range 3 {
