@@ -38,6 +38,13 @@ func (s *Server) connectSalesforce() error {
 			s.recordCase(e, caseID, nil)
 			log.Info().Str("queue_id", e.QueueID).Str("case_id", caseID).Msg("Case opened")
 		},
+		OnRetry: func(e salesforce.Escalation) {
+			if s.Cluster != nil {
+				if payload, err := json.Marshal(e); err == nil {
+					s.Cluster.Escalated(e.ID, e.QueueID, payload)
+				}
+			}
+		},
 		OnDead: func(e salesforce.Escalation, caseID string, err error) {
 			if s.Cluster != nil {
 				// Dead letters stay on this node's disk, for an

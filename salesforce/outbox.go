@@ -100,6 +100,9 @@ type OutboxOptions struct {
 	// block for long.
 	OnDone func(e Escalation, caseID string)
 	OnDead func(e Escalation, caseID string, err error)
+	// OnRetry is called after Retry moved a dead escalation back to
+	// pending (the cluster shares it again).
+	OnRetry func(e Escalation)
 	// Log receives one line per failed attempt; nil means no logging.
 	Log *zerolog.Logger
 }
@@ -263,11 +266,13 @@ func (o *Outbox) Stats() (pending, dead int) {
 
 // Retry moves a dead item back to pending with a fresh attempt count.
 func (o *Outbox) Retry(id string) error {
+	var esc Escalation
 	err := o.db.Update(func(txn *badger.Txn) error {
 		it, err := getItem(txn, StateDead, id)
 		if err != nil {
 			return err
 		}
+		esc = it.Escalation
 		if err := txn.Delete(stateKey(StateDead, id)); err != nil {
 			return err
 		}
@@ -276,6 +281,9 @@ func (o *Outbox) Retry(id string) error {
 	})
 	if err != nil {
 		return fmt.Errorf("salesforce: outbox: retry %s: %w", id, err)
+	}
+	if o.opts.OnRetry != nil {
+		o.opts.OnRetry(esc)
 	}
 	o.Wake()
 	return nil

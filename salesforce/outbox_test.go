@@ -2,6 +2,7 @@ package salesforce_test
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -210,7 +211,10 @@ func TestOutboxDeadLetterAndRetry(t *testing.T) {
 	c := newClient(t, fake, func(cfg *salesforce.Config) { cfg.MaxAttempts = 3 })
 	db := openDB(t, t.TempDir())
 	var out outcomes
-	ob := salesforce.NewOutbox(db, c, out.opts())
+	opts := out.opts()
+	var retried []string
+	opts.OnRetry = func(e salesforce.Escalation) { retried = append(retried, e.ID) }
+	ob := salesforce.NewOutbox(db, c, opts)
 	fake.SetDown(true)
 	runOutbox(t, ob)
 	put(t, db, ob, escalation("esc-dead", "jane@example.com"))
@@ -228,6 +232,9 @@ func TestOutboxDeadLetterAndRetry(t *testing.T) {
 	fake.SetDown(false)
 	if err := ob.Retry("esc-dead"); err != nil {
 		t.Fatal(err)
+	}
+	if fmt.Sprint(retried) != "[esc-dead]" {
+		t.Errorf("OnRetry saw %v, want [esc-dead]", retried)
 	}
 	waitFor(t, "retried escalation done", func() bool { _, ok := out.doneID("esc-dead"); return ok })
 	if len(fake.Cases()) != 1 {
