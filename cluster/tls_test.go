@@ -299,8 +299,9 @@ func TestRouteTLS(t *testing.T) {
 		t.Errorf("the foreign node has routes to %d nodes, want none", got)
 	}
 	for i, n := range nodes {
-		if got := n.ns.NumRemotes(); got != 3 {
-			t.Errorf("node %d: routes to %d nodes, want 3 (the other two and the control)", i+1, got)
+		// The control's routes count on both ends, not at once.
+		if !waitUntil(15*time.Second, func() bool { return n.ns.NumRemotes() == 3 }) {
+			t.Errorf("node %d: routes to %d nodes, want 3 (the other two and the control)", i+1, n.ns.NumRemotes())
 		}
 	}
 	t.Logf("control joined, foreign node refused, in %v", time.Since(began).Round(time.Millisecond))
