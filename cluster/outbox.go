@@ -190,9 +190,6 @@ func (n *Node) EscalationAdoptedBy(ctx context.Context, id, queueID string) (str
 	return n.AdoptedBy(ctx, queueID)
 }
 
-// HandedOverEscalation removes the record of an escalation handed over.
-func (n *Node) HandedOverEscalation(id string) { n.EscalationFinished(id) }
-
 // escalationsWaiting counts the escalations stored per node that no
 // survivor took over.
 func (n *Node) escalationsWaiting(ctx context.Context) (map[string]int, error) {

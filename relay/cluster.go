@@ -80,7 +80,7 @@ func (s *Server) shareEscalations(ctx context.Context, adopted bool) error {
 				if err := s.Outbox.HandOver(it.ID, by); err != nil {
 					return err
 				}
-				s.Cluster.HandedOverEscalation(it.ID)
+				s.Cluster.EscalationFinished(it.ID) // the cluster's record of it goes
 				s.log.Warn().Str("escalation", it.ID).Str("queue_id", it.QueueID).Str("adopted_by", by).
 					Msg("cluster: escalation handed over to the node that took it over while this one was down")
 				continue
