@@ -262,7 +262,7 @@ func (n *Node) adoptNode(ctx context.Context, node string, local Local) (int, er
 				n.log.Error().Err(err).Str("node", node).Msg("unreadable intake record skipped")
 				continue
 			}
-			var todo []*queue.Item
+			var todo, had []*queue.Item
 			for _, it := range rec.Items {
 				if done[it.ID] {
 					continue
@@ -270,17 +270,20 @@ func (n *Node) adoptNode(ctx context.Context, node string, local Local) (int, er
 				if has, err := local.Has(it.ID); err != nil {
 					return total, err
 				} else if has {
+					// Queued here by an attempt that failed before
+					// marking it: mark it now, or the node, back,
+					// would deliver it too.
+					had = append(had, it)
 					continue
 				}
 				todo = append(todo, it)
 			}
-			if len(todo) == 0 {
-				continue
+			if len(todo) > 0 {
+				if err := local.Adopt(&rec, todo, node); err != nil {
+					return total, err
+				}
 			}
-			if err := local.Adopt(&rec, todo, node); err != nil {
-				return total, err
-			}
-			for _, it := range todo {
+			for _, it := range append(had, todo...) {
 				if _, err := n.done.Put(ctx, doneKey(node, it.ID), []byte(n.cfg.Node+" adopted")); err != nil {
 					return total, fmt.Errorf("cluster: mark %s adopted: %w", it.ID, err)
 				}
