@@ -24,7 +24,14 @@ func TestBackupDeliveryRecordsPrimaryBounce(t *testing.T) {
 	if r := sf.Get(contact); !strings.Contains(fmt.Sprint(r["EmailBouncedReason"]), "5.1.1") {
 		t.Errorf("Contact: %v", r)
 	}
-	if it := itemState(e, queue.ItemID(id, 0)); it == nil || it.State != queue.StateDelivered || it.Rcpt != "jane.home@backup.test" {
+	// The record-only escalation is committed with the switch to the backup,
+	// so Salesforce can hear of it before the backup delivery commits.
+	delivered := func() bool {
+		it := itemState(e, queue.ItemID(id, 0))
+		return it != nil && it.State == queue.StateDelivered
+	}
+	waitFor(t, "the reset delivered", 10*time.Second, delivered)
+	if it := itemState(e, queue.ItemID(id, 0)); it.Rcpt != "jane.home@backup.test" {
 		t.Errorf("item %+v, want delivered to the backup", it)
 	}
 	time.Sleep(200 * time.Millisecond)
