@@ -5,7 +5,9 @@
 package acmetest
 
 import (
+	"bytes"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"io"
 	"log"
@@ -14,8 +16,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/letsencrypt/pebble/v2/ca"
 	"github.com/letsencrypt/pebble/v2/db"
@@ -35,6 +39,8 @@ type Server struct {
 
 	ca      *ca.CAImpl
 	refuse  atomic.Bool
+	mu      sync.Mutex
+	authzs  []string     // IDs of the authorisations of the orders so far
 	Orders  atomic.Int64 // new-order requests seen
 	Refused atomic.Int64 // of which refused
 }
@@ -53,11 +59,14 @@ type Options struct {
 }
 
 // Start runs Pebble until the test ends. It sets Pebble's environment for a
-// deterministic run: no random validation sleeps, no bad-nonce rejections,
-// and no reuse of valid authorisations (so every order is validated anew).
+// deterministic run: no random validation sleeps and no bad-nonce
+// rejections. Every order is validated anew: Pebble is told to reuse valid
+// authorisations always, and the server expires them before each new order
+// (PEBBLE_AUTHZREUSE=0 still reuses 1% of the time), so a test whose
+// challenge must fail fails on every run, not on 99 of 100.
 func Start(t testing.TB, o Options) *Server {
 	t.Helper()
-	for k, v := range map[string]string{"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0", "PEBBLE_AUTHZREUSE": "0"} {
+	for k, v := range map[string]string{"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0", "PEBBLE_AUTHZREUSE": "100"} {
 		t.Setenv(k, v)
 	}
 	logger := log.New(io.Discard, "", 0)
@@ -85,6 +94,14 @@ func Start(t testing.TB, o Options) *Server {
 				return
 			}
 		}
+		if strings.HasSuffix(r.URL.Path, "/order-plz") && r.Method == http.MethodPost {
+			// See Start: no earlier authorisation may be reused.
+			s.expireAuthorizations(store)
+			rec := &captureWriter{ResponseWriter: rw}
+			h.ServeHTTP(rec, r)
+			s.noteAuthorizations(rec.body.Bytes())
+			return
+		}
 		h.ServeHTTP(rw, r)
 	}))
 	srv.StartTLS()
@@ -103,3 +120,43 @@ func Start(t testing.TB, o Options) *Server {
 // Refuse makes new orders fail with a rate-limit problem (on) or succeed
 // again (off).
 func (s *Server) Refuse(on bool) { s.refuse.Store(on) }
+
+// captureWriter keeps a copy of the response body.
+type captureWriter struct {
+	http.ResponseWriter
+	body bytes.Buffer
+}
+
+func (c *captureWriter) Write(p []byte) (int, error) {
+	c.body.Write(p)
+	return c.ResponseWriter.Write(p)
+}
+
+// noteAuthorizations records the authorisation IDs of a new order.
+func (s *Server) noteAuthorizations(body []byte) {
+	var order struct {
+		Authorizations []string `json:"authorizations"`
+	}
+	if json.Unmarshal(body, &order) != nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, u := range order.Authorizations {
+		s.authzs = append(s.authzs, u[strings.LastIndex(u, "/")+1:])
+	}
+}
+
+// expireAuthorizations makes every authorisation seen so far expired, so
+// that Pebble cannot reuse it for a new order.
+func (s *Server) expireAuthorizations(store *db.MemoryStore) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, id := range s.authzs {
+		if a := store.GetAuthorizationByID(id); a != nil {
+			a.Lock()
+			a.ExpiresDate = time.Now().Add(-time.Minute)
+			a.Unlock()
+		}
+	}
+}
