@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -142,11 +141,9 @@ func (n *Node) adoptedAlive(ctx context.Context) bool {
 func (n *Node) adoptDead(ctx context.Context, local Local, peers map[string]*peerBeat) {
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	names, err := n.members.Keys(cctx)
+	names, err := listKeys(cctx, n.members, "")
 	if err != nil {
-		if !errors.Is(err, jetstream.ErrNoKeysFound) {
-			n.log.Warn().Err(err).Msg("cannot list cluster members")
-		}
+		n.log.Warn().Err(err).Msg("cannot list cluster members")
 		return
 	}
 	for _, name := range names {
@@ -302,15 +299,14 @@ func (n *Node) adoptNode(ctx context.Context, node string, local Local) (int, er
 
 // doneOf returns the items node (or its adopter) recorded done.
 func (n *Node) doneOf(ctx context.Context, node string) (map[string]bool, error) {
-	lister, err := n.done.ListKeysFiltered(ctx, node+".>")
+	keys, err := listKeys(ctx, n.done, node+".>")
 	if err != nil {
 		return nil, fmt.Errorf("cluster: %s's done records: %w", node, err)
 	}
-	done := map[string]bool{}
-	for k := range lister.Keys() {
+	done := make(map[string]bool, len(keys))
+	for _, k := range keys {
 		done[strings.TrimPrefix(k, node+".")] = true
 	}
-	lister.Stop() // the listing has ended; it only unsubscribes
 	return done, nil
 }
 
@@ -386,11 +382,10 @@ type AdoptedStatus struct {
 // Status reads the cluster's state.
 func (n *Node) Status(ctx context.Context) (*Status, error) {
 	st := &Status{Node: n.cfg.Node, Incarnation: n.incarnation, Stats: n.Stats()}
-	names, err := n.members.Keys(ctx)
-	if err != nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
+	names, err := listKeys(ctx, n.members, "")
+	if err != nil {
 		return nil, fmt.Errorf("cluster: members: %w", err)
 	}
-	sort.Strings(names)
 	for _, name := range names {
 		m, err := n.members.Get(ctx, name)
 		if err != nil {
@@ -418,12 +413,13 @@ func (n *Node) Status(ctx context.Context) (*Status, error) {
 			st.Intake = &ReplicaStatus{Err: err.Error()}
 		}
 	}
-	if keys, err := n.adopt.Keys(ctx); err == nil {
-		sort.Strings(keys)
-		for _, k := range keys {
-			if e, err := n.adopt.Get(ctx, k); err == nil && string(e.Value()) != "self" {
-				st.Adoptions = append(st.Adoptions, AdoptedStatus{Node: k, State: string(e.Value())})
-			}
+	keys, err := listKeys(ctx, n.adopt, "")
+	if err != nil {
+		return nil, fmt.Errorf("cluster: adoptions: %w", err)
+	}
+	for _, k := range keys {
+		if e, err := n.adopt.Get(ctx, k); err == nil && string(e.Value()) != "self" {
+			st.Adoptions = append(st.Adoptions, AdoptedStatus{Node: k, State: string(e.Value())})
 		}
 	}
 	if st.Escalations, err = n.escalationsWaiting(ctx); err != nil {

@@ -131,15 +131,10 @@ func (n *Node) flushEscalations(ctx context.Context) map[string]bool {
 // put in this node's outbox, re-keyed under this node, and marked adopted
 // under the dead node's name.
 func (n *Node) adoptEscalations(ctx context.Context, node string, local Local) (int, error) {
-	lister, err := n.outbox.ListKeysFiltered(ctx, node+".>")
+	keys, err := listKeys(ctx, n.outbox, node+".>")
 	if err != nil {
 		return 0, fmt.Errorf("cluster: %s's escalations: %w", node, err)
 	}
-	var keys []string
-	for k := range lister.Keys() {
-		keys = append(keys, k)
-	}
-	lister.Stop() // the listing has ended; it only unsubscribes
 	taken := 0
 	for _, k := range keys {
 		e, err := n.outbox.Get(ctx, k)
@@ -193,10 +188,7 @@ func (n *Node) EscalationAdoptedBy(ctx context.Context, id, queueID string) (str
 // escalationsWaiting counts the escalations stored per node that no
 // survivor took over.
 func (n *Node) escalationsWaiting(ctx context.Context) (map[string]int, error) {
-	keys, err := n.outbox.Keys(ctx)
-	if errors.Is(err, jetstream.ErrNoKeysFound) {
-		return map[string]int{}, nil
-	}
+	keys, err := listKeys(ctx, n.outbox, "")
 	if err != nil {
 		return nil, err
 	}
