@@ -95,8 +95,15 @@ func (n *Node) Admit(ctx context.Context, m *queue.Message) (Admission, error) {
 			return adm, fmt.Errorf("cluster: %w", err)
 		}
 		msg := &nats.Msg{Subject: subjIntake + n.cfg.Node, Data: b}
-		if _, err := n.js.PublishMsg(ctx, msg, jetstream.WithMsgID(m.MsgID)); err != nil {
+		if err := n.publish(ctx, msg, m.MsgID); err != nil {
 			refund()
+			// A publish that timed out may still have been stored. The
+			// client hears 451 and sends again, so a survivor adopting
+			// this node must not deliver this copy too: it is recorded
+			// done, as refused.
+			for _, it := range m.Items {
+				n.Done(it.ID, "refused")
+			}
 			return adm, fmt.Errorf("%w: %v", errNoQuorum, err)
 		}
 		// Stored: from here on the message is queued whatever happens,
@@ -243,6 +250,14 @@ func (n *Node) rateGive(ctx context.Context, k string) error {
 		}
 	}
 	return errors.New("cluster: rate limit: no agreement after 20 tries")
+}
+
+func (n *Node) publish(ctx context.Context, msg *nats.Msg, msgID string) error {
+	if n.publishIntake != nil {
+		return n.publishIntake(ctx, msg, msgID)
+	}
+	_, err := n.js.PublishMsg(ctx, msg, jetstream.WithMsgID(msgID))
+	return err
 }
 
 // Done records that item id reached a final state here, so that no

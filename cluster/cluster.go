@@ -198,6 +198,10 @@ type Node struct {
 
 	beats atomic.Int64 // heartbeats stored by this run
 
+	// publishIntake stores an accepted message in the intake stream
+	// (a test makes it time out after storing).
+	publishIntake func(ctx context.Context, msg *nats.Msg, msgID string) error
+
 	mu      sync.Mutex
 	pending map[string]string // item id → state: done records not yet stored
 	escs    map[string]*escOp // escalation id → change not yet stored

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/latchkey/latchkey/queue"
@@ -287,6 +289,18 @@ func TestClusterAdoption(t *testing.T) {
 			want = append(want, m.Items[0].ID)
 		}
 	}
+	// A publish stored in the intake that timed out all the same: the
+	// client heard 451 and sends again, so no survivor may deliver it.
+	a.publishIntake = func(ctx context.Context, msg *nats.Msg, id string) error {
+		if _, err := a.js.PublishMsg(ctx, msg, jetstream.WithMsgID(id)); err != nil {
+			return err
+		}
+		return context.DeadlineExceeded
+	}
+	if _, err := a.Admit(ctx, resetMsg(queue.NewMsgID(t0.Add(time.Second)), "timeout@dest.test", t0)); !errors.Is(err, errNoQuorum) {
+		t.Fatalf("admission whose publish timed out: %v, want errNoQuorum", err)
+	}
+	a.publishIntake = nil
 	// Escalations: one sent before the node died (finished), one left
 	// unsent, whose item is done; one finished before it was even shared.
 	a.Escalated("esc-sent", want[0], []byte(`{"ID":"esc-sent"}`))
