@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/latchkey/latchkey/queue"
@@ -173,7 +174,7 @@ func (n *Node) adoptDead(ctx context.Context, local Local, peers map[string]*pee
 			continue
 		}
 		k := adoptKey(name, inc)
-		if _, err := n.adopt.Create(cctx, k, []byte("started "+n.cfg.Node)); err != nil {
+		if _, err := n.adopt.Create(cctx, k, n.claim()); err != nil && !n.takeOverClaim(cctx, k, name) {
 			continue // adopted already, by this node or another, or claimed back
 		}
 		if p.fails == 0 {
@@ -206,6 +207,71 @@ func (n *Node) adoptDead(ctx context.Context, local Local, peers map[string]*pee
 		n.log.Warn().Str("node", name).Int("items", count).Int("escalations", escs).Int("attempts", p.fails+1).Msg("adopted the node's queue")
 		p.fails = 0
 	}
+}
+
+// claim is the adoption record of an adoption this run is working on.
+func (n *Node) claim() []byte { return []byte("started " + n.cfg.Node + " " + n.incarnation) }
+
+// takeOverClaim takes over the adoption record k of node when the
+// adoption it names was started by a run that is gone (it died, or
+// restarted, before finishing): without that, the rest of node's queue
+// would wait for node's return, and node, back, for an adoption nobody
+// finishes.
+func (n *Node) takeOverClaim(ctx context.Context, k, node string) bool {
+	e, err := n.adopt.Get(ctx, k)
+	if err != nil {
+		return false
+	}
+	who, inc, ok := startedBy(string(e.Value()))
+	if !ok {
+		return false
+	}
+	if who == n.cfg.Node && inc == n.incarnation {
+		return true // this run's own claim, left by a failed release
+	}
+	if !n.runGone(ctx, who, inc) {
+		return false
+	}
+	if _, err := n.adopt.Update(ctx, k, n.claim(), e.Revision()); err != nil {
+		return false // another survivor took it over first
+	}
+	n.log.Warn().Str("node", node).Str("started_by", who).Msg("taking over an adoption its survivor did not finish")
+	return true
+}
+
+// startedBy parses "started <node> <incarnation>" (the incarnation is
+// missing in records of older versions).
+func startedBy(v string) (node, inc string, ok bool) {
+	rest, ok := strings.CutPrefix(v, "started ")
+	if !ok {
+		return "", "", false
+	}
+	node, inc, _ = strings.Cut(rest, " ")
+	return node, inc, node != ""
+}
+
+// runGone reports whether incarnation inc of node has stopped: the node
+// runs another incarnation now, or its heartbeat is older than twice
+// dead_after (twice: a live node's stall must not be taken for a death;
+// two survivors adopting at once cost duplicates, not losses).
+func (n *Node) runGone(ctx context.Context, node, inc string) bool {
+	m, err := n.members.Get(ctx, node)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return true
+	case err != nil:
+		return false
+	case inc != "" && string(m.Value()) != inc:
+		return true
+	}
+	a, err := n.alive.Get(ctx, node)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return true
+	case err != nil:
+		return false
+	}
+	return string(a.Value()) != string(m.Value()) || time.Since(a.Created()) > 2*n.cfg.DeadAfter
 }
 
 // adoptNode queues here every item of node's intake that is recorded done
@@ -276,6 +342,12 @@ func (n *Node) adoptNode(ctx context.Context, node string, local Local) (int, er
 				todo = append(todo, it)
 			}
 			if len(todo) > 0 {
+				// In this node's intake first: should this node die too
+				// before delivering them, a third node adopts them from
+				// there.
+				if err := n.republish(ctx, &rec, todo); err != nil {
+					return total, err
+				}
 				if err := local.Adopt(&rec, todo, node); err != nil {
 					return total, err
 				}
@@ -295,6 +367,21 @@ func (n *Node) adoptNode(ctx context.Context, node string, local Local) (int, er
 	n.log.Info().Str("node", node).Uint64("intake_records", seen).Int("done_records", len(done)).Int("adopted", total).
 		Dur("listing_took", listed).Dur("took", time.Since(started)).Msg("read the node's intake")
 	return total, nil
+}
+
+// republish stores items adopted from rec in this node's intake.
+func (n *Node) republish(ctx context.Context, rec *Record, items []*queue.Item) error {
+	b, err := json.Marshal(Record{Node: n.cfg.Node, MsgID: rec.MsgID, Body: rec.Body, Items: items, LinkDigests: rec.LinkDigests})
+	if err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	msg := &nats.Msg{Subject: subjIntake + n.cfg.Node, Data: b}
+	// Its own message id: the original's is still in the stream's
+	// duplicate window when the adoption follows the death closely.
+	if err := n.publish(ctx, msg, n.cfg.Node+".adopted."+rec.MsgID); err != nil {
+		return fmt.Errorf("cluster: store adopted %s in this node's intake: %w", rec.MsgID, err)
+	}
+	return nil
 }
 
 // doneOf returns the items node (or its adopter) recorded done.

@@ -557,7 +557,22 @@ func (n *Node) PreviousAdopted(ctx context.Context) (by string, err error) {
 		case strings.HasPrefix(v, "done "):
 			return strings.TrimPrefix(v, "done "), nil
 		}
-		// "started <node>": wait for the survivor to finish queueing.
+		// "started <node> <incarnation>": wait for the survivor to finish
+		// queueing, unless that survivor's run is gone too. Then this
+		// node takes its queue back: what the survivor marked adopted is
+		// handed over item by item, the rest is delivered here.
+		if who, inc, ok := startedBy(v); ok {
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			gone := n.runGone(cctx, who, inc)
+			if gone {
+				_, err = n.adopt.Update(cctx, k, []byte("done "+who), e.Revision())
+			}
+			cancel()
+			if gone && err == nil {
+				n.log.Warn().Str("started_by", who).Msg("the survivor adopting this node's previous run is gone; taking the rest of the queue back")
+				return who, nil
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return "", ctx.Err()

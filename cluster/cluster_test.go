@@ -497,3 +497,113 @@ func TestExternalMode(t *testing.T) {
 		t.Errorf("status from the external node: %+v, %v", st, err)
 	}
 }
+
+// TestClusterSecondDeath: n1 dies and a survivor adopts its queue, taking
+// over an adoption record that a run gone before it left. n1 comes back;
+// then the survivor dies too before delivering what it adopted, and the
+// third node adopts those items from the survivor's intake.
+func TestClusterSecondDeath(t *testing.T) {
+	exited := make(chan string, 3)
+	exitProcess = func() { exited <- "exit" }
+	defer func() { exitProcess = func() { os.Exit(75) } }()
+	tc := newTestCluster(t)
+	ctx := context.Background()
+	t0 := time.Now()
+	var want []string
+	for i := range 10 {
+		m := resetMsg(queue.NewMsgID(t0.Add(time.Duration(i)*time.Millisecond)), fmt.Sprintf("s%d@dest.test", i), t0)
+		if _, err := tc.nodes[0].Admit(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, m.Items[0].ID)
+	}
+	sort.Strings(want)
+	// A claim on n1's run by an earlier run of n3, which died adopting.
+	stale := "started n3 0000dead0000"
+	if _, err := tc.nodes[0].adopt.Create(ctx, adoptKey("n1", tc.nodes[0].incarnation), []byte(stale)); err != nil {
+		t.Fatal(err)
+	}
+	locals := map[string]*fakeLocal{"n1": newFakeLocal(), "n2": newFakeLocal(), "n3": newFakeLocal()}
+	stops := map[string]func(){}
+	run := func(i int) {
+		n := tc.nodes[i]
+		rctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); n.Run(rctx, locals[n.Name()]) }()
+		stops[n.Name()] = func() { cancel(); <-done; n.Close(); tc.nodes[i] = nil }
+		t.Cleanup(func() { cancel(); <-done })
+	}
+	run(1)
+	run(2)
+	tc.nodes[0].Close()
+	tc.nodes[0] = nil
+
+	// adopterOf waits until one of nodes holds want, and returns it.
+	adopterOf := func(nodes ...string) string {
+		t.Helper()
+		var who string
+		if !waitUntil(45*time.Second, func() bool {
+			for _, name := range nodes {
+				l := locals[name]
+				l.mu.Lock()
+				got := append([]string(nil), l.adopted...)
+				l.mu.Unlock()
+				sort.Strings(got)
+				if slices.Equal(got, want) {
+					who = name
+					return true
+				}
+			}
+			return false
+		}) {
+			t.Fatalf("no node of %v adopted the 10 items: n1 %d, n2 %d, n3 %d", nodes,
+				len(locals["n1"].list()), len(locals["n2"].list()), len(locals["n3"].list()))
+		}
+		return who
+	}
+	first := adopterOf("n2", "n3")
+	var err error
+	if tc.nodes[0], err = tc.start(0); err != nil {
+		t.Fatal(err)
+	}
+	pctx, pcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer pcancel()
+	if by, err := tc.nodes[0].PreviousAdopted(pctx); err != nil || by != first {
+		t.Fatalf("n1's previous run adopted by %q, %v; want %s", by, err, first)
+	}
+	run(0)
+	third := map[string]string{"n2": "n3", "n3": "n2"}[first]
+	stops[first]()
+	second := adopterOf("n1", third)
+	for name, l := range locals {
+		if name != first && name != second && len(l.list()) != 0 {
+			t.Errorf("%s adopted %d items too", name, len(l.list()))
+		}
+	}
+	l := locals[second]
+	l.mu.Lock()
+	for _, id := range want {
+		if f := l.from[id]; f != first {
+			t.Errorf("%s adopted %s from %q, want %s", second, id, f, first)
+		}
+	}
+	l.mu.Unlock()
+	select {
+	case <-exited:
+		t.Error("a live node found itself adopted")
+	default:
+	}
+	// A node coming back to an adoption whose survivor is gone takes
+	// the rest of its queue back instead of waiting for ever.
+	n1 := tc.nodes[0]
+	prevKey := adoptKey("n1", n1.prev)
+	if _, err := n1.adopt.Put(ctx, prevKey, []byte("started n9 0000dead0000")); err != nil {
+		t.Fatal(err)
+	}
+	if by, err := n1.PreviousAdopted(pctx); err != nil || by != "n9" {
+		t.Errorf("previous run's adoption by a gone survivor: %q, %v; want n9", by, err)
+	}
+	if e, err := n1.adopt.Get(ctx, prevKey); err != nil || string(e.Value()) != "done n9" {
+		t.Errorf("adoption record after taking the queue back: %v", err)
+	}
+}
