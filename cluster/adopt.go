@@ -274,23 +274,10 @@ func (n *Node) runGone(ctx context.Context, node, inc string) bool {
 	return string(a.Value()) != string(m.Value()) || time.Since(a.Created()) > 2*n.cfg.DeadAfter
 }
 
-// adoptNode queues here every item of node's intake that is recorded done
-// nowhere and not queued here already, and marks each one adopted.
+// adoptNode queues here every item of node's intake, and of the items it
+// had adopted itself, that is recorded done nowhere and not queued here
+// already, and marks each one adopted.
 func (n *Node) adoptNode(ctx context.Context, node string, local Local) (int, error) {
-	// The last message the node stored, asked of the stream's leader:
-	// reading stops there, not at the first empty fetch, which a stream
-	// still electing a leader after the node's death also gives.
-	stream, err := n.js.Stream(ctx, streamIntake)
-	if err != nil {
-		return 0, fmt.Errorf("cluster: read %s's intake: %w", node, err)
-	}
-	last, err := stream.GetLastMsgForSubject(ctx, subjIntake+node)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, fmt.Errorf("cluster: read %s's intake: %w", node, err)
-	}
 	// The node's done records, in one listing: a look-up per item would
 	// cost a round trip for each message of the intake's retention.
 	started := time.Now()
@@ -299,87 +286,153 @@ func (n *Node) adoptNode(ctx context.Context, node string, local Local) (int, er
 		return 0, err
 	}
 	listed := time.Since(started)
-	cons, err := n.js.OrderedConsumer(ctx, streamIntake, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{subjIntake + node}, DeliverPolicy: jetstream.DeliverAllPolicy,
+	total := 0
+	for _, src := range []struct{ stream, subject string }{
+		{streamIntake, subjIntake + node},
+		{streamAdopted, subjAdopted + node},
+	} {
+		count, seen, err := n.adoptFrom(ctx, src.stream, src.subject, node, done, local)
+		total += count
+		if err != nil {
+			return total, err
+		}
+		n.log.Info().Str("node", node).Str("subject", src.subject).Uint64("records", seen).Int("done_records", len(done)).
+			Int("adopted", count).Dur("listing_took", listed).Dur("took", time.Since(started)).Msg("read the node's intake")
+	}
+	return total, nil
+}
+
+// adoptFrom reads subject (node's intake, or the items node adopted) up to
+// its last record, and adopts what is not done.
+func (n *Node) adoptFrom(ctx context.Context, streamName, subject, node string, done map[string]bool, local Local) (int, uint64, error) {
+	fail := func(err error) error { return fmt.Errorf("cluster: read %s: %w", subject, err) }
+	// The last message stored, asked of the stream's leader: reading
+	// stops there, not at the first empty fetch, which a stream still
+	// electing a leader after the node's death also gives.
+	stream, err := n.js.Stream(ctx, streamName)
+	if err != nil {
+		return 0, 0, fail(err)
+	}
+	last, err := stream.GetLastMsgForSubject(ctx, subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, 0, nil
+	}
+	if err != nil {
+		return 0, 0, fail(err)
+	}
+	cons, err := n.js.OrderedConsumer(ctx, streamName, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{subject}, DeliverPolicy: jetstream.DeliverAllPolicy,
 	})
 	if err != nil {
-		return 0, fmt.Errorf("cluster: read %s's intake: %w", node, err)
+		return 0, 0, fail(err)
 	}
 	total := 0
 	var seen uint64
 	deadline := time.Now().Add(2 * time.Minute)
 	for seen < last.Sequence {
 		if time.Now().After(deadline) {
-			return total, fmt.Errorf("cluster: read %s's intake: at sequence %d of %d after 2 minutes", node, seen, last.Sequence)
+			return total, seen, fail(fmt.Errorf("at sequence %d of %d after 2 minutes", seen, last.Sequence))
 		}
 		batch, err := cons.Fetch(256, jetstream.FetchMaxWait(time.Second))
 		if err != nil {
-			return total, fmt.Errorf("cluster: read %s's intake: %w", node, err)
+			return total, seen, fail(err)
 		}
+		var work []adoptWork
 		for msg := range batch.Messages() {
 			if md, err := msg.Metadata(); err == nil {
 				seen = md.Sequence.Stream
 			}
 			var rec Record
 			if err := json.Unmarshal(msg.Data(), &rec); err != nil {
-				n.log.Error().Err(err).Str("node", node).Msg("unreadable intake record skipped")
+				n.log.Error().Err(err).Str("subject", subject).Msg("unreadable intake record skipped")
 				continue
 			}
-			var todo, had []*queue.Item
+			w := adoptWork{rec: &rec}
 			for _, it := range rec.Items {
 				if done[it.ID] {
 					continue
 				}
 				if has, err := local.Has(it.ID); err != nil {
-					return total, err
+					return total, seen, err
 				} else if has {
 					// Queued here by an attempt that failed before
 					// marking it: mark it now, or the node, back,
 					// would deliver it too.
-					had = append(had, it)
+					w.had = append(w.had, it)
 					continue
 				}
-				todo = append(todo, it)
+				w.todo = append(w.todo, it)
 			}
-			if len(todo) > 0 {
-				// In this node's intake first: should this node die too
-				// before delivering them, a third node adopts them from
-				// there.
-				if err := n.republish(ctx, &rec, todo); err != nil {
-					return total, err
-				}
-				if err := local.Adopt(&rec, todo, node); err != nil {
-					return total, err
+			if len(w.todo)+len(w.had) > 0 {
+				work = append(work, w)
+			}
+		}
+		// Stored as adopted here first: should this node die too before
+		// delivering them, a third node adopts them from there.
+		if err := n.storeAdopted(ctx, work); err != nil {
+			return total, seen, err
+		}
+		for _, w := range work {
+			if len(w.todo) > 0 {
+				if err := local.Adopt(w.rec, w.todo, node); err != nil {
+					return total, seen, err
 				}
 			}
-			for _, it := range append(had, todo...) {
+			for _, it := range append(w.had, w.todo...) {
 				if _, err := n.done.Put(ctx, doneKey(node, it.ID), []byte(n.cfg.Node+" adopted")); err != nil {
-					return total, fmt.Errorf("cluster: mark %s adopted: %w", it.ID, err)
+					return total, seen, fmt.Errorf("cluster: mark %s adopted: %w", it.ID, err)
 				}
 			}
-			total += len(todo)
-			n.count(func(s *Stats) { s.Adopted += len(todo) })
+			total += len(w.todo)
+			n.count(func(s *Stats) { s.Adopted += len(w.todo) })
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
-			return total, fmt.Errorf("cluster: read %s's intake: %w", node, err)
+			return total, seen, fail(err)
 		}
 	}
-	n.log.Info().Str("node", node).Uint64("intake_records", seen).Int("done_records", len(done)).Int("adopted", total).
-		Dur("listing_took", listed).Dur("took", time.Since(started)).Msg("read the node's intake")
-	return total, nil
+	return total, seen, nil
 }
 
-// republish stores items adopted from rec in this node's intake.
-func (n *Node) republish(ctx context.Context, rec *Record, items []*queue.Item) error {
-	b, err := json.Marshal(Record{Node: n.cfg.Node, MsgID: rec.MsgID, Body: rec.Body, Items: items, LinkDigests: rec.LinkDigests})
-	if err != nil {
-		return fmt.Errorf("cluster: %w", err)
+// adoptWork is what an adoption does with one intake record: queue todo
+// here, and mark todo and had (queued by an earlier attempt) adopted.
+type adoptWork struct {
+	rec       *Record
+	todo, had []*queue.Item
+}
+
+// storeAdopted stores the items to adopt in stream LK_ADOPTED under this
+// node, a batch of records at a time. Not in the intake: writing there
+// while its stream, which the dead node may have led, elects a leader
+// made adoptions minutes slower.
+func (n *Node) storeAdopted(ctx context.Context, work []adoptWork) error {
+	var acks []jetstream.PubAckFuture
+	for _, w := range work {
+		if len(w.todo) == 0 {
+			continue
+		}
+		b, err := json.Marshal(Record{Node: n.cfg.Node, MsgID: w.rec.MsgID, Body: w.rec.Body, Items: w.todo, LinkDigests: w.rec.LinkDigests})
+		if err != nil {
+			return fmt.Errorf("cluster: %w", err)
+		}
+		f, err := n.js.PublishMsgAsync(&nats.Msg{Subject: subjAdopted + n.cfg.Node, Data: b},
+			jetstream.WithMsgID(n.cfg.Node+"."+w.rec.MsgID))
+		if err != nil {
+			return fmt.Errorf("cluster: store adopted %s as adopted here: %w", w.rec.MsgID, err)
+		}
+		acks = append(acks, f)
 	}
-	msg := &nats.Msg{Subject: subjIntake + n.cfg.Node, Data: b}
-	// Its own message id: the original's is still in the stream's
-	// duplicate window when the adoption follows the death closely.
-	if err := n.publish(ctx, msg, n.cfg.Node+".adopted."+rec.MsgID); err != nil {
-		return fmt.Errorf("cluster: store adopted %s in this node's intake: %w", rec.MsgID, err)
+	// An ack that never comes (a stream without a leader) must fail the
+	// attempt, which the next heartbeat retries.
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for _, f := range acks {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return fmt.Errorf("cluster: store adopted items: %w", err)
+		case <-ctx.Done():
+			return fmt.Errorf("cluster: store adopted items: %w", ctx.Err())
+		}
 	}
 	return nil
 }

@@ -169,15 +169,19 @@ func nodeNameRe(s string) bool {
 const (
 	streamIntake = "LK_INTAKE"
 	subjIntake   = "lk.intake."
-	bucketDone   = "lk_done"
-	bucketNewest = "lk_newest"
-	bucketDedupe = "lk_dedupe"
-	bucketRate   = "lk_rate"
-	bucketAlive  = "lk_alive"
-	bucketMember = "lk_members"
-	bucketAdopt  = "lk_adopt"
-	bucketSupp   = "lk_suppress"
-	bucketOutbox = "lk_outbox"
+	// The items a node adopted, stored again under its name, so that a
+	// node adopting it adopts them too.
+	streamAdopted = "LK_ADOPTED"
+	subjAdopted   = "lk.adopted."
+	bucketDone    = "lk_done"
+	bucketNewest  = "lk_newest"
+	bucketDedupe  = "lk_dedupe"
+	bucketRate    = "lk_rate"
+	bucketAlive   = "lk_alive"
+	bucketMember  = "lk_members"
+	bucketAdopt   = "lk_adopt"
+	bucketSupp    = "lk_suppress"
+	bucketOutbox  = "lk_outbox"
 )
 
 // Node is this latchkey's member of the cluster.
@@ -445,6 +449,8 @@ func (n *Node) setup(ctx context.Context) error {
 				{Name: streamAudit, Subjects: []string{subjAudit + ">"}, Storage: jetstream.FileStorage,
 					Replicas: r, MaxAge: 400 * 24 * time.Hour},
 				{Name: streamIntake, Subjects: []string{subjIntake + ">"}, Storage: jetstream.FileStorage,
+					Replicas: r, MaxAge: n.cfg.Retention, Duplicates: 10 * time.Minute},
+				{Name: streamAdopted, Subjects: []string{subjAdopted + ">"}, Storage: jetstream.FileStorage,
 					Replicas: r, MaxAge: n.cfg.Retention, Duplicates: 10 * time.Minute},
 			}
 			for _, sc := range streams {
