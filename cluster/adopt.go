@@ -483,6 +483,9 @@ type Status struct {
 	// Escalations counts, per node, the Salesforce escalations not sent
 	// yet (none taken over: those count for their adopter).
 	Escalations map[string]int `json:"escalations_waiting,omitempty"`
+	// Differs lists what the nodes with a heartbeat must hold the same
+	// and do not (keys, policy), from their shared fingerprints.
+	Differs []ConfigDiff `json:"config_differs,omitempty"`
 	// Audit compares this node's trail with its checkpoints in the
 	// cluster (nil when not asked for).
 	Audit *CheckpointReport `json:"audit,omitempty"`
@@ -522,21 +525,12 @@ type AdoptedStatus struct {
 // Status reads the cluster's state.
 func (n *Node) Status(ctx context.Context) (*Status, error) {
 	st := &Status{Node: n.cfg.Node, Incarnation: n.incarnation, Stats: n.Stats()}
-	names, err := listKeys(ctx, n.members, "")
-	if err != nil {
-		return nil, fmt.Errorf("cluster: members: %w", err)
+	var err error
+	if st.Members, err = n.memberStatus(ctx); err != nil {
+		return nil, err
 	}
-	for _, name := range names {
-		m, err := n.members.Get(ctx, name)
-		if err != nil {
-			continue
-		}
-		ms := MemberStatus{Name: name, Incarnation: string(m.Value())}
-		if a, err := n.alive.Get(ctx, name); err == nil && string(a.Value()) == ms.Incarnation {
-			ms.LastBeat = time.Since(a.Created()).Round(time.Millisecond).String()
-			ms.Alive = time.Since(a.Created()) < n.cfg.DeadAfter
-		}
-		st.Members = append(st.Members, ms)
+	if st.Differs, err = n.configDiffers(ctx, st.Members); err != nil {
+		return nil, err
 	}
 	if s, err := n.js.Stream(ctx, streamIntake); err == nil {
 		if info, err := s.Info(ctx); err == nil {
@@ -566,4 +560,26 @@ func (n *Node) Status(ctx context.Context) (*Status, error) {
 		return nil, fmt.Errorf("cluster: escalations: %w", err)
 	}
 	return st, nil
+}
+
+// memberStatus lists the nodes the cluster knows and whether each beats.
+func (n *Node) memberStatus(ctx context.Context) ([]MemberStatus, error) {
+	names, err := listKeys(ctx, n.members, "")
+	if err != nil {
+		return nil, fmt.Errorf("cluster: members: %w", err)
+	}
+	var out []MemberStatus
+	for _, name := range names {
+		m, err := n.members.Get(ctx, name)
+		if err != nil {
+			continue
+		}
+		ms := MemberStatus{Name: name, Incarnation: string(m.Value())}
+		if a, err := n.alive.Get(ctx, name); err == nil && string(a.Value()) == ms.Incarnation {
+			ms.LastBeat = time.Since(a.Created()).Round(time.Millisecond).String()
+			ms.Alive = time.Since(a.Created()) < n.cfg.DeadAfter
+		}
+		out = append(out, ms)
+	}
+	return out, nil
 }

@@ -182,6 +182,7 @@ const (
 	bucketAdopt   = "lk_adopt"
 	bucketSupp    = "lk_suppress"
 	bucketOutbox  = "lk_outbox"
+	bucketShared  = "lk_shared"
 )
 
 // Node is this latchkey's member of the cluster.
@@ -192,7 +193,7 @@ type Node struct {
 	nc  *nats.Conn
 	js  jetstream.JetStream
 
-	done, newest, dedupe, rate, alive, members, adopt, suppress, outbox jetstream.KeyValue
+	done, newest, dedupe, rate, alive, members, adopt, suppress, outbox, shared jetstream.KeyValue
 
 	// incarnation names this run of the node: adoption takes over one
 	// incarnation's queue, so that a node restarted in time keeps its own.
@@ -426,6 +427,7 @@ func (n *Node) setup(ctx context.Context) error {
 		// 30 minutes apart), so that only the marks of escalations taken
 		// over from a node that never came back expire.
 		{&n.outbox, jetstream.KeyValueConfig{Bucket: bucketOutbox, TTL: 30 * 24 * time.Hour}},
+		{&n.shared, jetstream.KeyValueConfig{Bucket: bucketShared}},
 	}
 	deadline := time.Now().Add(2 * time.Minute)
 	var last error

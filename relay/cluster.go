@@ -2,9 +2,14 @@ package relay
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/latchkey/latchkey/audit"
@@ -28,6 +33,7 @@ func (s *Server) joinCluster(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s.shareConfig(ctx)
 	if err := s.shareEscalations(ctx, by != ""); err != nil {
 		return err
 	}
@@ -235,4 +241,79 @@ func (l clusterLocal) AdoptEscalation(payload []byte, from string) (bool, error)
 
 func (l clusterLocal) ApplySuppression(s queue.Suppression, removed bool, from string) error {
 	return l.s.Queue.ApplySuppression(s, removed, from)
+}
+
+// fingerprints names what every node must hold the same, each with a
+// fingerprint that reveals no secret: the VERP key's is a hash of it with
+// a label of its own, the others are of public data.
+func (s *Server) fingerprints() map[string]string {
+	short := func(b []byte) string { h := sha256.Sum256(b); return hex.EncodeToString(h[:8]) }
+	fp := map[string]string{
+		"verp key": short(append([]byte("latchkey verp key fingerprint\x00"), s.verpKey...)),
+		"policy":   s.Policy.Get().Digest()[:16],
+	}
+	var domains []string
+	for _, d := range s.cfg.Domains {
+		domains = append(domains, d.Name)
+	}
+	sort.Strings(domains)
+	fp["domains"] = strings.Join(domains, " ")
+	for _, k := range s.Keys.Keys() {
+		fp["dkim key "+strings.ToLower(strings.TrimSuffix(k.Domain, "."))+"/"+k.Selector] = k.Algo + " " + k.Fingerprint[:16]
+	}
+	fp["salesforce"] = "off"
+	if s.Outbox != nil {
+		fp["salesforce"] = "on"
+	}
+	return fp
+}
+
+// shareConfig stores this node's fingerprints in the cluster and logs,
+// once each time the set changes, what the nodes hold differently. It
+// only logs: a node that refused to start on a difference would stop
+// the resets it would have sent, and a rolling change (a new policy, a
+// DKIM rotation) differs between nodes for a while anyway.
+func (s *Server) shareConfig(ctx context.Context) {
+	fp := s.fingerprints()
+	if !maps.Equal(fp, s.sharedFP) {
+		if err := s.Cluster.ShareConfig(ctx, fp); err != nil {
+			s.log.Warn().Err(err).Msg("cluster: cannot share this node's key and policy fingerprints yet; retrying")
+			return
+		}
+		s.sharedFP = fp
+	}
+	diffs, err := s.Cluster.ConfigDiffers(ctx)
+	if err != nil {
+		s.log.Warn().Err(err).Msg("cluster: cannot compare the nodes' key and policy fingerprints yet; retrying")
+		return
+	}
+	seen, _ := json.Marshal(diffs)
+	if string(seen) == s.loggedDiffs {
+		return
+	}
+	s.loggedDiffs = string(seen)
+	for _, d := range diffs {
+		s.log.Error().Str("what", d.Name).Any("by_node", d.Values).
+			Msg("cluster: the nodes hold this differently; copy the same file to every node (docs/operations.md, \"Several nodes\")")
+	}
+	if len(diffs) == 0 {
+		s.log.Info().Msg("cluster: the nodes hold the same keys and policy")
+	}
+}
+
+// shareConfigEvery runs shareConfig until ctx ends: the policy and the
+// DKIM keys reload while the relay runs, and other nodes change theirs.
+func (s *Server) shareConfigEvery(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		s.shareConfig(cctx)
+		cancel()
+	}
 }

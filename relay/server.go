@@ -74,7 +74,12 @@ type Server struct {
 	Lifecycle *salesforce.Lifecycle
 	// Cluster is this node's membership of [cluster] (nil on one node).
 	Cluster *cluster.Node
-	sfLog   zerolog.Logger // the Salesforce component's log
+	// sharedFP is what shareConfig last stored in the cluster, and
+	// loggedDiffs what it last logged as differing (one goroutine at a
+	// time: at join, then shareConfigEvery).
+	sharedFP    map[string]string
+	loggedDiffs string
+	sfLog       zerolog.Logger // the Salesforce component's log
 
 	// Hooks for metrics; nil is fine.
 	Observe Observer
@@ -258,6 +263,7 @@ func (s *Server) Start(ctx context.Context) error {
 	s.bgCancel = cancel
 	if s.Cluster != nil {
 		s.background(func() { s.Cluster.Run(bgctx, clusterLocal{s}) })
+		s.background(func() { s.shareConfigEvery(bgctx, 30*time.Second) })
 		s.background(func() {
 			s.Cluster.RunCheckpoints(bgctx, func() (uint64, []byte, error) { return audit.SignedHead(s.Store.DB, s.auditKey) })
 		})

@@ -30,6 +30,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/latchkey/latchkey/cluster"
+	"github.com/latchkey/latchkey/dkim"
 	"github.com/latchkey/latchkey/salesforce/sftest"
 	"github.com/latchkey/latchkey/testutil/dnstest"
 	"github.com/latchkey/latchkey/testutil/netports"
@@ -98,11 +99,17 @@ func newNodesEnv(t *testing.T, count int, clustered bool) *clusterEnv {
 	if err := os.WriteFile(policyPath, []byte(clusterPolicy), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	// The nodes share the VERP key, as a real cluster must (a bounce may
-	// reach any node), and each makes its own DKIM key of one selector:
-	// the test's sink does not verify signatures.
+	// The nodes share the VERP key and the DKIM key, as a real cluster
+	// must (a bounce may reach any node; every node signs for the same
+	// selector), or `cluster status` reports them different.
 	verp := filepath.Join(base, "verp.key")
 	if err := os.WriteFile(verp, []byte("0123456789abcdef0123456789abcdef"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dkimKey := filepath.Join(base, "ed1.pem")
+	if k, err := dkim.GenerateKey("ed25519", 0); err != nil {
+		t.Fatal(err)
+	} else if err := dkim.WriteKeyFile(dkimKey, k); err != nil {
 		t.Fatal(err)
 	}
 	ports := netports.Free(t, 6)
@@ -132,7 +139,7 @@ name = "example.com"
 [[domains.dkim]]
 selector = "ed1"
 algo = "ed25519"
-key_file = "dkim/ed1.pem"
+key_file = %q
 
 [delivery]
 resolver = %q
@@ -158,7 +165,7 @@ replicas = %d
 secret_file = %q
 heartbeat = "300ms"
 dead_after = "3s"
-`, n.name, filepath.Join(n.dir, "data"), policyPath, durUser, hash, dns.Addr, sinkPort, verp, n.admin, clustered, n.name, ports[i], strings.Join(peers, ", "), count, secret)
+`, n.name, filepath.Join(n.dir, "data"), policyPath, durUser, hash, dkimKey, dns.Addr, sinkPort, verp, n.admin, clustered, n.name, ports[i], strings.Join(peers, ", "), count, secret)
 		if err := os.MkdirAll(n.dir, 0o700); err != nil {
 			t.Fatal(err)
 		}
@@ -537,8 +544,19 @@ func TestClusterEscalationAdopted(t *testing.T) {
 		t.Errorf("Case = %v; want one for gone@dest.test referencing %s", c, id)
 	}
 	// n3 comes back, now with a Salesforce that works: it hands its copy
-	// over to the adopter instead of opening a second Case.
+	// over to the adopter instead of opening a second Case. Its VERP key
+	// is a copy of its own (one forgotten in step 2 of "Several nodes"):
+	// the cluster's status names it.
 	e.useSalesforce(n3, sfOK)
+	ownVERP := filepath.Join(n3.dir, "own-verp.key")
+	if err := os.WriteFile(ownVERP, []byte("not the key the other nodes have"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(n3.cfgPath); err != nil {
+		t.Fatal(err)
+	} else if err := os.WriteFile(n3.cfgPath, regexp.MustCompile(`(?m)^\[verp\]\nkey_file = .*$`).ReplaceAll(b, []byte(fmt.Sprintf("[verp]\nkey_file = %q", ownVERP))), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	e.start(n3)
 	e.wait(n3)
 	if !waitFor(10*time.Second, func() bool {
@@ -555,9 +573,33 @@ func TestClusterEscalationAdopted(t *testing.T) {
 		t.Errorf("n3's outbox: %v\n%s", err, out)
 	}
 	var after cluster.Status
-	if out, err := exec.Command(latchkeyBin(t), "cluster", "status", "-json", "-config", n2.cfgPath).Output(); err != nil ||
-		json.Unmarshal(out, &after) != nil || len(after.Escalations) != 0 {
+	out, err = exec.Command(latchkeyBin(t), "cluster", "status", "-json", "-config", n2.cfgPath).Output()
+	if json.Unmarshal(out, &after) != nil || len(after.Escalations) != 0 {
 		t.Errorf("escalations waiting once the Case is open: %v, %+v\n%s", err, after.Escalations, out)
+	}
+	// Exit 1 for the VERP key, and only for it: n1 and n2 alike, n3 not.
+	// Waited for: a node whose heartbeat is late (a loaded machine) is
+	// left out of the comparison.
+	if !waitFor(20*time.Second, func() bool {
+		out, err = exec.Command(latchkeyBin(t), "cluster", "status", "-json", "-config", n2.cfgPath).Output()
+		after = cluster.Status{} // not a map left from the last try
+		return json.Unmarshal(out, &after) == nil && err != nil && len(after.Differs) == 1 && after.Differs[0].Name == "verp key" &&
+			after.Differs[0].Values["n1"] == after.Differs[0].Values["n2"] && after.Differs[0].Values["n3"] != after.Differs[0].Values["n1"]
+	}) {
+		t.Errorf("cluster status with n3's own VERP key: %v, differs %+v; want exit 1 and the VERP key", err, after.Differs)
+	}
+	differs := regexp.MustCompile(`DIFFERENT ON THE NODES.*\n  verp key\n    n1 +[0-9a-f]{16}\n    n2 +[0-9a-f]{16}\n    n3 +[0-9a-f]{16}\n`)
+	if !waitFor(20*time.Second, func() bool {
+		out, _ = exec.Command(latchkeyBin(t), "cluster", "status", "-config", n1.cfgPath).CombinedOutput()
+		return differs.Match(out)
+	}) {
+		t.Errorf("cluster status on n1 does not name n3's VERP key:\n%s", out)
+	}
+	if !strings.Contains(n3.proc.log.String(), `"what":"verp key"`) {
+		t.Errorf("n3 did not log that its VERP key differs:\n%s", tail(n3.proc.log.String(), 20))
+	}
+	if strings.Contains(n1.proc.log.String()+n2.proc.log.String()+n3.proc.log.String(), "0123456789abcdef") {
+		t.Error("a node logged the VERP key itself")
 	}
 	for _, n := range e.nodes {
 		e.stop(n)

@@ -14,7 +14,7 @@ import (
 )
 
 func init() {
-	register("cluster", "cluster status: the nodes, the intake's replicas, adoptions (exit 1 when a node or replica is down)", cmdCluster)
+	register("cluster", "cluster status: the nodes, the intake's replicas, adoptions, what the nodes hold differently (exit 1 when a node or replica is down or a key differs)", cmdCluster)
 }
 
 func cmdCluster(args []string, stdout, stderr io.Writer) int {
@@ -52,15 +52,16 @@ func cmdCluster(args []string, stdout, stderr io.Writer) int {
 	})
 }
 
-// clusterHealthy is false when a member has no heartbeat or a replica of
-// the intake is offline or behind.
+// clusterHealthy is false when a member has no heartbeat, a replica of
+// the intake is offline or behind, an audit checkpoint does not match, or
+// the nodes hold a key or the policy differently.
 func clusterHealthy(st *cluster.Status) bool {
 	for _, m := range st.Members {
 		if !m.Alive {
 			return false
 		}
 	}
-	if st.Intake == nil || st.Intake.Err != "" || (st.Audit != nil && st.Audit.Mismatched > 0) {
+	if st.Intake == nil || st.Intake.Err != "" || (st.Audit != nil && st.Audit.Mismatched > 0) || len(st.Differs) > 0 {
 		return false
 	}
 	for _, r := range st.Intake.Replicas {
@@ -94,6 +95,24 @@ func writeClusterStatus(w io.Writer, st *cluster.Status) {
 					state = fmt.Sprintf("BEHIND by %d", r.Lag)
 				}
 				fmt.Fprintf(w, "  replica %-16s %s\n", r.Name, state)
+			}
+		}
+	}
+	if len(st.Differs) > 0 {
+		fmt.Fprintln(w, "\nDIFFERENT ON THE NODES (copy the same file to every node; fingerprints, no secret):")
+		for _, d := range st.Differs {
+			nodes := make([]string, 0, len(d.Values))
+			for node := range d.Values {
+				nodes = append(nodes, node)
+			}
+			sort.Strings(nodes)
+			fmt.Fprintf(w, "  %s\n", d.Name)
+			for _, node := range nodes {
+				v := d.Values[node]
+				if v == "" {
+					v = "(none)"
+				}
+				fmt.Fprintf(w, "    %-16s %s\n", node, v)
 			}
 		}
 	}
