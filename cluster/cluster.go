@@ -115,6 +115,11 @@ func (c *Config) Validate() error {
 				add(fmt.Sprintf("peers.%d", i), "%q is not host:port", peer)
 			}
 		}
+		if len(c.Peers) == 0 {
+			// JetStream refuses a cluster without routes, and a node
+			// alone would only add round trips to the single-node mode.
+			add("peers", "empty: list the other nodes' route addresses (a cluster needs two nodes or more), or set enabled = false for one node")
+		}
 		if c.Replicas > len(c.Peers)+1 {
 			add("replicas", "%d replicas need at least %d nodes; %d are listed (this one and cluster.peers)", c.Replicas, c.Replicas, len(c.Peers)+1)
 		}

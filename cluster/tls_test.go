@@ -336,7 +336,7 @@ func routeGreeting(t *testing.T, addr string, tc *tls.Config) string {
 func TestRouteTLSConfig(t *testing.T) {
 	dir := t.TempDir()
 	valid := func() Config {
-		c := Config{Enabled: true, Node: "v", Listen: "127.0.0.1:1", SecretFile: "s", Replicas: 1}
+		c := Config{Enabled: true, Node: "v", Listen: "127.0.0.1:1", Peers: []string{"127.0.0.1:2"}, SecretFile: "s", Replicas: 1}
 		c.Defaults("unused")
 		return c
 	}

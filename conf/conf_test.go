@@ -71,6 +71,8 @@ key_file = "k.pem"
 		{"memory limit too small", "memory_limit = \"16MiB\"\n" + base, []string{"t.toml:1: memory_limit: 16MiB is below 64 MiB"}},
 		{"cluster: peers, replicas and secret", base + "[cluster]\nenabled = true\nlisten = \"127.0.0.1:6222\"\npeers = [\"nope\"]\n",
 			[]string{`t.toml:13: cluster.peers.0: "nope" is not host:port`, "t.toml:10: cluster.replicas: 3 replicas need at least 3 nodes; 2 are listed", "cluster.secret_file: is needed"}},
+		{"cluster: no peers", base + "[cluster]\nenabled = true\nlisten = \"127.0.0.1:6222\"\nreplicas = 1\nsecret_file = \"s\"\n",
+			[]string{"cluster.peers: empty: list the other nodes' route addresses"}},
 		{"cluster: heartbeat", base + "[cluster]\nenabled = true\nnode = \"a.b\"\nlisten = \"127.0.0.1:6222\"\nreplicas = 1\nsecret_file = \"s\"\nheartbeat = \"5s\"\n",
 			[]string{`t.toml:12: cluster.node: must be letters, digits`, "cluster.dead_after: must be at least three heartbeats (15s), got 10s"}},
 		{"cluster: tls_cert without tls_key and tls_ca", base + "[cluster]\nenabled = true\nlisten = \"127.0.0.1:6222\"\nreplicas = 1\nsecret_file = \"s\"\ntls_cert = \"/etc/latchkey/route.crt\"\n",
@@ -109,6 +111,7 @@ key_file = "k.pem"
 [cluster]
 enabled = true
 listen = "127.0.0.1:6222"
+peers = ["127.0.0.1:6223"]
 replicas = 1
 secret_file = "cluster.secret"
 tls_cert = "route.pem"

@@ -31,6 +31,9 @@ func Boot(cfg *conf.Config, log zerolog.Logger) (*Server, error) {
 	}
 	for _, p := range created {
 		log.Warn().Str("file", p).Msg("generated a DKIM key; publish its record (latchkey dns records) before sending real mail")
+		if cfg.Cluster.Enabled {
+			log.Warn().Str("file", p).Msg("[cluster]: this key is this node's alone; every node must sign with the same one: copy one node's file to the others (docs/operations.md, \"Several nodes\", step 2)")
+		}
 	}
 	keys, err := dkim.LoadKeyring(cfg.KeyEntries())
 	if err != nil {
@@ -67,9 +70,15 @@ func Boot(cfg *conf.Config, log zerolog.Logger) (*Server, error) {
 	if verpFile == "" {
 		verpFile = "verp.key"
 	}
+	_, missing := os.Stat(cfg.Path(verpFile))
 	verpKey, err := EnsureSecret(cfg.Path(verpFile), 32)
 	if err != nil {
 		return nil, err
+	}
+	if missing != nil && cfg.Cluster.Enabled {
+		// A bounce comes back to any node; only the key that signed its
+		// address recognises it.
+		log.Warn().Str("file", cfg.Path(verpFile)).Msg("[cluster]: generated a VERP key of this node's own; every node must have the same one: copy one node's file to the others (docs/operations.md, \"Several nodes\", step 2)")
 	}
 	auditFile := cfg.Audit.KeyFile
 	if auditFile == "" {
