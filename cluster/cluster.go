@@ -338,13 +338,26 @@ func startServer(cfg Config, dir, secret string, log zerolog.Logger) (*server.Se
 	if err != nil {
 		return nil, fmt.Errorf("cluster: NATS server: %w", err)
 	}
-	ns.SetLoggerV2(natsLogger{log}, false, false, false)
+	nl := natsLogger{l: log, fatal: make(chan string, 1)}
+	ns.SetLoggerV2(nl, false, false, false)
 	go ns.Start()
-	if !ns.ReadyForConnections(30 * time.Second) {
+	ready := make(chan bool, 1)
+	go func() { ready <- ns.ReadyForConnections(30 * time.Second) }()
+	// A server that cannot start says why on its log (a port taken,
+	// JetStream refusing its configuration) and never gets ready: that
+	// reason is the error, at once, not "not ready" after 30 s.
+	select {
+	case ok := <-ready:
+		if ok {
+			return ns, nil
+		}
 		ns.Shutdown()
 		return nil, fmt.Errorf("cluster: NATS server on %s not ready within 30s", cfg.Listen)
+	case why := <-nl.fatal:
+		// ready comes in its time, to nobody (it is buffered).
+		ns.Shutdown()
+		return nil, fmt.Errorf("cluster: NATS server on %s: %s", cfg.Listen, why)
 	}
-	return ns, nil
 }
 
 // routeTLS makes the routes' TLS configuration: this node's certificate,
@@ -633,12 +646,22 @@ func hashKey(s string) string {
 // errNoQuorum marks a write the cluster could not store on a quorum.
 var errNoQuorum = errors.New("cluster: not stored on a quorum of nodes")
 
-// natsLogger sends the embedded server's log lines to zerolog.
-type natsLogger struct{ l zerolog.Logger }
+// natsLogger sends the embedded server's log lines to zerolog, and its
+// first fatal one to fatal.
+type natsLogger struct {
+	l     zerolog.Logger
+	fatal chan string
+}
 
 func (z natsLogger) Noticef(f string, v ...any) { z.l.Debug().Msgf(f, v...) }
 func (z natsLogger) Warnf(f string, v ...any)   { z.l.Warn().Msgf(f, v...) }
-func (z natsLogger) Fatalf(f string, v ...any)  { z.l.Error().Msgf(f, v...) }
-func (z natsLogger) Errorf(f string, v ...any)  { z.l.Warn().Msgf(f, v...) }
-func (z natsLogger) Debugf(f string, v ...any)  { z.l.Debug().Msgf(f, v...) }
-func (z natsLogger) Tracef(f string, v ...any)  {}
+func (z natsLogger) Fatalf(f string, v ...any) {
+	z.l.Error().Msgf(f, v...)
+	select {
+	case z.fatal <- fmt.Sprintf(f, v...):
+	default:
+	}
+}
+func (z natsLogger) Errorf(f string, v ...any) { z.l.Warn().Msgf(f, v...) }
+func (z natsLogger) Debugf(f string, v ...any) { z.l.Debug().Msgf(f, v...) }
+func (z natsLogger) Tracef(f string, v ...any) {}

@@ -419,3 +419,28 @@ func TestRouteTLSConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestStartReason: an embedded server that cannot start (its route port
+// taken) fails Start with the server's own reason.
+func TestStartReason(t *testing.T) {
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "secret")
+	os.WriteFile(secret, []byte("a shared secret of the test cluster\n"), 0o600)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	c := Config{Enabled: true, Node: "v", Listen: l.Addr().String(), Peers: []string{"127.0.0.1:2"}, SecretFile: secret, Replicas: 1}
+	c.Defaults("unused")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	n, err := Start(ctx, c, filepath.Join(dir, "node"), testLog())
+	if err == nil {
+		n.Close()
+		t.Fatal("started on a taken port")
+	}
+	if !strings.Contains(err.Error(), "address already in use") || !strings.Contains(err.Error(), l.Addr().String()) {
+		t.Errorf("error %q; want the server's reason (address already in use) and the address", err)
+	}
+}
