@@ -552,7 +552,16 @@ func (n *Node) Status(ctx context.Context) (*Status, error) {
 		return nil, fmt.Errorf("cluster: adoptions: %w", err)
 	}
 	for _, k := range keys {
-		if e, err := n.adopt.Get(ctx, k); err == nil && string(e.Value()) != "self" {
+		// As in the listings: an entry that cannot be read fails the
+		// status rather than going missing from it.
+		e, err := n.adopt.Get(ctx, k)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue // expired since the listing
+		}
+		if err != nil {
+			return nil, fmt.Errorf("cluster: adoption %s: %w", k, err)
+		}
+		if string(e.Value()) != "self" {
 			st.Adoptions = append(st.Adoptions, AdoptedStatus{Node: k, State: string(e.Value())})
 		}
 	}
@@ -571,11 +580,20 @@ func (n *Node) memberStatus(ctx context.Context) ([]MemberStatus, error) {
 	var out []MemberStatus
 	for _, name := range names {
 		m, err := n.members.Get(ctx, name)
-		if err != nil {
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			continue
 		}
+		if err != nil {
+			return nil, fmt.Errorf("cluster: member %s: %w", name, err)
+		}
 		ms := MemberStatus{Name: name, Incarnation: string(m.Value())}
-		if a, err := n.alive.Get(ctx, name); err == nil && string(a.Value()) == ms.Incarnation {
+		a, err := n.alive.Get(ctx, name)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			// No heartbeat within the bucket's TTL: not alive.
+		case err != nil:
+			return nil, fmt.Errorf("cluster: heartbeat of %s: %w", name, err)
+		case string(a.Value()) == ms.Incarnation:
 			ms.LastBeat = time.Since(a.Created()).Round(time.Millisecond).String()
 			ms.Alive = time.Since(a.Created()) < n.cfg.DeadAfter
 		}

@@ -194,8 +194,16 @@ func (n *Node) escalationsWaiting(ctx context.Context) (map[string]int, error) {
 	}
 	counts := map[string]int{}
 	for _, k := range keys {
+		// An entry that cannot be read is an error, not one fewer: a
+		// status that shows no escalation waiting must mean none.
 		e, err := n.outbox.Get(ctx, k)
-		if err != nil || strings.HasPrefix(string(e.Value()), adoptedPrefix) {
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue // sent since the listing
+		}
+		if err != nil {
+			return nil, fmt.Errorf("escalation %s: %w", k, err)
+		}
+		if strings.HasPrefix(string(e.Value()), adoptedPrefix) {
 			continue
 		}
 		node, _, _ := strings.Cut(k, ".")
