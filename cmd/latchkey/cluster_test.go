@@ -454,7 +454,12 @@ func TestClusterThreeNodesKill(t *testing.T) {
 	if got["older@example.com"] != 0 || got["newer@example.com"] != 1 {
 		t.Errorf("supersede across nodes: older arrived %d times, newer %d; want 0 and 1", got["older@example.com"], got["newer@example.com"])
 	}
-	if out, err := exec.Command(latchkeyBin(t), "cluster", "status", "-config", n2.cfgPath).CombinedOutput(); err != nil {
+	// Asked again while it fails: a read can fail while n3's return moves
+	// a stream's leader (the status then exits 1 with that error).
+	if !waitFor(20*time.Second, func() bool {
+		out, err = exec.Command(latchkeyBin(t), "cluster", "status", "-config", n2.cfgPath).CombinedOutput()
+		return err == nil
+	}) {
 		t.Errorf("cluster status with every node up: %v\n%s", err, out)
 	}
 
@@ -573,8 +578,12 @@ func TestClusterEscalationAdopted(t *testing.T) {
 		t.Errorf("n3's outbox: %v\n%s", err, out)
 	}
 	var after cluster.Status
-	out, err = exec.Command(latchkeyBin(t), "cluster", "status", "-json", "-config", n2.cfgPath).Output()
-	if json.Unmarshal(out, &after) != nil || len(after.Escalations) != 0 {
+	waitFor(20*time.Second, func() bool { // an answer, right or wrong
+		out, err = exec.Command(latchkeyBin(t), "cluster", "status", "-json", "-config", n2.cfgPath).Output()
+		after = cluster.Status{}
+		return json.Unmarshal(out, &after) == nil
+	})
+	if len(after.Escalations) != 0 || after.Node == "" {
 		t.Errorf("escalations waiting once the Case is open: %v, %+v\n%s", err, after.Escalations, out)
 	}
 	// Exit 1 for the VERP key, and only for it: n1 and n2 alike, n3 not.
