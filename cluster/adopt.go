@@ -142,7 +142,7 @@ func (n *Node) adoptedAlive(ctx context.Context) bool {
 func (n *Node) adoptDead(ctx context.Context, local Local, peers map[string]*peerBeat) {
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	names, err := listKeys(cctx, n.members, "")
+	names, err := listKeys(cctx, n.js, n.members, "")
 	if err != nil {
 		n.log.Warn().Err(err).Msg("cannot list cluster members")
 		return
@@ -439,7 +439,7 @@ func (n *Node) storeAdopted(ctx context.Context, work []adoptWork) error {
 
 // doneOf returns the items node (or its adopter) recorded done.
 func (n *Node) doneOf(ctx context.Context, node string) (map[string]bool, error) {
-	keys, err := listKeys(ctx, n.done, node+".>")
+	keys, err := listKeys(ctx, n.js, n.done, node+".>")
 	if err != nil {
 		return nil, fmt.Errorf("cluster: %s's done records: %w", node, err)
 	}
@@ -547,7 +547,7 @@ func (n *Node) Status(ctx context.Context) (*Status, error) {
 			st.Intake = &ReplicaStatus{Err: err.Error()}
 		}
 	}
-	keys, err := listKeys(ctx, n.adopt, "")
+	keys, err := listKeys(ctx, n.js, n.adopt, "")
 	if err != nil {
 		return nil, fmt.Errorf("cluster: adoptions: %w", err)
 	}
@@ -573,7 +573,7 @@ func (n *Node) Status(ctx context.Context) (*Status, error) {
 
 // memberStatus lists the nodes the cluster knows and whether each beats.
 func (n *Node) memberStatus(ctx context.Context) ([]MemberStatus, error) {
-	names, err := listKeys(ctx, n.members, "")
+	names, err := listKeys(ctx, n.js, n.members, "")
 	if err != nil {
 		return nil, fmt.Errorf("cluster: members: %w", err)
 	}

@@ -131,7 +131,7 @@ func (n *Node) flushEscalations(ctx context.Context) map[string]bool {
 // put in this node's outbox, re-keyed under this node, and marked adopted
 // under the dead node's name.
 func (n *Node) adoptEscalations(ctx context.Context, node string, local Local) (int, error) {
-	keys, err := listKeys(ctx, n.outbox, node+".>")
+	keys, err := listKeys(ctx, n.js, n.outbox, node+".>")
 	if err != nil {
 		return 0, fmt.Errorf("cluster: %s's escalations: %w", node, err)
 	}
@@ -188,7 +188,7 @@ func (n *Node) EscalationAdoptedBy(ctx context.Context, id, queueID string) (str
 // escalationsWaiting counts the escalations stored per node that no
 // survivor took over.
 func (n *Node) escalationsWaiting(ctx context.Context) (map[string]int, error) {
-	keys, err := listKeys(ctx, n.outbox, "")
+	keys, err := listKeys(ctx, n.js, n.outbox, "")
 	if err != nil {
 		return nil, err
 	}
