@@ -40,6 +40,9 @@ var errListingCut = errors.New("listing did not reach the end of the bucket")
 // the server says has none pending after it. A watcher that misses a key
 // the leader holds is a lagging replica: the listing is made again. A key
 // the watcher saw deleted is asked of the leader (deletes are rare here).
+// The other way round, a key a stale replica still shows put, may be
+// listed though deleted: the callers that read values skip a key not
+// found, and done records (the long listing) are never deleted.
 func listKeys(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, filter string) ([]string, error) {
 	fail := func(err error) error { return fmt.Errorf("list %s: %w", kv.Bucket(), err) }
 	prefix := "$KV." + kv.Bucket() + "."
