@@ -7,15 +7,10 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
-
-// retried counts listings made again because the watcher missed a key
-// the leader holds (a test reads it).
-var retried atomic.Int64
 
 // errListingCut is returned when the context ends before the listing
 // has read everything the server had.
@@ -87,7 +82,6 @@ func listKeys(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue
 		}
 		keys, deleted, complete := mergeListing(held, seen)
 		if !complete {
-			retried.Add(1)
 			continue
 		}
 		for _, k := range deleted {
